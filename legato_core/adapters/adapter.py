@@ -1,0 +1,187 @@
+"""ODE adapters injected into a frozen generator by site name, as peft injects LoRA by module name.
+
+An :class:`ODEAdapter` owns one vector field per site. ``attach`` registers forward hooks on the
+generator's site modules (the base weights are never touched); ``detach`` removes them. Several adapters
+can be attached at once (one per forgotten identity); each has its own intensity ``t`` and is applied in
+attach order. Adapters save alone to a small safetensors file whose metadata names the base model and its
+weight hash, so one can never be loaded onto the wrong generator by accident.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from .ode import ConvVectorField, ODEConfig, solve
+
+FORMAT_VERSION = "1"
+
+
+class AdaptableModel(Protocol):
+    """What an adapter needs from a base model: named sites (modules with ``channels``) and an identity."""
+
+    base_model_id: str
+    adapter_sites: dict[str, nn.Module]
+
+    def weight_hash(self) -> str: ...
+
+
+class AdapterMismatchError(ValueError):
+    """Raised when an adapter is attached to or loaded for a base model it was not trained on."""
+
+
+class ODEAdapter(nn.Module):
+    def __init__(self, sites: dict[str, int], config: ODEConfig | None = None, base_model_id: str = "",
+                 base_weight_hash: str = "", description: dict | None = None):
+        super().__init__()
+        if not sites:
+            raise ValueError("an adapter needs at least one site")
+        self.config = config or ODEConfig()
+        self.site_channels = dict(sites)
+        self.fields = nn.ModuleDict({name: ConvVectorField(c, self.config.hidden) for name, c in sites.items()})
+        self.base_model_id, self.base_weight_hash = base_model_id, base_weight_hash
+        self.description = dict(description or {})
+        self.t = self.config.t_end
+        self.enabled = True
+        self.record_states = False
+        self.states: dict[str, list[torch.Tensor]] = {}
+        self._handles: list = []
+        self._model: AdaptableModel | None = None
+
+    # -- running ------------------------------------------------------------------------------------------
+    def transform(self, site: str, x: torch.Tensor) -> torch.Tensor:
+        if not self.enabled or self.t == 0:
+            return x
+        field = self.fields[site]
+        if self.record_states:
+            out, states = solve(field, x, self.t, self.config, return_states=True)
+            self.states[site] = states
+            return out
+        return solve(field, x, self.t, self.config)
+
+    def set_t(self, t: float) -> None:
+        t = float(t)
+        if not 0 <= t <= self.config.t_max + 1e-9:
+            raise ValueError(f"t must be in [0, {self.config.t_max}], got {t}")
+        self.t = t
+
+    @contextmanager
+    def at(self, t: float):
+        """Temporarily set the intensity: ``with adapter.at(0.8): img = gen.render(...)``."""
+        old = self.t
+        self.set_t(t)
+        try:
+            yield self
+        finally:
+            self.t = old
+
+    # -- injection ----------------------------------------------------------------------------------------
+    def check_base(self, model: AdaptableModel) -> None:
+        sites = model.adapter_sites
+        missing = [s for s in self.site_channels if s not in sites]
+        if missing:
+            raise AdapterMismatchError(f"base model has no adapter sites {missing}; it has {sorted(sites)}")
+        for name, c in self.site_channels.items():
+            if getattr(sites[name], "channels", c) != c:
+                raise AdapterMismatchError(f"site {name!r} has {sites[name].channels} channels, adapter expects {c}")
+        if self.base_weight_hash and self.base_weight_hash != model.weight_hash():
+            raise AdapterMismatchError(
+                f"this adapter was trained for base model {self.base_model_id!r} (weights {self.base_weight_hash}); "
+                f"the loaded base is {model.base_model_id!r} (weights {model.weight_hash()})")
+
+    def attach(self, model: AdaptableModel) -> ODEAdapter:
+        if self._handles:
+            raise RuntimeError("adapter is already attached; detach it first")
+        self.check_base(model)
+        for name in self.site_channels:
+            hook = model.adapter_sites[name].register_forward_hook(
+                lambda _m, _inp, out, _name=name: self.transform(_name, out))
+            self._handles.append(hook)
+        self._model = model
+        return self
+
+    def detach(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+        self._model = None
+
+    @property
+    def attached(self) -> bool:
+        return bool(self._handles)
+
+    def trainable_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    # -- persistence -------------------------------------------------------------------------------------
+    def metadata(self) -> dict[str, str]:
+        return {
+            "format": "legato-ode-adapter", "format_version": FORMAT_VERSION,
+            "base_model_id": self.base_model_id, "base_weight_hash": self.base_weight_hash,
+            "sites": json.dumps(self.site_channels), "ode": json.dumps(self.config.to_dict()),
+            "description": json.dumps(self.description),
+            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        }
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tensors = {k: v.detach().contiguous().cpu() for k, v in self.fields.state_dict().items()}
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        save_file(tensors, tmp, metadata=self.metadata())
+        tmp.replace(path)  # atomic: a crash never leaves a half-written adapter
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, model: AdaptableModel | None = None) -> ODEAdapter:
+        """Load an adapter file; with ``model``, refuse (AdapterMismatchError) if it belongs to another base."""
+        path = Path(path)
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+                tensors = {k: f.get_tensor(k) for k in f.keys()}
+        except Exception as e:
+            raise ValueError(f"{path.name} is not a readable safetensors adapter ({type(e).__name__}: {e})") from e
+        if meta.get("format") != "legato-ode-adapter":
+            raise ValueError(f"{path.name} is not a legato ODE adapter (metadata format={meta.get('format')!r})")
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"{path.name} has adapter format {meta.get('format_version')}, expected {FORMAT_VERSION}")
+        adapter = cls(json.loads(meta["sites"]), ODEConfig(**json.loads(meta["ode"])), meta["base_model_id"],
+                      meta["base_weight_hash"], json.loads(meta.get("description", "{}")))
+        adapter.fields.load_state_dict(tensors)
+        adapter.created = meta.get("created", "")
+        if model is not None:
+            adapter.check_base(model)
+        return adapter
+
+
+class AdapterStack:
+    """Several adapters on one base, each with its own t (one per forgotten identity)."""
+
+    def __init__(self, model: AdaptableModel):
+        self.model = model
+        self.adapters: dict[str, ODEAdapter] = {}
+
+    def add(self, name: str, adapter: ODEAdapter) -> ODEAdapter:
+        if name in self.adapters:
+            raise KeyError(f"an adapter named {name!r} is already attached")
+        adapter.attach(self.model)
+        self.adapters[name] = adapter
+        return adapter
+
+    def remove(self, name: str) -> ODEAdapter:
+        adapter = self.adapters.pop(name)
+        adapter.detach()
+        return adapter
+
+    def set_t(self, **ts: float) -> None:
+        for name, t in ts.items():
+            self.adapters[name].set_t(t)

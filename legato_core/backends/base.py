@@ -1,0 +1,42 @@
+"""The contract between the unlearning engine and a generator backend.
+
+The engine (targets, objectives, ForgetJob, metrics) only talks to this interface, so the embedded face
+generator and the diffusers backends share one engine. A *latent* is the identity code (B, D); a *view* is
+everything else that changes between images of one person (pose/light for the embedded model; noise seed
+and timestep for diffusion models).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch import nn
+
+
+@runtime_checkable
+class GeneratorBackend(Protocol):
+    base_model_id: str
+    w_avg: torch.Tensor
+
+    @property
+    def adapter_sites(self) -> dict[str, nn.Module]: ...
+
+    def weight_hash(self) -> str: ...
+
+    def sample_latents(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor: ...
+
+    def sample_views(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor: ...
+
+    def canonical_views(self, n: int) -> torch.Tensor: ...
+
+    def synthesize(self, latent: torch.Tensor, view: torch.Tensor,
+                   return_features: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]: ...
+
+    def render(self, latent: torch.Tensor, view: torch.Tensor) -> torch.Tensor: ...
+
+    def invert(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def parameter_count(self) -> int: ...
+
+    def loss_identity_model(self) -> nn.Module: ...

@@ -1,0 +1,111 @@
+"""The embedded default backend: the face-world style generator, its view encoder and the arcface network.
+
+Runs offline on a laptop CPU from the weights in ``assets/``. Inversion = arcface embedding -> mapping
+(identity latent) + view encoder (view), refined by a few steps of gradient descent on the pixels.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..assets import asset_path
+from ..faceworld import encode_view, frontal_view, random_view_vectors
+from ..generator.modeling import StyleFaceGenerator
+from ..generator.view_encoder import ViewEncoder
+from ..identity.model import IdentityModel, load_identity_model
+from ..unlearning.objectives import ArcFaceFeatureDistance
+
+BASE_MODEL_ID = "legato/embedded-faceworld-stylegen-64"
+
+
+class EmbeddedFaceBackend(nn.Module):
+    base_model_id = BASE_MODEL_ID
+
+    def __init__(self, generator: StyleFaceGenerator, view_encoder: ViewEncoder, arcface: IdentityModel,
+                 refine_steps: int = 20, refine_lr: float = 0.05):
+        super().__init__()
+        self.generator, self.view_encoder, self.arcface = generator.eval(), view_encoder.eval(), arcface.eval()
+        for p in self.parameters():
+            p.requires_grad_(False)
+        self.refine_steps, self.refine_lr = refine_steps, refine_lr
+        self._hash: str | None = None
+        self._perceptual = ArcFaceFeatureDistance(arcface)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path | None = None, **kwargs) -> EmbeddedFaceBackend:
+        directory = Path(directory) if directory else asset_path("generator")
+        return cls(StyleFaceGenerator.from_pretrained(directory), ViewEncoder.from_pretrained(directory),
+                   load_identity_model("arcface"), **kwargs)
+
+    # -- latent space --------------------------------------------------------------------------------------
+    @property
+    def w_avg(self) -> torch.Tensor:
+        return self.generator.w_avg
+
+    @property
+    def latent_dim(self) -> int:
+        return self.generator.config.w_dim
+
+    @property
+    def adapter_sites(self) -> dict[str, nn.Module]:
+        return self.generator.adapter_sites
+
+    def weight_hash(self) -> str:
+        if self._hash is None:  # base weights are frozen: hash once
+            self._hash = self.generator.weight_hash()
+        return self._hash
+
+    def parameter_count(self) -> int:
+        return sum(p.numel() for p in self.generator.parameters())
+
+    def sample_latents(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        return self.generator.sample_latents(n, generator)
+
+    def sample_views(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        return random_view_vectors(n, generator)
+
+    def canonical_views(self, n: int) -> torch.Tensor:
+        """Fixed evaluation views: the frontal view first, then seeded random ones."""
+        views = random_view_vectors(n, torch.Generator().manual_seed(20_260_104))
+        views[0] = encode_view(frontal_view(1))[0]
+        return views
+
+    # -- images ----------------------------------------------------------------------------------------------
+    def synthesize(self, latent: torch.Tensor, view: torch.Tensor, return_features: bool = False):
+        return self.generator.synthesize(latent, view, return_features)
+
+    def render(self, latent: torch.Tensor, view: torch.Tensor) -> torch.Tensor:
+        return self.generator.render(latent, view)
+
+    def loss_identity_model(self) -> nn.Module:
+        return self.arcface
+
+    @torch.no_grad()
+    def encode_identity(self, images: torch.Tensor) -> torch.Tensor:
+        return self.generator.map_identity(self.arcface.embed(images))
+
+    def invert(self, images: torch.Tensor, refine_steps: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images (B, 3, H, W) in [0, 1] -> (identity latent, view) whose render reproduces them."""
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(f"expected images (B, 3, H, W), got {tuple(images.shape)}")
+        if images.shape[-2:] != (64, 64):
+            images = F.interpolate(images, size=(64, 64), mode="bilinear", antialias=True, align_corners=False)
+        with torch.no_grad():
+            w = self.encode_identity(images)
+            v = self.view_encoder(images)
+        steps = self.refine_steps if refine_steps is None else refine_steps
+        if steps <= 0:
+            return w, v
+        w, v = w.clone().requires_grad_(True), v.clone().requires_grad_(True)
+        opt = torch.optim.Adam([w, v], lr=self.refine_lr)
+        for _ in range(steps):
+            out = self.generator.synthesize(w, v)
+            loss = (out - images).abs().mean() + 0.5 * self._perceptual(out, images).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        return w.detach(), v.detach().clamp(-1.05, 1.05)

@@ -1,0 +1,226 @@
+"""Command line: ``python -m legato_core <command>`` (also installed as ``legato``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+
+def _print_json(obj: dict) -> None:
+    print(json.dumps(obj, indent=2))
+
+
+def _cmd_faceworld_sheet(args) -> int:
+    from . import faceworld
+
+    ids = [args.first_identity + i for i in range(args.identities) for _ in range(args.views)]
+    views = [v for _ in range(args.identities) for v in range(args.views)]
+    imgs = faceworld.render(ids, views, size=args.size)
+    path = faceworld.save_png(faceworld.contact_sheet(imgs, rows=args.identities, upscale=args.upscale), args.out)
+    print(f"wrote {path} ({args.identities} identities x {args.views} views, ids from {args.first_identity})")
+    return 0
+
+
+def _cmd_identity_evaluate(args) -> int:
+    from .faceworld.dataset import render_set, to_float
+    from .identity import load_identity_model, verification_report
+    from .ranges import check_evaluation_ids
+
+    if not args.allow_dev_ids:
+        check_evaluation_ids([args.first_identity])
+    t0 = time.time()
+    model = load_identity_model(args.model)
+    imgs, labels = render_set(list(range(args.first_identity, args.first_identity + args.identities)), args.views,
+                              first_view=args.first_view, progress=not args.json)
+    rep = verification_report(model.embed(to_float(imgs)), labels, far=1e-3, threshold=model.threshold)
+    out = {"model": args.model, "identities": args.identities, "views": args.views,
+           "first_identity": args.first_identity, "roc_auc": rep["roc_auc"],
+           "tar_at_far_1e-3": rep["tar_at_far_0.001"], "threshold": model.threshold,
+           "tar_at_threshold": rep["tar_at_threshold"], "far_at_threshold": rep["far_at_threshold"],
+           "genuine_pairs": rep["genuine_pairs"], "impostor_pairs": rep["impostor_pairs"],
+           "seconds": round(time.time() - t0, 2)}
+    if args.json:
+        _print_json(out)
+    else:
+        for k, v in out.items():
+            print(f"{k:>20}: {v}")
+    return 0
+
+
+def _load_backend():
+    from .backends.embedded import EmbeddedFaceBackend
+
+    return EmbeddedFaceBackend.from_pretrained()
+
+
+def _cmd_generator_evaluate(args) -> int:
+    from .generator.evaluation import evaluate_generator
+    from .ranges import check_evaluation_ids
+
+    if not args.allow_dev_ids:
+        check_evaluation_ids([args.first_identity])
+    backend = _load_backend()
+    t0 = time.time()
+    rep = evaluate_generator(backend, args.identities, args.first_identity, progress=not args.json)
+    rep["seconds"] = round(time.time() - t0, 1)
+    _print_json(rep) if args.json else [print(f"{k:>28}: {v}") for k, v in rep.items()]
+    return 0
+
+
+def _read_image(path: str) -> torch.Tensor:
+    from .images import load_image
+
+    return load_image(path)[None]
+
+
+def _target_input(args, backend):
+    """(latent, other_latents, other_views, description) for --image or --identity."""
+    from . import faceworld
+
+    if args.identity is not None:
+        if args.identity < 0:
+            raise SystemExit("--identity must be non-negative")
+        img = faceworld.render([args.identity], 0)
+        w, _ = backend.invert(img)
+        others = faceworld.render([args.identity] * 5, [1, 2, 3, 4, 5])
+        ow, ov = backend.invert(others)
+        return w, ow, ov, {"identity": args.identity}
+    img = _read_image(args.image)
+    w, _ = backend.invert(img)
+    return w, None, None, {"image": str(args.image)}
+
+
+def _cmd_forget(args) -> int:
+    from tqdm.auto import tqdm
+
+    from .metrics import unlearning_report
+    from .unlearning.engine import ForgetConfig, train_adapter
+    from .unlearning.targets import TargetConfig
+
+    torch.set_num_threads(args.threads)
+    backend = _load_backend()
+    t0 = time.time()
+    w, ow, ov, desc = _target_input(args, backend)
+    cfg = ForgetConfig(steps=args.steps, seed=args.seed, target=TargetConfig(kind=args.target))
+    if args.lr:
+        cfg.lr = args.lr
+    bar = tqdm(total=cfg.steps, desc="forgetting", disable=args.quiet)
+    res = train_adapter(backend, w, cfg, on_progress=lambda ev: bar.update(1))
+    bar.close()
+    seconds = time.time() - t0
+    res.adapter.description.update(desc)
+    res.adapter.save(args.out)
+    res.adapter.attach(backend)
+    try:
+        rep = unlearning_report(backend, [res.adapter], w, cfg.ode.t_end, ow, ov, t_end=cfg.ode.t_end)
+    finally:
+        res.adapter.detach()
+    rep.update({"seconds": round(seconds, 2), "steps": cfg.steps, "seed": cfg.seed, "target": args.target,
+                "adapter": str(args.out), **desc})
+    if args.report:
+        Path(args.report).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.report).write_text(json.dumps(rep, indent=2) + "\n")
+    if not args.quiet:
+        print(json.dumps({k: rep[k] for k in ("id_target", "id_others", "retention_mean", "retention_p5",
+                                               "fd_judge", "seconds", "trainable_fraction") if k in rep}, indent=2))
+    return 0
+
+
+def _cmd_render(args) -> int:
+    from . import faceworld
+    from .adapters import ODEAdapter
+
+    backend = _load_backend()
+    adapter = ODEAdapter.load(args.adapter, backend)
+    if args.identity is not None:
+        img = faceworld.render([args.identity], 0)
+    else:
+        img = _read_image(args.image)
+    w, v = backend.invert(img)
+    views = torch.cat([v, backend.canonical_views(args.views)[1:]]) if args.views > 1 else v
+    lat = w.expand(len(views), -1)
+    with torch.no_grad():
+        before = backend.render(lat, views)
+        adapter.attach(backend)
+        try:
+            adapter.set_t(args.t)
+            after = backend.render(lat, views)
+        finally:
+            adapter.detach()
+    sheet = faceworld.contact_sheet(torch.cat([before, after]), rows=2, upscale=3)
+    faceworld.save_png(sheet, args.out)
+    print(f"wrote {args.out}: top row t=0 (base), bottom row t={args.t}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="legato", description="Continuous identity unlearning with Neural-ODE adapters")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    fw = sub.add_parser("faceworld", help="the procedural face world").add_subparsers(dest="action", required=True)
+    sh = fw.add_parser("sheet", help="write a contact sheet PNG (rows: identities, columns: views)")
+    sh.add_argument("--out", required=True)
+    sh.add_argument("--identities", type=int, default=8)
+    sh.add_argument("--views", type=int, default=6)
+    sh.add_argument("--first-identity", type=int, default=1_000_000)
+    sh.add_argument("--size", type=int, default=64)
+    sh.add_argument("--upscale", type=int, default=2)
+    sh.set_defaults(func=_cmd_faceworld_sheet)
+
+    idp = sub.add_parser("identity", help="identity networks").add_subparsers(dest="action", required=True)
+    ev = idp.add_parser("evaluate", help="verification ROC-AUC / TAR@FAR=1e-3 on held-out identities")
+    ev.add_argument("--model", choices=["arcface", "judge"], required=True)
+    ev.add_argument("--identities", type=int, default=500)
+    ev.add_argument("--views", type=int, default=10)
+    ev.add_argument("--first-identity", type=int, default=1_000_000)
+    ev.add_argument("--first-view", type=int, default=0)
+    ev.add_argument("--allow-dev-ids", action="store_true", help="allow ids below 1,000,000 (not for reporting)")
+    ev.add_argument("--json", action="store_true")
+    ev.set_defaults(func=_cmd_identity_evaluate)
+
+    gp = sub.add_parser("generator", help="the embedded generator").add_subparsers(dest="action", required=True)
+    ge = gp.add_parser("evaluate", help="inversion, new views, prior distinctness/consistency, speed")
+    ge.add_argument("--identities", type=int, default=200)
+    ge.add_argument("--first-identity", type=int, default=1_000_000)
+    ge.add_argument("--allow-dev-ids", action="store_true")
+    ge.add_argument("--json", action="store_true")
+    ge.set_defaults(func=_cmd_generator_evaluate)
+
+    fg = sub.add_parser("forget", help="train an ODE adapter that forgets one identity")
+    src = fg.add_mutually_exclusive_group(required=True)
+    src.add_argument("--image", help="a face image (PNG/JPEG)")
+    src.add_argument("--identity", type=int, help="a face-world identity id")
+    fg.add_argument("--out", required=True, help="adapter .safetensors to write")
+    fg.add_argument("--report", help="JSON report to write")
+    fg.add_argument("--steps", type=int, default=150)
+    fg.add_argument("--seed", type=int, default=0)
+    fg.add_argument("--lr", type=float)
+    fg.add_argument("--target", choices=["average", "extrapolated", "proximity"], default="extrapolated")
+    fg.add_argument("--threads", type=int, default=2)
+    fg.add_argument("--quiet", action="store_true")
+    fg.set_defaults(func=_cmd_forget)
+
+    rp = sub.add_parser("render", help="render an identity through an adapter at intensity t")
+    rp.add_argument("--adapter", required=True)
+    rp.add_argument("--t", type=float, required=True)
+    src = rp.add_mutually_exclusive_group(required=True)
+    src.add_argument("--image")
+    src.add_argument("--identity", type=int)
+    rp.add_argument("--views", type=int, default=4)
+    rp.add_argument("--out", required=True)
+    rp.set_defaults(func=_cmd_render)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, TypeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2

@@ -1,0 +1,200 @@
+"""A compact style-based, identity-conditioned face generator (the embedded default).
+
+Latent layout, as Arc2Face conditions Stable Diffusion on ArcFace: an identity embedding ``e`` (from the
+``arcface`` network) is mapped by an MLP to the identity latent ``w``; a view vector ``v`` (pose, expression,
+light, background, framing) is mapped to a view code. Every synthesis layer is modulated by [w, view code]
+(StyleGAN2 weight (de)modulation). Synthesis runs 4 -> 8 -> 16 -> 32 -> 64; each block after the first ends
+in an ``adapter site`` (an identity module) between its two convolutions and its ToRGB, where ODE adapters
+attach by name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+
+@dataclass
+class GeneratorConfig:
+    embedding_dim: int = 128
+    view_dim: int = 21
+    w_dim: int = 256
+    view_code_dim: int = 96
+    mapping_layers: int = 4
+    channels: dict[int, int] = field(default_factory=lambda: {4: 256, 8: 128, 16: 80, 32: 40, 64: 20})
+    resolution: int = 64
+
+    @classmethod
+    def from_dict(cls, d: dict) -> GeneratorConfig:
+        d = dict(d)
+        d["channels"] = {int(k): int(v) for k, v in d["channels"].items()}
+        return cls(**d)
+
+
+class _Mlp(nn.Sequential):
+    def __init__(self, din: int, dout: int, layers: int, hidden: int):
+        mods, d = [], din
+        for i in range(layers):
+            o = dout if i == layers - 1 else hidden
+            mods += [nn.Linear(d, o), nn.LeakyReLU(0.2)] if i < layers - 1 else [nn.Linear(d, o)]
+            d = o
+        super().__init__(*mods)
+
+
+class ModulatedConv(nn.Module):
+    """Conv whose input channels are scaled by a per-sample style, output demodulated (StyleGAN2)."""
+
+    def __init__(self, cin: int, cout: int, style_dim: int, kernel: int = 3, demodulate: bool = True,
+                 upsample: bool = False, activate: bool = True):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(cout, cin, kernel, kernel))
+        self.bias = nn.Parameter(torch.zeros(cout))
+        self.affine = nn.Linear(style_dim, cin)
+        nn.init.zeros_(self.affine.weight)
+        nn.init.ones_(self.affine.bias)
+        self.scale = 1 / math.sqrt(cin * kernel * kernel)
+        self.demodulate, self.upsample, self.activate, self.padding = demodulate, upsample, activate, kernel // 2
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        s = self.affine(style)
+        w = self.weight * self.scale
+        x = x * s[:, :, None, None]
+        if self.upsample:
+            x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+        y = F.conv2d(x, w, padding=self.padding)
+        if self.demodulate:
+            d = torch.rsqrt((s.square() @ w.square().sum(dim=(2, 3)).T) + 1e-8)
+            y = y * d[:, :, None, None]
+        y = y + self.bias[None, :, None, None]
+        return F.leaky_relu(y, 0.2) * math.sqrt(2) if self.activate else y
+
+
+class AdapterSite(nn.Identity):
+    """Named point in the synthesis path where an adapter may transform the block's feature map."""
+
+    def __init__(self, name: str, channels: int, resolution: int):
+        super().__init__()
+        self.site_name, self.channels, self.resolution = name, channels, resolution
+
+
+class SynthesisBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, style_dim: int, resolution: int, first: bool = False):
+        super().__init__()
+        self.first = first
+        if first:
+            self.const = nn.Parameter(torch.randn(1, cout, resolution, resolution))
+            self.conv1 = ModulatedConv(cout, cout, style_dim)
+            self.conv2 = None
+        else:
+            self.conv1 = ModulatedConv(cin, cout, style_dim, upsample=True)
+            self.conv2 = ModulatedConv(cout, cout, style_dim)
+        self.site = AdapterSite(f"b{resolution}", cout, resolution)
+        self.to_rgb = ModulatedConv(cout, 3, style_dim, kernel=1, demodulate=False, activate=False)
+
+    def forward(self, x: torch.Tensor | None, rgb: torch.Tensor | None, style: torch.Tensor):
+        if self.first:
+            x = self.const.expand(style.shape[0], -1, -1, -1)
+            x = self.conv1(x, style)
+        else:
+            x = self.conv2(self.conv1(x, style), style)
+            x = self.site(x)
+        out = self.to_rgb(x, style)
+        if rgb is not None:
+            out = out + F.interpolate(rgb, scale_factor=2, mode="bilinear", align_corners=False)
+        return x, out
+
+
+class StyleFaceGenerator(nn.Module):
+    """mapping(e) -> w; synthesis(w, view) -> image. ``render`` returns RGB in [0, 1]."""
+
+    def __init__(self, config: GeneratorConfig | None = None):
+        super().__init__()
+        self.config = c = config or GeneratorConfig()
+        self.mapping = _Mlp(c.embedding_dim, c.w_dim, c.mapping_layers, c.w_dim)
+        self.view_mapping = _Mlp(c.view_dim, c.view_code_dim, 3, c.view_code_dim)
+        style_dim = c.w_dim + c.view_code_dim
+        resolutions = sorted(c.channels)
+        blocks, cin = [], c.channels[resolutions[0]]
+        for i, r in enumerate(resolutions):
+            blocks.append(SynthesisBlock(cin, c.channels[r], style_dim, r, first=i == 0))
+            cin = c.channels[r]
+        self.blocks = nn.ModuleList(blocks)
+        self.register_buffer("w_avg", torch.zeros(c.w_dim))
+        self.register_buffer("prior_mean", torch.zeros(c.embedding_dim))
+        self.register_buffer("prior_chol", torch.eye(c.embedding_dim))
+
+    # -- latent space ------------------------------------------------------------------------------------
+    def map_identity(self, embedding: torch.Tensor) -> torch.Tensor:
+        """Identity embedding (B, E), unit norm -> identity latent w (B, W)."""
+        return self.mapping(F.normalize(embedding, dim=1) * math.sqrt(embedding.shape[1]))
+
+    def sample_embeddings(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Random identity embeddings from the fitted Gaussian prior, projected to the unit sphere."""
+        z = torch.randn(n, self.config.embedding_dim, generator=generator)
+        return F.normalize(self.prior_mean + z @ self.prior_chol.T, dim=1)
+
+    def sample_latents(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        with torch.no_grad():
+            return self.map_identity(self.sample_embeddings(n, generator))
+
+    @torch.no_grad()
+    def fit_prior(self, embeddings: torch.Tensor) -> None:
+        """Fit the identity prior (Gaussian on embeddings) and the latent mean w_avg."""
+        e = F.normalize(embeddings.float(), dim=1)
+        self.prior_mean.copy_(e.mean(0))
+        cov = torch.cov(e.T) + 1e-5 * torch.eye(e.shape[1])
+        self.prior_chol.copy_(torch.linalg.cholesky(cov))
+        self.w_avg.copy_(self.map_identity(self.sample_embeddings(4096, torch.Generator().manual_seed(0))).mean(0))
+
+    # -- synthesis ---------------------------------------------------------------------------------------
+    def synthesize(self, w: torch.Tensor, view: torch.Tensor, return_features: bool = False):
+        """Differentiable synthesis; returns unclamped RGB (about [0, 1]) and optionally the last features."""
+        if w.dim() != 2 or view.dim() != 2 or w.shape[0] != view.shape[0]:
+            raise ValueError(f"expected w (B, {self.config.w_dim}) and view (B, {self.config.view_dim}), "
+                             f"got {tuple(w.shape)} and {tuple(view.shape)}")
+        style = torch.cat([w, self.view_mapping(view)], dim=1)
+        x = rgb = None
+        for block in self.blocks:
+            x, rgb = block(x, rgb, style)
+        img = rgb * 0.5 + 0.5
+        return (img, x) if return_features else img
+
+    def render(self, w: torch.Tensor, view: torch.Tensor) -> torch.Tensor:
+        return self.synthesize(w, view).clamp(0, 1)
+
+    @property
+    def adapter_sites(self) -> dict[str, AdapterSite]:
+        return {b.site.site_name: b.site for b in self.blocks if not b.first}
+
+    # -- persistence -------------------------------------------------------------------------------------
+    def weight_hash(self) -> str:
+        """Content hash of the weights: adapters record it and refuse to load onto another base."""
+        h = hashlib.sha256()
+        for k, v in sorted(self.state_dict().items()):
+            h.update(k.encode())
+            h.update(v.detach().contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+    def save_pretrained(self, directory: str | Path, extra: dict | None = None) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, directory / "model.safetensors")
+        meta = {"config": asdict(self.config), **(extra or {})}
+        (directory / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> StyleFaceGenerator:
+        directory = Path(directory)
+        meta = json.loads((directory / "config.json").read_text())
+        model = cls(GeneratorConfig.from_dict(meta["config"]))
+        model.load_state_dict(load_file(directory / "model.safetensors"))
+        model.eval()
+        return model

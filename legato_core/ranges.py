@@ -1,0 +1,20 @@
+"""Disjoint face-world identity-id ranges: who may train on what.
+
+Ids >= 1,000,000 are never used for training or tuning anything; every reported figure is measured there.
+"""
+
+from __future__ import annotations
+
+ARCFACE_TRAIN = range(0, 10_000)
+JUDGE_TRAIN = range(10_000, 20_000)
+GENERATOR_TRAIN = range(20_000, 100_000)
+VALIDATION = range(100_000, 200_000)  # thresholds, early stopping, hyper-parameter sweeps
+DEVELOPMENT = range(200_000, 1_000_000)  # held-out ids for day-to-day checks and demo examples
+EVALUATION_START = 1_000_000  # [1,000,000, inf): reported figures only
+
+
+def check_evaluation_ids(ids) -> None:
+    """Refuse to report a figure on ids that some part of the system may have trained or tuned on."""
+    low = min(ids)
+    if low < EVALUATION_START:
+        raise ValueError(f"evaluation ids must be >= {EVALUATION_START:,}; got {low}")

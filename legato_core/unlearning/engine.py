@@ -1,0 +1,226 @@
+"""Training an ODE adapter so a frozen generator forgets one identity (LEGATO), as a background job.
+
+``forget(backend, image_or_latent, config)`` is the one public entry point; ``ForgetJob`` runs the same
+thing in a thread with progress events and cancellation. Each step: random views; the local loss pulls the
+adapted render of the target latent onto the frozen render of the target's replacement, the adjacency loss
+does the same a random step away from it, the preservation loss keeps random identities unchanged, and the
+trajectory-consistency term penalises the kinetic energy of the ODE path.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from ..adapters import ODEAdapter, ODEConfig
+from .objectives import ImageLoss, LossWeights, trajectory_consistency
+from .targets import TargetConfig, make_target, typical_radius
+
+
+@dataclass
+class ForgetConfig:
+    steps: int = 150
+    lr: float = 1e-3
+    seed: int = 0
+    local_views: int = 2
+    adjacency_samples: int = 2
+    preservation_samples: int = 2
+    adjacency_radius: float = 0.5  # alpha ~ U(0, r * typical |w - w_avg|): GUIDE's U(0, 15) rescaled
+    trajectory_sites: str | list[str] = "all"
+    sites: list[str] | None = None  # None: every adapter site of the backend
+    target: TargetConfig = field(default_factory=TargetConfig)
+    ode: ODEConfig = field(default_factory=ODEConfig)
+    weights: LossWeights = field(default_factory=LossWeights)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ForgetConfig:
+        d = dict(d)
+        d["target"] = TargetConfig(**d.get("target", {}))
+        d["ode"] = ODEConfig(**d.get("ode", {}))
+        d["weights"] = LossWeights(**d.get("weights", {}))
+        return cls(**d)
+
+
+@dataclass
+class ProgressEvent:
+    step: int
+    steps: int
+    losses: dict[str, float]
+    elapsed: float
+    eta: float
+
+
+class Cancelled(Exception):
+    """Raised inside a forget run when its job is cancelled; nothing is attached or saved."""
+
+
+@dataclass
+class ForgetResult:
+    adapter: ODEAdapter
+    latent: torch.Tensor
+    target_latent: torch.Tensor
+    history: list[dict]
+    seconds: float
+    config: ForgetConfig
+
+
+def resolve_latent(backend, image_or_latent: torch.Tensor) -> torch.Tensor:
+    """Images (B,3,H,W) are inverted; latents (B,D) or (D,) pass through."""
+    x = image_or_latent
+    if x.dim() == 4:
+        return backend.invert(x)[0]
+    if x.dim() == 1:
+        x = x[None]
+    if x.dim() != 2:
+        raise ValueError(f"expected an image batch (B,3,H,W) or latents (B,D), got shape {tuple(x.shape)}")
+    return x.detach()
+
+
+def train_adapter(backend, w_u: torch.Tensor, config: ForgetConfig,
+                  on_progress: Callable[[ProgressEvent], None] | None = None,
+                  should_stop: Callable[[], bool] | None = None) -> ForgetResult:
+    """Train an ODE adapter on ``backend`` (left unchanged: the adapter is detached on return or error)."""
+    t0 = time.time()
+    torch.manual_seed(config.seed)
+    gen = torch.Generator().manual_seed(config.seed)
+    sites = config.sites or list(backend.adapter_sites)
+    w_t, target_desc = make_target(backend, w_u, config.target)
+    radius = config.adjacency_radius * typical_radius(backend)
+    adapter = ODEAdapter({s: backend.adapter_sites[s].channels for s in sites}, config.ode,
+                         backend.base_model_id, backend.weight_hash(),
+                         description={"target": target_desc, "method": "legato", "steps": config.steps,
+                                      "seed": config.seed})
+    traj_sites = sites if config.trajectory_sites == "all" else list(config.trajectory_sites)
+    loss_fn = ImageLoss(backend.loss_identity_model(), config.weights)
+    opt = torch.optim.Adam(adapter.parameters(), lr=config.lr)
+    history: list[dict] = []
+    adapter.attach(backend)
+    try:
+        for step in range(config.steps):
+            if should_stop is not None and should_stop():
+                raise Cancelled(f"cancelled at step {step}")
+            k_l, k_a, k_p = config.local_views, config.adjacency_samples, config.preservation_samples
+            views = backend.sample_views(k_l + k_a + k_p, gen)
+            w_r = backend.sample_latents(k_a + k_p, gen)
+            alpha = torch.rand(k_a, 1, generator=gen) * radius
+            u = w_u[torch.randint(len(w_u), (k_l + k_a,), generator=gen)]
+            tgt = w_t[torch.randint(len(w_t), (k_l + k_a,), generator=gen)] if len(w_t) > 1 else w_t.expand(k_l + k_a, -1)
+            dirs = w_r[:k_a] - u[k_l:]
+            delta = alpha * dirs / dirs.norm(dim=1, keepdim=True).clamp(min=1e-8)
+            src = torch.cat([u[:k_l], u[k_l:] + delta, w_r[k_a:]])
+            dst = torch.cat([tgt[:k_l], tgt[k_l:] + delta, w_r[k_a:]])
+            with torch.no_grad():
+                adapter.enabled = False
+                ref_img, ref_feat = backend.synthesize(dst, views, return_features=True)
+                adapter.enabled = True
+            adapter.set_t(config.ode.t_end)
+            adapter.record_states = True
+            img, feat = backend.synthesize(src, views, return_features=True)
+            adapter.record_states = False
+            n_forget = k_l + k_a
+            local = loss_fn(img[:k_l], feat[:k_l], ref_img[:k_l], ref_feat[:k_l])
+            adj = loss_fn(img[k_l:n_forget], feat[k_l:n_forget], ref_img[k_l:n_forget], ref_feat[k_l:n_forget])
+            keep = loss_fn(img[n_forget:], feat[n_forget:], ref_img[n_forget:], ref_feat[n_forget:],
+                           with_identity=False)
+            traj = torch.stack([trajectory_consistency([s[:k_l] for s in adapter.states[name]])
+                                for name in traj_sites]).mean()
+            w = config.weights
+            total = local["total"] + w.trajectory * traj + w.adjacency * adj["total"] + w.preservation * keep["total"]
+            opt.zero_grad(set_to_none=True)
+            total.backward()
+            opt.step()
+            adapter.states.clear()
+            rec = {"step": step + 1, "total": total.item(), "local": local["total"].item(),
+                   "identity": local["identity"].item(), "adjacency": adj["total"].item(),
+                   "preservation": keep["total"].item(), "trajectory": traj.item()}
+            history.append(rec)
+            if on_progress is not None:
+                el = time.time() - t0
+                on_progress(ProgressEvent(step + 1, config.steps, rec, el, el / (step + 1) * (config.steps - step - 1)))
+    finally:
+        adapter.record_states = False
+        adapter.states.clear()
+        adapter.detach()
+    for p in adapter.parameters():
+        p.requires_grad_(False)
+    return ForgetResult(adapter, w_u, w_t, history, time.time() - t0, config)
+
+
+def forget(backend, image_or_latent: torch.Tensor, config: ForgetConfig | None = None,
+           on_progress: Callable[[ProgressEvent], None] | None = None) -> ForgetResult:
+    """Forget the identity in ``image_or_latent`` (an image batch or identity latents) on ``backend``."""
+    config = config or ForgetConfig()
+    return train_adapter(backend, resolve_latent(backend, image_or_latent), config, on_progress)
+
+
+class ForgetJob:
+    """A forget run in a background thread: progress events, cancellation, result or error.
+
+    Torch threads: the job uses the process' intra-op pool; callers that run several jobs should cap it.
+    """
+
+    def __init__(self, backend, image_or_latent: torch.Tensor, config: ForgetConfig | None = None,
+                 on_progress: Callable[[ProgressEvent], None] | None = None, lock: threading.Lock | None = None):
+        self.backend, self.config = backend, config or ForgetConfig()
+        self._input = image_or_latent
+        self._user_cb = on_progress
+        self._stop = threading.Event()
+        self._lock = lock
+        self.events: list[ProgressEvent] = []
+        self.result: ForgetResult | None = None
+        self.error: BaseException | None = None
+        self.state = "pending"  # pending -> running -> done | cancelled | failed
+        self.thread = threading.Thread(target=self._run, daemon=True, name="legato-forget")
+
+    def start(self) -> ForgetJob:
+        self.thread.start()
+        return self
+
+    def cancel(self) -> None:
+        self._stop.set()
+
+    def wait(self, timeout: float | None = None) -> ForgetResult:
+        self.thread.join(timeout)
+        if self.error is not None:
+            raise self.error
+        if self.result is None:
+            raise RuntimeError(f"job {self.state}")
+        return self.result
+
+    @property
+    def done(self) -> bool:
+        return self.state in ("done", "cancelled", "failed")
+
+    @property
+    def latest(self) -> ProgressEvent | None:
+        return self.events[-1] if self.events else None
+
+    def _progress(self, ev: ProgressEvent) -> None:
+        self.events.append(ev)
+        if self._user_cb is not None:
+            self._user_cb(ev)
+
+    def _run(self) -> None:
+        try:
+            if self._lock is not None:
+                self._lock.acquire()
+            try:
+                self.state = "running"
+                w_u = resolve_latent(self.backend, self._input)
+                self.result = train_adapter(self.backend, w_u, self.config, self._progress, self._stop.is_set)
+                self.state = "done"
+            finally:
+                if self._lock is not None:
+                    self._lock.release()
+        except Cancelled:
+            self.state = "cancelled"
+        except BaseException as e:
+            self.error = e
+            self.state = "failed"

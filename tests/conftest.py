@@ -1,0 +1,73 @@
+"""Shared fixtures. ``tiny_backend`` is a randomly initialised, tiny generator behind the backend contract,
+so engine mechanics are tested without shipped weights; tests that need trained assets use ``embedded``."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from legato_core.faceworld import VIEW_DIM, random_view_vectors
+from legato_core.generator.modeling import GeneratorConfig, StyleFaceGenerator
+from legato_core.identity.model import IdentityModel
+
+torch.set_num_threads(2)
+
+
+class TinyBackend(nn.Module):
+    base_model_id = "tests/tiny"
+
+    def __init__(self, seed: int = 0):
+        super().__init__()
+        torch.manual_seed(seed)
+        cfg = GeneratorConfig(embedding_dim=16, view_dim=VIEW_DIM, w_dim=32, view_code_dim=16, mapping_layers=2,
+                              channels={4: 32, 8: 16, 16: 8})
+        self.generator = StyleFaceGenerator(cfg).eval()
+        self.identity = IdentityModel("arcface", {"embedding_dim": 16, "widths": (8, 8, 8, 8)}).eval()
+        self.identity.threshold = 0.5
+        for p in self.parameters():
+            p.requires_grad_(False)
+        with torch.no_grad():
+            self.generator.fit_prior(torch.randn(256, 16))
+
+    w_avg = property(lambda self: self.generator.w_avg)
+    adapter_sites = property(lambda self: self.generator.adapter_sites)
+
+    def weight_hash(self):
+        return self.generator.weight_hash()
+
+    def parameter_count(self):
+        return sum(p.numel() for p in self.generator.parameters())
+
+    def sample_latents(self, n, generator=None):
+        return self.generator.sample_latents(n, generator)
+
+    def sample_views(self, n, generator=None):
+        return random_view_vectors(n, generator)
+
+    def canonical_views(self, n):
+        return random_view_vectors(n, torch.Generator().manual_seed(3))
+
+    def synthesize(self, latent, view, return_features=False):
+        return self.generator.synthesize(latent, view, return_features)
+
+    def render(self, latent, view):
+        return self.generator.render(latent, view)
+
+    def loss_identity_model(self):
+        return self.identity
+
+    def invert(self, images):
+        raise NotImplementedError
+
+
+@pytest.fixture
+def tiny_backend():
+    return TinyBackend()
+
+
+@pytest.fixture(scope="session")
+def embedded():
+    from legato_core.backends.embedded import EmbeddedFaceBackend
+
+    return EmbeddedFaceBackend.from_pretrained()

@@ -1,0 +1,83 @@
+"""The forget engine's mechanics (on a tiny random generator): jobs, progress, cancellation, determinism."""
+
+import threading
+
+import pytest
+import torch
+
+from legato_core.unlearning import Cancelled, ForgetConfig, ForgetJob, TargetConfig, make_target, train_adapter
+from legato_core.unlearning.objectives import trajectory_consistency
+
+
+def _latent(backend):
+    return backend.sample_latents(1, torch.Generator().manual_seed(5))
+
+
+def test_progress_events_cover_every_step_with_losses_and_eta(tiny_backend):
+    events = []
+    res = train_adapter(tiny_backend, _latent(tiny_backend), ForgetConfig(steps=4), on_progress=events.append)
+    assert [e.step for e in events] == [1, 2, 3, 4]
+    assert all({"total", "identity", "trajectory", "preservation"} <= set(e.losses) for e in events)
+    assert events[-1].eta == 0 and events[0].elapsed > 0
+    assert not res.adapter.attached, "the engine must leave the base model untouched"
+
+
+def test_training_changes_the_adapter_away_from_identity(tiny_backend):
+    res = train_adapter(tiny_backend, _latent(tiny_backend), ForgetConfig(steps=3, lr=1e-2))
+    assert any(p.abs().sum() > 0 for n, p in res.adapter.named_parameters() if n.endswith("out.weight"))
+
+
+def test_same_seed_same_adapter(tiny_backend):
+    a = train_adapter(tiny_backend, _latent(tiny_backend), ForgetConfig(steps=3, seed=11)).adapter
+    b = train_adapter(tiny_backend, _latent(tiny_backend), ForgetConfig(steps=3, seed=11)).adapter
+    for (ka, pa), (_, pb) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        assert torch.equal(pa, pb), ka
+
+
+def test_cancel_mid_run_leaves_base_untouched(tiny_backend):
+    w = _latent(tiny_backend)
+    v = tiny_backend.sample_views(2, torch.Generator().manual_seed(0))
+    base = tiny_backend.render(w.expand(2, -1), v)
+    started = threading.Event()
+    job = ForgetJob(tiny_backend, w, ForgetConfig(steps=10_000), on_progress=lambda ev: started.set())
+    job.start()
+    assert started.wait(30)
+    job.cancel()
+    job.thread.join(30)
+    assert job.state == "cancelled" and job.result is None
+    assert 1 <= len(job.events) < 10_000
+    assert torch.equal(tiny_backend.render(w.expand(2, -1), v), base)
+    with pytest.raises(RuntimeError, match="cancelled"):
+        job.wait()
+
+
+def test_failed_job_reports_its_error(tiny_backend):
+    job = ForgetJob(tiny_backend, torch.zeros(2, 3, 4, 5, 6), ForgetConfig(steps=2)).start()
+    job.thread.join(30)
+    assert job.state == "failed" and isinstance(job.error, ValueError)
+
+
+def test_should_stop_raises_cancelled(tiny_backend):
+    with pytest.raises(Cancelled):
+        train_adapter(tiny_backend, _latent(tiny_backend), ForgetConfig(steps=5), should_stop=lambda: True)
+
+
+def test_targets(tiny_backend):
+    w = _latent(tiny_backend)
+    avg, _ = make_target(tiny_backend, w, TargetConfig("average"))
+    assert torch.equal(avg[0], tiny_backend.w_avg)
+    ext, desc = make_target(tiny_backend, w, TargetConfig("extrapolated"))
+    # on the far side of w_avg, along the same line
+    d_u, d_t = w - tiny_backend.w_avg, ext - tiny_backend.w_avg
+    assert torch.nn.functional.cosine_similarity(d_u, d_t).item() == pytest.approx(-1, abs=1e-4)
+    assert d_t.norm().item() == pytest.approx(desc["distance"], rel=1e-4)
+    prox, desc = make_target(tiny_backend, w, TargetConfig("proximity", pool_size=16))
+    assert prox.shape == w.shape and len(desc["pool_similarity"]) == 1
+    with pytest.raises(ValueError, match="unknown target"):
+        TargetConfig("nowhere")
+
+
+def test_trajectory_consistency_is_kinetic_energy():
+    s = [torch.zeros(2), torch.ones(2), torch.ones(2) * 3]
+    assert trajectory_consistency(s).item() == pytest.approx((1 + 4) / 2)
+    assert trajectory_consistency(s[:1]).item() == 0
