@@ -98,7 +98,7 @@ def _target_input(args, backend):
 def _cmd_forget(args) -> int:
     from tqdm.auto import tqdm
 
-    from .metrics import unlearning_report
+    from .metrics import AdapterKnob, unlearning_report
     from .unlearning.engine import ForgetConfig, train_adapter
     from .unlearning.targets import TargetConfig
 
@@ -117,7 +117,7 @@ def _cmd_forget(args) -> int:
     res.adapter.save(args.out)
     res.adapter.attach(backend)
     try:
-        rep = unlearning_report(backend, [res.adapter], w, cfg.ode.t_end, ow, ov, t_end=cfg.ode.t_end)
+        rep = unlearning_report(backend, AdapterKnob(backend, [res.adapter]), w, cfg.ode.t_end, ow, ov)
     finally:
         res.adapter.detach()
     rep.update({"seconds": round(seconds, 2), "steps": cfg.steps, "seed": cfg.seed, "target": args.target,
@@ -155,6 +155,34 @@ def _cmd_render(args) -> int:
     sheet = faceworld.contact_sheet(torch.cat([before, after]), rows=2, upscale=3)
     faceworld.save_png(sheet, args.out)
     print(f"wrote {args.out}: top row t=0 (base), bottom row t={args.t}")
+    return 0
+
+
+def _cmd_bench(args) -> int:
+    from .baselines.benchmark import METHODS, default_config, run_benchmark, summarise, write_outputs
+    from .ranges import check_evaluation_ids
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown methods {unknown}; choose from {list(METHODS)}")
+    if not args.allow_dev_ids:
+        check_evaluation_ids([args.first_identity])
+    torch.set_num_threads(args.threads)
+    backend = _load_backend()
+    cfg = default_config(args.quick)
+    if args.steps:
+        cfg.steps = args.steps
+    targets = args.targets if args.targets else (2 if args.quick else 5)
+    ids = list(range(args.first_identity, args.first_identity + targets))
+    t0 = time.time()
+    bench = run_benchmark(backend, methods, ids, cfg, audit_steps=args.audit_steps if not args.quick else 50,
+                          n_retain=100 if args.quick else 200, n_fd=200 if args.quick else 500)
+    bench["seconds"] = round(time.time() - t0, 1)
+    bench["command"] = " ".join(["python -m legato_core", *sys.argv[1:]])
+    paths = write_outputs(bench, Path(args.out))
+    print(summarise(bench))
+    print("wrote " + ", ".join(str(p) for p in paths))
     return 0
 
 
@@ -214,6 +242,17 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--views", type=int, default=4)
     rp.add_argument("--out", required=True)
     rp.set_defaults(func=_cmd_render)
+    bp = sub.add_parser("bench", help="LEGATO against GUIDE, SalUn, UNO, UNO-S and LoRA on held-out targets")
+    bp.add_argument("--methods", default="legato,guide,salun,uno,uno-s,lora")
+    bp.add_argument("--targets", type=int, help="number of target identities (default 5, quick 2)")
+    bp.add_argument("--first-identity", type=int, default=1_000_000)
+    bp.add_argument("--steps", type=int, help="equal step budget for every method")
+    bp.add_argument("--audit-steps", type=int, default=200)
+    bp.add_argument("--quick", action="store_true", help="2 targets, 40 steps, smaller metric samples")
+    bp.add_argument("--threads", type=int, default=2)
+    bp.add_argument("--allow-dev-ids", action="store_true")
+    bp.add_argument("--out", required=True)
+    bp.set_defaults(func=_cmd_bench)
     return ap
 
 

@@ -9,8 +9,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from contextlib import contextmanager
+import itertools
+from collections.abc import Sequence
+from contextlib import AbstractContextManager, contextmanager
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -36,6 +38,24 @@ def intensity(adapters: Sequence, t: float | None):
             a.t, a.enabled = ot, oe
 
 
+class Knob(Protocol):
+    """A method's continuous control. ``at(s)`` yields the model to render with (s=None: the base)."""
+
+    def at(self, s: float | None) -> AbstractContextManager: ...
+
+
+class AdapterKnob:
+    """LEGATO's knob: the integration time t of the attached ODE adapters."""
+
+    def __init__(self, backend, adapters: Sequence):
+        self.backend, self.adapters = backend, list(adapters)
+
+    @contextmanager
+    def at(self, s: float | None):
+        with intensity(self.adapters, s):
+            yield self.backend
+
+
 @torch.no_grad()
 def _judge_embed(backend, judge: IdentityModel, latents: torch.Tensor, views: torch.Tensor, batch: int = 128):
     out = []
@@ -51,16 +71,16 @@ def _pairs(latents: torch.Tensor, views: torch.Tensor) -> tuple[torch.Tensor, to
 
 
 @torch.no_grad()
-def identity_similarity(backend, adapters: Sequence, latents: torch.Tensor, views: torch.Tensor, t: float,
+def identity_similarity(knob: Knob, latents: torch.Tensor, views: torch.Tensor, s: float,
                         judge: IdentityModel | None = None, base: torch.Tensor | None = None) -> torch.Tensor:
-    """Per-latent mean judge cosine between base and adapted renders over ``views`` -> (N,)."""
+    """Per-latent mean judge cosine between base and knob-``s`` renders over ``views`` -> (N,)."""
     judge = judge or load_identity_model("judge")
     lat, vw = _pairs(latents, views)
     if base is None:
-        with intensity(adapters, None):
-            base = _judge_embed(backend, judge, lat, vw)
-    with intensity(adapters, t):
-        adapted = _judge_embed(backend, judge, lat, vw)
+        with knob.at(None) as model:
+            base = _judge_embed(model, judge, lat, vw)
+    with knob.at(s) as model:
+        adapted = _judge_embed(model, judge, lat, vw)
     return (base * adapted).sum(1).view(len(latents), len(views)).mean(1)
 
 
@@ -74,52 +94,57 @@ def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def unlearning_report(backend, adapters: Sequence, target_latent: torch.Tensor, t: float,
+def unlearning_report(backend, knob: Knob, target_latent: torch.Tensor, s: float,
                       other_latents: torch.Tensor | None = None, other_views: torch.Tensor | None = None,
                       n_views: int = 8, n_retain: int = 200, n_fd: int = 500, curve_points: int = 9,
-                      t_end: float | None = None, seed: int = 1234,
-                      progress: Callable[[str], None] | None = None) -> dict:
-    """All engine metrics at intensity ``t`` plus the forgetting curve ID_target(t) on [0, t_end]."""
+                      s_end: float | None = None, trainable_parameters: int | None = None, seed: int = 1234) -> dict:
+    """All engine metrics at knob value ``s`` plus the forgetting curve ID_target on [0, s_end]."""
     judge = load_identity_model("judge")
-    say = progress or (lambda _m: None)
     views = backend.canonical_views(n_views)
     target_latent = target_latent[:1]
     lat, vw = _pairs(target_latent, views)
-    with intensity(adapters, None):
-        base_target = _judge_embed(backend, judge, lat, vw)
-    say("forgetting curve")
-    t_end = t if t_end is None else t_end
+    with knob.at(None) as model:
+        base_target = _judge_embed(model, judge, lat, vw)
+    s_end = s if s_end is None else s_end
     curve = []
-    for tc in np.linspace(0, t_end, curve_points):
-        s = identity_similarity(backend, adapters, target_latent, views, float(tc), judge, base_target)
-        curve.append([round(float(tc), 4), float(s.mean())])
-    id_target = float(identity_similarity(backend, adapters, target_latent, views, t, judge, base_target).mean())
-    report = {"t": t, "threshold": judge.threshold, "id_target": id_target, "curve": curve,
-              "curve_monotone": all(b[1] <= a[1] + 1e-6 for a, b in zip(curve, curve[1:], strict=False)),
-              "curve_max_jump": max(abs(b[1] - a[1]) for a, b in zip(curve, curve[1:], strict=False))}
+    for sc in np.linspace(0, s_end, curve_points):
+        sim = identity_similarity(knob, target_latent, views, float(sc), judge, base_target)
+        curve.append([round(float(sc), 4), float(sim.mean())])
+    id_target = float(identity_similarity(knob, target_latent, views, s, judge, base_target).mean())
+    jumps = [abs(b[1] - a[1]) for a, b in itertools.pairwise(curve)]
+    report = {"t": s, "threshold": judge.threshold, "id_target": id_target, "curve": curve,
+              "curve_monotone": all(b[1] <= a[1] + 1e-6 for a, b in itertools.pairwise(curve)),
+              "curve_max_jump": max(jumps), "curve_spearman": _spearman([c[0] for c in curve], [c[1] for c in curve])}
     if other_latents is not None and len(other_latents):
-        say("other photos")
         ov = other_views if other_views is not None else backend.canonical_views(len(other_latents))
-        base_o = _judge_embed(backend, judge, other_latents, ov)
-        with intensity(adapters, t):
-            ad_o = _judge_embed(backend, judge, other_latents, ov)
+        with knob.at(None) as model:
+            base_o = _judge_embed(model, judge, other_latents, ov)
+        with knob.at(s) as model:
+            ad_o = _judge_embed(model, judge, other_latents, ov)
         sims = (base_o * ad_o).sum(1)
         report["id_others"] = float(sims.mean())
         report["id_others_each"] = sims.tolist()
-    say("retention")
     gen = torch.Generator().manual_seed(seed)
     n = max(n_retain, n_fd)
     w_r = backend.sample_latents(n, gen)
     v_r = backend.sample_views(n, gen)
-    with intensity(adapters, None):
-        base_r = _judge_embed(backend, judge, w_r, v_r)
-    with intensity(adapters, t):
-        ad_r = _judge_embed(backend, judge, w_r, v_r)
+    with knob.at(None) as model:
+        base_r = _judge_embed(model, judge, w_r, v_r)
+    with knob.at(s) as model:
+        ad_r = _judge_embed(model, judge, w_r, v_r)
     ret = (base_r[:n_retain] * ad_r[:n_retain]).sum(1)
     report["retention_mean"] = float(ret.mean())
     report["retention_p5"] = float(torch.quantile(ret, 0.05))
     report["fd_judge"] = frechet_distance(base_r[:n_fd], ad_r[:n_fd])
-    trainable = sum(a.trainable_parameters() for a in adapters)
-    report["trainable_parameters"] = trainable
-    report["trainable_fraction"] = trainable / backend.parameter_count()
+    if trainable_parameters is None:
+        trainable_parameters = sum(a.trainable_parameters() for a in getattr(knob, "adapters", []))
+    report["trainable_parameters"] = trainable_parameters
+    report["trainable_fraction"] = trainable_parameters / backend.parameter_count()
     return report
+
+
+def _spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    from scipy.stats import spearmanr
+
+    r = spearmanr(x, y).statistic
+    return float(r) if np.isfinite(r) else 0.0

@@ -68,7 +68,7 @@ def solve(field: nn.Module, x: torch.Tensor, t: float, config: ODEConfig,
         raise ValueError(f"integration time must be >= 0, got {t}")
     if t == 0:
         return (x, [x]) if return_states else x
-    n_full = int(math.floor(t / config.step_size + 1e-9))
+    n_full = math.floor(t / config.step_size + 1e-9)
     grid = [k * config.step_size for k in range(n_full + 1)]
     if t - grid[-1] > 1e-9:
         grid.append(t)

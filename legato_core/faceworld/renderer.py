@@ -79,7 +79,7 @@ def render_faces(identity: dict[str, torch.Tensor], view: dict[str, torch.Tensor
     b = identity["head_w"].shape[0]
     if view["yaw"].shape[0] != b:
         raise ValueError(f"identity batch {b} != view batch {view['yaw'].shape[0]}")
-    I, V = identity, view  # noqa: N806 - short names keep the geometry readable
+    I, V = identity, view  # noqa: E741, N806 - short names keep the geometry readable
 
     lin = (torch.arange(size, dtype=torch.float32) + 0.5) / size * 2 - 1
     gy, gx = torch.meshgrid(lin, lin, indexing="ij")
@@ -109,7 +109,6 @@ def render_faces(identity: dict[str, torch.Tensor], view: dict[str, torch.Tensor
         return u1, v1, vis, fx
 
     skin = I["skin"]
-    skin4 = skin.view(-1, 3, 1, 1)
     hair = I["hair_color"]
     style = I["hair_style"].round().long()
     shift_hair = -syaw * 0.08 * hw
@@ -197,7 +196,7 @@ def render_faces(identity: dict[str, torch.Tensor], view: dict[str, torch.Tensor
 
     # -- nose ---------------------------------------------------------------------------------------------------
     n_len, n_w = _col(I["nose_len"]), _col(I["nose_w"])
-    tip_x, tip_y, nvis, nfx = proj(torch.zeros_like(hw), e_y + 0.04 + n_len, 0.07)
+    tip_x, tip_y, _nvis, nfx = proj(torch.zeros_like(hw), e_y + 0.04 + n_len, 0.07)
     root_x, root_y, _, _ = proj(torch.zeros_like(hw), e_y + 0.03, 0.02)
     ridge = _segment(x, y, root_x + n_w * 0.35, root_y, tip_x + n_w * 0.45, tip_y - 0.02, 0.006)
     cv.paint(cv.cov(ridge, soft=1.5) * 0.55, skin * 0.7)
@@ -214,14 +213,16 @@ def render_faces(identity: dict[str, torch.Tensor], view: dict[str, torch.Tensor
     ddx = (x - mx) / m_w
     yc = my - smile * 0.045 * ddx**2
     thick = lip * torch.sqrt((1 - ddx**2).clamp(min=0)) + 0.004
-    lips = torch.maximum((y - yc).abs() / torch.sqrt(1 + (2 * smile * 0.045 * ddx / m_w) ** 2) - thick, (x - mx).abs() - m_w)
+    slope = torch.sqrt(1 + (2 * smile * 0.045 * ddx / m_w) ** 2)
+    lips = torch.maximum((y - yc).abs() / slope - thick, (x - mx).abs() - m_w)
     cv.paint(cv.cov(lips) * mvis, I["lip_color"])
     line = torch.maximum((y - yc).abs() - 0.006, (x - mx).abs() - m_w * 0.95)
     cv.paint(cv.cov(line) * mvis, I["lip_color"] * 0.45)
 
     # -- mole ---------------------------------------------------------------------------------------------------
     mox, moy, movis, _ = proj(_col(I["mole_x"]), _col(I["mole_y"]))
-    cv.paint(cv.cov(_ellipse(x, y, mox, moy, 0.016, 0.016)) * _col(I["mole"]) * movis, torch.tensor([0.25, 0.15, 0.1]).expand(b, 3))
+    mole = cv.cov(_ellipse(x, y, mox, moy, 0.016, 0.016)) * _col(I["mole"]) * movis
+    cv.paint(mole, torch.tensor([0.25, 0.15, 0.1]).expand(b, 3))
 
     # -- hair on top --------------------------------------------------------------------------------------------
     hl = _col(I["hairline"])
@@ -251,7 +252,8 @@ def render_faces(identity: dict[str, torch.Tensor], view: dict[str, torch.Tensor
         grx, gry = e_size * 1.55 * fx, e_size * 1.3
         ring_r = _ellipse(x, y, ex, ey, grx, gry).abs() - 0.011
         ring_s = _box(x, y, ex, ey, grx, gry * 0.9, 0.015).abs() - 0.011
-        lens = cv.cov(_box(x, y, ex, ey, grx, gry * 0.9, 0.015)) * square_g + cv.cov(_ellipse(x, y, ex, ey, grx, gry)) * round_g
+        lens = (cv.cov(_box(x, y, ex, ey, grx, gry * 0.9, 0.015)) * square_g
+                + cv.cov(_ellipse(x, y, ex, ey, grx, gry)) * round_g)
         cv.paint(lens * 0.18 * vis, torch.tensor([0.85, 0.92, 1.0]).expand(b, 3))
         ring = cv.cov(ring_r) * round_g + cv.cov(ring_s) * square_g
         cv.paint(ring * vis, g_col)

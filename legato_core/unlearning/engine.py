@@ -57,7 +57,7 @@ class ProgressEvent:
     eta: float
 
 
-class Cancelled(Exception):
+class Cancelled(Exception):  # noqa: N818 - reads better at call sites than CancelledError
     """Raised inside a forget run when its job is cancelled; nothing is attached or saved."""
 
 
@@ -83,6 +83,46 @@ def resolve_latent(backend, image_or_latent: torch.Tensor) -> torch.Tensor:
     return x.detach()
 
 
+@dataclass
+class StepBatch:
+    """One step's inputs: rows [0, k_l) local, [k_l, k_l+k_a) adjacency, the rest preservation."""
+
+    src: torch.Tensor  # latents rendered by the model being trained
+    dst: torch.Tensor  # latents rendered by the frozen model (the targets)
+    views: torch.Tensor
+    k_l: int
+    k_a: int
+
+
+def sample_step(backend, w_u: torch.Tensor, w_t: torch.Tensor, config: ForgetConfig, gen: torch.Generator,
+                radius: float) -> StepBatch:
+    """Random views, adjacency offsets delta = alpha (w_r - w_u)/|w_r - w_u| and preservation latents."""
+    k_l, k_a, k_p = config.local_views, config.adjacency_samples, config.preservation_samples
+    views = backend.sample_views(k_l + k_a + k_p, gen)
+    w_r = backend.sample_latents(k_a + k_p, gen)
+    alpha = torch.rand(k_a, 1, generator=gen) * radius
+    pick = torch.randint(len(w_u), (k_l + k_a,), generator=gen)
+    u = w_u[pick]
+    tgt = w_t[pick] if len(w_t) == len(w_u) else w_t[:1].expand(k_l + k_a, -1)
+    dirs = w_r[:k_a] - u[k_l:]
+    delta = alpha * dirs / dirs.norm(dim=1, keepdim=True).clamp(min=1e-8)
+    src = torch.cat([u[:k_l], u[k_l:] + delta, w_r[k_a:]])
+    dst = torch.cat([tgt[:k_l], tgt[k_l:] + delta, w_r[k_a:]])
+    return StepBatch(src, dst, views, k_l, k_a)
+
+
+def step_losses(loss_fn: ImageLoss, batch: StepBatch, img, feat, ref_img, ref_feat) -> dict[str, torch.Tensor]:
+    """forget = local + w_adj * adjacency; retain = w_pres * preservation (GUIDE's three groups)."""
+    k_l, n_f = batch.k_l, batch.k_l + batch.k_a
+    local = loss_fn(img[:k_l], feat[:k_l], ref_img[:k_l], ref_feat[:k_l])
+    adj = loss_fn(img[k_l:n_f], feat[k_l:n_f], ref_img[k_l:n_f], ref_feat[k_l:n_f])
+    keep = loss_fn(img[n_f:], feat[n_f:], ref_img[n_f:], ref_feat[n_f:], with_identity=False)
+    w = loss_fn.w
+    return {"forget": local["total"] + w.adjacency * adj["total"], "retain": w.preservation * keep["total"],
+            "local": local["total"], "identity": local["identity"], "adjacency": adj["total"],
+            "preservation": keep["total"]}
+
+
 def train_adapter(backend, w_u: torch.Tensor, config: ForgetConfig,
                   on_progress: Callable[[ProgressEvent], None] | None = None,
                   should_stop: Callable[[], bool] | None = None) -> ForgetResult:
@@ -106,40 +146,25 @@ def train_adapter(backend, w_u: torch.Tensor, config: ForgetConfig,
         for step in range(config.steps):
             if should_stop is not None and should_stop():
                 raise Cancelled(f"cancelled at step {step}")
-            k_l, k_a, k_p = config.local_views, config.adjacency_samples, config.preservation_samples
-            views = backend.sample_views(k_l + k_a + k_p, gen)
-            w_r = backend.sample_latents(k_a + k_p, gen)
-            alpha = torch.rand(k_a, 1, generator=gen) * radius
-            u = w_u[torch.randint(len(w_u), (k_l + k_a,), generator=gen)]
-            tgt = w_t[torch.randint(len(w_t), (k_l + k_a,), generator=gen)] if len(w_t) > 1 else w_t.expand(k_l + k_a, -1)
-            dirs = w_r[:k_a] - u[k_l:]
-            delta = alpha * dirs / dirs.norm(dim=1, keepdim=True).clamp(min=1e-8)
-            src = torch.cat([u[:k_l], u[k_l:] + delta, w_r[k_a:]])
-            dst = torch.cat([tgt[:k_l], tgt[k_l:] + delta, w_r[k_a:]])
+            batch = sample_step(backend, w_u, w_t, config, gen, radius)
             with torch.no_grad():
                 adapter.enabled = False
-                ref_img, ref_feat = backend.synthesize(dst, views, return_features=True)
+                ref_img, ref_feat = backend.synthesize(batch.dst, batch.views, return_features=True)
                 adapter.enabled = True
             adapter.set_t(config.ode.t_end)
             adapter.record_states = True
-            img, feat = backend.synthesize(src, views, return_features=True)
+            img, feat = backend.synthesize(batch.src, batch.views, return_features=True)
             adapter.record_states = False
-            n_forget = k_l + k_a
-            local = loss_fn(img[:k_l], feat[:k_l], ref_img[:k_l], ref_feat[:k_l])
-            adj = loss_fn(img[k_l:n_forget], feat[k_l:n_forget], ref_img[k_l:n_forget], ref_feat[k_l:n_forget])
-            keep = loss_fn(img[n_forget:], feat[n_forget:], ref_img[n_forget:], ref_feat[n_forget:],
-                           with_identity=False)
-            traj = torch.stack([trajectory_consistency([s[:k_l] for s in adapter.states[name]])
+            parts = step_losses(loss_fn, batch, img, feat, ref_img, ref_feat)
+            traj = torch.stack([trajectory_consistency([s[:batch.k_l] for s in adapter.states[name]])
                                 for name in traj_sites]).mean()
-            w = config.weights
-            total = local["total"] + w.trajectory * traj + w.adjacency * adj["total"] + w.preservation * keep["total"]
+            total = parts["forget"] + parts["retain"] + config.weights.trajectory * traj
             opt.zero_grad(set_to_none=True)
             total.backward()
             opt.step()
             adapter.states.clear()
-            rec = {"step": step + 1, "total": total.item(), "local": local["total"].item(),
-                   "identity": local["identity"].item(), "adjacency": adj["total"].item(),
-                   "preservation": keep["total"].item(), "trajectory": traj.item()}
+            rec = {"step": step + 1, "total": total.item(), "trajectory": traj.item(),
+                   **{k: v.item() for k, v in parts.items() if k not in ("forget", "retain")}}
             history.append(rec)
             if on_progress is not None:
                 el = time.time() - t0

@@ -10,6 +10,7 @@ learned feature space rather than in pixels.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import torch
@@ -88,4 +89,4 @@ def trajectory_consistency(states: list[torch.Tensor]) -> torch.Tensor:
     """mean_j mean((s_j - s_{j-1})^2): the kinetic energy of the ODE path; keeps forgetting gradual."""
     if len(states) < 2:
         return states[0].new_zeros(())
-    return torch.stack([(b - a).square().mean() for a, b in zip(states[:-1], states[1:], strict=True)]).mean()
+    return torch.stack([(b - a).square().mean() for a, b in itertools.pairwise(states)]).mean()

@@ -1,0 +1,193 @@
+"""The benchmark: every method, the same targets, losses, step budget and judge.
+
+For each method and held-out target: the engine's metrics at full strength (s = 1), the knob curve
+ID_target(s) and retention(s) at 9 points (Spearman correlation and largest jump), steps until the judge
+first calls the target forgotten, and a re-inversion audit (an attacker inverts the target's original image
+into the *unlearned* generator by latent optimisation and we report the best judge similarity reached).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .. import faceworld
+from ..identity.model import load_identity_model
+from ..metrics import _judge_embed, identity_similarity, unlearning_report
+from ..unlearning.engine import ForgetConfig
+from ..unlearning.objectives import ArcFaceFeatureDistance
+from .methods import METHODS, run_method
+
+# Learning rates per method, from the sweep in docs/benchmark.md (validation ids 100,000+).
+DEFAULT_LR = {"legato": 1e-3, "guide": 1e-4, "salun": 1e-4, "uno": 1e-4, "uno-s": 1e-4, "lora": 1e-3}
+
+
+def reinversion_audit(backend, model, image: torch.Tensor, steps: int = 200, lr: float = 0.05) -> float:
+    """Best judge cosine between ``image`` and renders of ``model`` reachable by latent optimisation."""
+    judge = load_identity_model("judge")
+    perceptual = ArcFaceFeatureDistance(backend.loss_identity_model())
+    with torch.no_grad():
+        w0, v0 = backend.invert(image, refine_steps=0)
+        e_img = judge.embed(image)
+    w, v = w0.clone().requires_grad_(True), v0.clone().requires_grad_(True)
+    opt = torch.optim.Adam([w, v], lr=lr)
+    best = -1.0
+    for step in range(steps):
+        out = model.synthesize(w, v)
+        loss = (out - image).abs().mean() + 0.5 * perceptual(out, image).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % 10 == 9 or step == steps - 1:
+            with torch.no_grad():
+                best = max(best, float((judge.embed(model.render(w, v.clamp(-1.05, 1.05))) * e_img).sum()))
+    return best
+
+
+def _target(backend, identity: int):
+    img = faceworld.render([identity], 0)
+    with torch.enable_grad():
+        w, _ = backend.invert(img)
+        ow, ov = backend.invert(faceworld.render([identity] * 5, [1, 2, 3, 4, 5]))
+    return img, w, ow, ov
+
+
+def run_benchmark(backend, methods: list[str], identities: list[int], config: ForgetConfig,
+                  lrs: dict[str, float] | None = None, audit_steps: int = 200, n_retain: int = 200,
+                  n_fd: int = 500, check_every: int = 10, progress: bool = True) -> dict:
+    lrs = {**DEFAULT_LR, **(lrs or {})}
+    judge = load_identity_model("judge")
+    views4 = backend.canonical_views(4)
+    curve_s = np.linspace(0, 1, 9)
+    results = []
+    retain_lat = backend.sample_latents(64, torch.Generator().manual_seed(4321))
+    retain_views = backend.canonical_views(2)
+    bar = tqdm(total=len(methods) * len(identities), desc="benchmark", disable=not progress)
+    for identity in identities:
+        img, w_u, ow, ov = _target(backend, identity)
+        with torch.no_grad():
+            base4 = _judge_embed(backend, judge, w_u.expand(4, -1), views4)
+        for name in methods:
+            first_forgotten = None
+
+            def on_step(step, model, _base4=base4, _w=w_u):
+                nonlocal first_forgotten
+                if first_forgotten is None and step % check_every == 0:
+                    with torch.no_grad():
+                        sim = float((_judge_embed(model, judge, _w.expand(4, -1), views4) * _base4).sum(1).mean())
+                    if sim < judge.threshold:
+                        first_forgotten = step
+
+            t0 = time.time()
+            res = run_method(name, backend, w_u, config, lr=lrs[name], on_step=on_step)
+            wall = time.time() - t0
+            try:
+                rep = unlearning_report(backend, res.knob, w_u, 1.0, ow, ov, n_retain=n_retain, n_fd=n_fd,
+                                        s_end=1.0, trainable_parameters=res.trainable_parameters)
+                retention_curve = []
+                for s in curve_s:
+                    sim = identity_similarity(res.knob, retain_lat, retain_views, float(s), judge)
+                    retention_curve.append([float(s), float(sim.mean())])
+                with res.knob.at(1.0) as model:
+                    audit = reinversion_audit(backend, model, img, steps=audit_steps) if audit_steps else None
+            finally:
+                if name == "legato":
+                    for a in res.knob.knob.adapters:
+                        a.detach()
+            results.append({
+                "method": name, "identity": identity, "lr": lrs[name], "steps": config.steps,
+                "wall_seconds": wall, "train_seconds": res.seconds, "steps_to_forget": first_forgotten,
+                "reinversion_best_similarity": audit, "retention_curve": retention_curve, **rep})
+            bar.update(1)
+    bar.close()
+    base_audit = []
+    for identity in identities[: min(3, len(identities))]:
+        base_audit.append(reinversion_audit(backend, backend, faceworld.render([identity], 0), steps=audit_steps)
+                          if audit_steps else None)
+    return {"config": config.to_dict(), "methods": methods, "identities": identities, "lrs": lrs,
+            "threshold": judge.threshold, "base_model_reinversion": base_audit,
+            "torch_threads": torch.get_num_threads(), "results": results}
+
+
+SUMMARY_KEYS = [("id_target", "ID_target ↓"), ("id_others", "ID_others ↓"), ("retention_mean", "retention ↑"),
+                ("retention_p5", "retention p5 ↑"), ("fd_judge", "FD_judge ↓"), ("curve_spearman", "Spearman(s, ID)"),
+                ("curve_max_jump", "max jump ↓"), ("reinversion_best_similarity", "re-inversion ↓"),
+                ("steps_to_forget", "steps to forget ↓"), ("wall_seconds", "wall s"),
+                ("trainable_parameters", "trainable params")]
+
+
+def _fmt(values: list) -> str:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return "—"
+    if all(float(v).is_integer() for v in vals) and max(abs(v) for v in vals) >= 100:
+        return f"{statistics.mean(vals):,.0f}" + (f" ± {statistics.stdev(vals):,.0f}" if len(vals) > 1 else "")
+    m = statistics.mean(vals)
+    sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
+    missing = len(values) - len(vals)
+    return f"{m:.3f} ± {sd:.3f}" + (f" ({missing} never)" if missing else "")
+
+
+def summarise(bench: dict) -> str:
+    lines = ["| method | forgotten | " + " | ".join(h for _, h in SUMMARY_KEYS) + " |",
+             "|---|---|" + "---|" * len(SUMMARY_KEYS)]
+    thr = bench["threshold"]
+    for m in bench["methods"]:
+        rows = [r for r in bench["results"] if r["method"] == m]
+        forgotten = sum(r["id_target"] < thr for r in rows)
+        cells = [_fmt([r.get(k) for r in rows]) for k, _ in SUMMARY_KEYS]
+        lines.append(f"| {m} | {forgotten}/{len(rows)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_outputs(bench: dict, out: Path) -> list[Path]:
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(bench, indent=2, default=float) + "\n")
+    md = ["# Benchmark results", "", f"Judge threshold (same person): {bench['threshold']:.3f}. "
+          f"Mean ± std over {len(bench['identities'])} targets (ids {bench['identities'][0]}…). "
+          f"Knob s ∈ [0, 1] (LEGATO: t = s·T).", "", summarise(bench), ""]
+    (out / "results.md").write_text("\n".join(md))
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("ID_target vs knob", "retention vs knob"))
+    colors = ["#636efa", "#ef553b", "#00cc96", "#ab63fa", "#ffa15a", "#19d3f3"]
+    for i, m in enumerate(bench["methods"]):
+        rows = [r for r in bench["results"] if r["method"] == m]
+        s = [c[0] for c in rows[0]["curve"]]
+        fig.add_scatter(x=s, y=np.mean([[c[1] for c in r["curve"]] for r in rows], 0), name=m, row=1, col=1,
+                        line={"color": colors[i % 6]})
+        fig.add_scatter(x=s, y=np.mean([[c[1] for c in r["retention_curve"]] for r in rows], 0), name=m,
+                        row=1, col=2, showlegend=False, line={"color": colors[i % 6]})
+    fig.add_hline(y=bench["threshold"], line_dash="dash", annotation_text="judge threshold", row=1, col=1)
+    fig.update_layout(title="Forgetting and retention along each method's knob", height=420, width=980)
+    trade = go.Figure()
+    for i, m in enumerate(bench["methods"]):
+        rows = [r for r in bench["results"] if r["method"] == m]
+        trade.add_scatter(x=[r["retention_mean"] for r in rows], y=[r["id_target"] for r in rows], mode="markers",
+                          name=m, marker={"size": 10, "color": colors[i % 6]})
+    trade.add_hline(y=bench["threshold"], line_dash="dash", annotation_text="judge threshold")
+    trade.update_layout(title="Trade-off: ID_target (lower = forgotten) vs retention (higher = kept)",
+                        xaxis_title="retention mean", yaxis_title="ID_target", height=420, width=700)
+    paths = [out / "results.json", out / "results.md"]
+    for name, f in (("curves", fig), ("tradeoff", trade)):
+        f.write_html(out / f"{name}.html", include_plotlyjs="cdn")
+        paths.append(out / f"{name}.html")
+    return paths
+
+
+def default_config(quick: bool) -> ForgetConfig:
+    cfg = ForgetConfig()
+    if quick:
+        cfg.steps = 40
+    return cfg
+
+
+__all__ = ["METHODS", "asdict", "default_config", "run_benchmark", "summarise", "write_outputs"]
