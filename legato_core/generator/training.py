@@ -80,7 +80,7 @@ class GeneratorTrainingConfig:
     l1_weight: float = 1.0
     perceptual_weight: float = 0.5
     identity_weight: float = 0.3
-    embedding_noise: float = 0.03
+    embedding_noise: float = 0.01
     seed: int = 0
     time_budget_s: float | None = None
     checkpoint_every: int = 500

@@ -1,0 +1,732 @@
+"""The demo's session layer, free of any UI toolkit: ``app.py`` is a thin gradio shell over it.
+
+One :class:`Studio` per browser session holds the identities being forgotten. Each entry keeps its source
+image, inverted latent and view, its background training task, its trained :class:`ODEAdapter`, its own
+intensity ``t`` and its forgetting curve.
+
+Isolation. The base generator is shared by every session, and adapters act through forward hooks on its
+modules, so whatever is attached is seen by every forward pass. Three kinds of backend keep sessions apart:
+
+- ``Resources.base``: the pristine backend. Nothing is ever attached to it, so any thread may use it at any
+  time for base-model work (inversion, the cached t = 0 renders).
+- ``Resources.render_backend``: the shared render backend. A session's adapters are attached to it only
+  inside ``Resources.render_lock``, for one batched render, and detached before the lock is released.
+- each training task gets its own private copy of the base (``copy.deepcopy``, ~40 ms, ~15 MB), so the
+  engine can keep its adapter attached for the whole run without touching anybody else's renders.
+
+Server-wide, a :class:`JobQueue` lets at most ``max_jobs`` tasks train at once (FIFO, with queue positions).
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import shutil
+import tempfile
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw, ImageFont
+
+from . import faceworld
+from .adapters import AdapterMismatchError, AdapterStack, ODEAdapter, ODEConfig
+from .images import ImageError, open_image, to_pil, to_tensor
+from .metrics import AdapterKnob, identity_similarity
+from .ranges import DEVELOPMENT
+from .unlearning.engine import ForgetConfig, ForgetJob, ProgressEvent
+
+EXAMPLE_IDS = tuple(range(DEVELOPMENT.start + 1, DEVELOPMENT.start + 9))  # 200_001 .. 200_008
+MAX_IDENTITIES = 6
+CURVE_POINTS = 9
+
+
+class StudioError(ValueError):
+    """A request the studio refuses; the message is meant for the person using the demo."""
+
+
+class BusyError(StudioError):
+    """This session already has a job running."""
+
+
+# -- server-wide job queue -------------------------------------------------------------------------------------
+class JobQueue:
+    """At most ``max_jobs`` jobs hold a slot at once; the others wait in FIFO order and know their place.
+
+    A counting semaphore with a visible, ordered waiting line (``threading.Semaphore`` wakes waiters in no
+    particular order and cannot say where a waiter stands, hence a condition variable over a list).
+    """
+
+    def __init__(self, max_jobs: int = 1):
+        self._cond = threading.Condition()
+        self._waiting: list[object] = []
+        self._running: list[object] = []
+        self.max_jobs = max_jobs
+
+    @property
+    def max_jobs(self) -> int:
+        return self._max_jobs
+
+    @max_jobs.setter
+    def max_jobs(self, n: int) -> None:
+        if int(n) < 1:
+            raise ValueError(f"max_jobs must be >= 1, got {n}")
+        with self._cond:
+            self._max_jobs = int(n)
+            self._cond.notify_all()
+
+    def acquire(self, ticket: object, should_stop: Callable[[], bool] | None = None, poll: float = 0.1) -> bool:
+        """Wait for a slot; False (and out of the line) if ``should_stop()`` turns true while waiting."""
+        with self._cond:
+            self._waiting.append(ticket)
+            try:
+                while not (self._waiting[0] is ticket and len(self._running) < self._max_jobs):
+                    if should_stop is not None and should_stop():
+                        return False
+                    self._cond.wait(poll)
+                self._running.append(ticket)
+                return True
+            finally:
+                self._waiting.remove(ticket)
+                self._cond.notify_all()
+
+    def release(self, ticket: object) -> None:
+        with self._cond:
+            if ticket in self._running:
+                self._running.remove(ticket)
+            self._cond.notify_all()
+
+    def position(self, ticket: object) -> int | None:
+        """0: holds a slot; k >= 1: k-th in the waiting line; None: not in the queue."""
+        with self._cond:
+            if any(t is ticket for t in self._running):
+                return 0
+            for i, t in enumerate(self._waiting):
+                if t is ticket:
+                    return i + 1
+            return None
+
+    @property
+    def running(self) -> int:
+        return len(self._running)
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+
+JOB_QUEUE = JobQueue(1)
+
+
+# -- shared, process-wide resources ------------------------------------------------------------------------------
+class Resources:
+    """The backend(s), the render lock, the fixed retained identities and the lazily loaded judge."""
+
+    def __init__(self, backend=None, retained: int = 4, seed: int = 20_260_104):
+        if backend is None:
+            from .backends.embedded import EmbeddedFaceBackend
+
+            backend = EmbeddedFaceBackend.from_pretrained()
+        self.base = backend
+        self.base.weight_hash()  # computed once here; every copy inherits the cached value
+        self._copy_lock = threading.Lock()
+        self.render_backend = self.private_backend()
+        self.render_lock = threading.Lock()
+        gen = torch.Generator().manual_seed(seed)
+        self.retained_latents = backend.sample_latents(retained, gen)
+        self.retained_views = backend.canonical_views(1).expand(retained, -1).clone()
+        self.curve_retained_latents = backend.sample_latents(12, gen)
+        self._retained_base: torch.Tensor | None = None
+        self._judge = None
+        self._judge_lock = threading.Lock()
+
+    def private_backend(self):
+        """A private copy of the pristine base (nothing is ever attached to ``base``, so copies are clean)."""
+        with self._copy_lock:
+            return copy.deepcopy(self.base)
+
+    @property
+    def judge(self):
+        with self._judge_lock:
+            if self._judge is None:
+                from .identity.model import load_identity_model
+
+                self._judge = load_identity_model("judge")
+            return self._judge
+
+    @property
+    def retained_base(self) -> torch.Tensor:
+        if self._retained_base is None:
+            with torch.inference_mode():
+                self._retained_base = self.base.render(self.retained_latents, self.retained_views)
+        return self._retained_base
+
+
+_RESOURCES: Resources | None = None
+_RESOURCES_LOCK = threading.Lock()
+
+
+def get_resources() -> Resources:
+    """The process-wide resources, loaded on first use."""
+    global _RESOURCES
+    with _RESOURCES_LOCK:
+        if _RESOURCES is None:
+            _RESOURCES = Resources()
+        return _RESOURCES
+
+
+# -- forgetting curve ---------------------------------------------------------------------------------------------
+def _base_embeddings(backend, judge, latents: torch.Tensor, views: torch.Tensor) -> torch.Tensor:
+    lat = latents.repeat_interleave(len(views), 0)  # same pairing as metrics.identity_similarity
+    vw = views.repeat(len(latents), 1)
+    with torch.no_grad():
+        return judge.embed(backend.render(lat, vw))
+
+
+def forgetting_curve(backend, adapter: ODEAdapter, latent: torch.Tensor | None, judge, retained: torch.Tensor,
+                     n_views: int = 6, points: int = CURVE_POINTS,
+                     should_stop: Callable[[], bool] | None = None) -> dict:
+    """ID_target(t) and retention(t) at ``points`` t's in [0, t_max], scored by the judge only.
+
+    ``backend`` must be private to the caller: the adapter is attached to it for the duration.
+    """
+    ts = [round(float(t), 4) for t in np.linspace(0.0, adapter.config.t_max, points)]
+    knob = AdapterKnob(backend, [adapter])
+    views = backend.canonical_views(n_views)
+    frontal = backend.canonical_views(1)
+    out = {"t": ts, "id_target": [], "retention": [], "retention_min": [], "threshold": float(judge.threshold),
+           "views": n_views, "retained": len(retained)}
+    adapter.attach(backend)
+    try:
+        base_t = _base_embeddings(backend, judge, latent, views) if latent is not None else None
+        base_r = _base_embeddings(backend, judge, retained, frontal)
+        for t in ts:
+            if should_stop is not None and should_stop():
+                raise InterruptedError("cancelled while computing the forgetting curve")
+            if latent is not None:
+                out["id_target"].append(float(identity_similarity(knob, latent, views, t, judge, base_t).mean()))
+            ret = identity_similarity(knob, retained, frontal, t, judge, base_r)
+            out["retention"].append(float(ret.mean()))
+            out["retention_min"].append(float(ret.min()))
+    finally:
+        adapter.detach()
+    if latent is None:
+        out["id_target"] = None
+    return out
+
+
+# -- one forgotten identity -------------------------------------------------------------------------------------
+@dataclass
+class Entry:
+    key: str
+    name: str
+    source: Image.Image  # what the person gave us, cropped to a square (64x64)
+    inversion: Image.Image  # the base model's render of the inverted latent and view
+    latent: torch.Tensor | None  # (1, D); None for an imported adapter that carries no target
+    view: torch.Tensor | None  # (1, V)
+    grid_views: torch.Tensor | None  # (3, V): the inverted view and two fixed ones
+    adapter: ODEAdapter | None = None
+    t: float = 0.0
+    curve: dict | None = None
+    seconds: float | None = None  # training wall time
+    steps: int | None = None
+    _base_target: torch.Tensor | None = field(default=None, repr=False)
+
+    @property
+    def ready(self) -> bool:
+        return self.adapter is not None
+
+    @property
+    def t_max(self) -> float:
+        return float(self.adapter.config.t_max if self.adapter is not None else ODEConfig().t_max)
+
+    @property
+    def label(self) -> str:
+        suffix = " (forgotten)" if self.ready else ""
+        return f"{self.key} · {self.name}{suffix}"
+
+
+# -- the background task: queue -> train -> forgetting curve -> install -------------------------------------------
+@dataclass
+class JobStatus:
+    key: str
+    name: str
+    state: str  # queued | training | evaluating | done | cancelled | failed
+    step: int = 0
+    steps: int = 0
+    elapsed: float = 0.0
+    eta: float | None = None
+    queue_position: int | None = None
+    queue_running: int = 0
+    max_jobs: int = 1
+    losses: list[dict] = field(default_factory=list)
+    preview: torch.Tensor | None = None  # the target rendered at t = T, refreshed every few steps
+    error: str | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.state in ("done", "cancelled", "failed")
+
+    def text(self) -> str:
+        if self.state == "queued":
+            who = "job runs" if self.max_jobs == 1 else "jobs run"
+            return (f"Waiting for the server: place {self.queue_position or '?'} in the queue "
+                    f"({self.max_jobs} {who} at a time; {self.queue_running} running now).")
+        if self.state == "training":
+            if self.step == 0:
+                return f"Forgetting {self.name}: starting…"
+            eta = f" · about {self.eta:.0f} s left" if self.eta is not None else ""
+            return f"Forgetting {self.name}: step {self.step}/{self.steps} · {self.elapsed:.1f} s{eta}"
+        if self.state == "evaluating":
+            return f"Forgetting {self.name}: measuring the forgetting curve with the judge network…"
+        if self.state == "done":
+            if self.steps:
+                return (f"Done: {self.name} forgotten in {self.elapsed:.1f} s ({self.steps} steps). "
+                        "Move the intensity slider.")
+            return f"Restored the adapter for {self.name}. Move the intensity slider."
+        if self.state == "cancelled":
+            at = f" at step {self.step}/{self.steps}" if self.step else ""
+            return f"Cancelled{at}. Nothing was changed; earlier identities are untouched."
+        return f"Failed: {self.error}. Earlier identities are untouched."
+
+
+class ForgetTask:
+    """Waits for a queue slot, trains (unless an adapter is given), measures the curve, then calls ``on_done``."""
+
+    _ids = itertools.count(1)
+
+    def __init__(self, res: Resources, queue: JobQueue, entry: Entry, config: ForgetConfig | None,
+                 adapter: ODEAdapter | None, on_done: Callable[[ForgetTask], None], curve_views: int = 6,
+                 preview_every: int = 5):
+        self.id = next(self._ids)
+        self.res, self.queue, self.entry, self.config = res, queue, entry, config
+        self.adapter, self.curve = adapter, None
+        self.on_done, self.curve_views, self.preview_every = on_done, curve_views, preview_every
+        self.state = "queued"
+        self.error: str | None = None
+        self.job: ForgetJob | None = None
+        self.preview: torch.Tensor | None = None
+        self._stop = threading.Event()
+        self._t0 = time.time()
+        self.train_seconds: float | None = None
+        self.seconds: float | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True, name=f"legato-task-{self.id}")
+
+    def start(self) -> ForgetTask:
+        self.thread.start()
+        return self
+
+    def cancel(self) -> None:
+        self._stop.set()
+        if self.job is not None:
+            self.job.cancel()
+
+    @property
+    def done(self) -> bool:
+        return self.state in ("done", "cancelled", "failed")
+
+    def _on_progress(self, backend, ev: ProgressEvent) -> None:
+        # runs in the training thread between steps; the adapter is attached to the private backend at t = T
+        if ev.step % self.preview_every == 0 or ev.step == ev.steps or ev.step == 1:
+            with torch.no_grad():
+                self.preview = backend.render(self.entry.latent, self.entry.view)[0]
+
+    def _run(self) -> None:
+        try:
+            if not self.queue.acquire(self, self._stop.is_set):
+                self.state = "cancelled"
+                return
+            try:
+                self._t0 = time.time()
+                backend = self.res.private_backend()
+                if self.adapter is None:
+                    self.state = "training"
+                    self.job = ForgetJob(backend, self.entry.latent, self.config,
+                                         on_progress=lambda ev: self._on_progress(backend, ev))
+                    if self._stop.is_set():
+                        self.job.cancel()
+                    self.job.start()
+                    self.job.thread.join()
+                    if self.job.state != "done":
+                        self.error = (f"{type(self.job.error).__name__}: {self.job.error}"
+                                      if self.job.error is not None else None)
+                        self.state = self.job.state
+                        return
+                    self.adapter = self.job.result.adapter
+                    self.train_seconds = self.job.result.seconds
+                self.state = "evaluating"
+                self.curve = forgetting_curve(backend, self.adapter, self.entry.latent, self.res.judge,
+                                              self.res.curve_retained_latents, self.curve_views,
+                                              should_stop=self._stop.is_set)
+                self.seconds = time.time() - self._t0
+                self.on_done(self)
+                self.state = "done"
+            finally:
+                self.queue.release(self)
+        except InterruptedError:
+            self.state = "cancelled"
+        except Exception as e:  # reported to the person, never raised into the UI thread
+            self.error = f"{type(e).__name__}: {e}"
+            self.state = "failed"
+
+    def status(self) -> JobStatus:
+        st = JobStatus(self.entry.key, self.entry.name, self.state, max_jobs=self.queue.max_jobs,
+                       queue_running=self.queue.running, preview=self.preview, error=self.error)
+        if self.config is not None:
+            st.steps = self.config.steps
+        if self.state == "queued":
+            st.queue_position = self.queue.position(self)
+        ev = self.job.latest if self.job is not None else None
+        if ev is not None:
+            st.step, st.steps, st.eta = ev.step, ev.steps, ev.eta
+            st.losses = [e.losses for e in list(self.job.events)]
+        if self.state != "queued":
+            st.elapsed = self.seconds if self.seconds is not None else time.time() - self._t0
+        if self.state == "done" and self.job is None:
+            st.steps = 0  # restored from a file, not trained here
+        return st
+
+
+# -- the session ---------------------------------------------------------------------------------------------------
+def _font(size: int):
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError):  # Pillow without FreeType
+        return ImageFont.load_default()
+
+
+class Studio:
+    """One browser session: identities, their adapters and intensities, and at most one running task."""
+
+    CELL = 128  # grid cells are multiples of 16 px so identical cells encode to identical JPEG blocks
+    GAP = 16
+    LABEL_W = 112
+    HEADER_H = 32
+
+    def __init__(self, resources: Resources | None = None, queue: JobQueue | None = None,
+                 default_config: ForgetConfig | None = None, curve_views: int = 6, max_identities: int = MAX_IDENTITIES,
+                 render_cache: int = 48):
+        self.res = resources or get_resources()
+        self.queue = queue or JOB_QUEUE
+        self.default_config = default_config or ForgetConfig()
+        self.curve_views, self.max_identities = curve_views, max_identities
+        self.entries: OrderedDict[str, Entry] = OrderedDict()
+        self.stack = AdapterStack(self.res.render_backend)
+        self.task: ForgetTask | None = None
+        self._finished_seen: int | None = None
+        self._lock = threading.RLock()
+        self._counter = itertools.count(1)
+        self._cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        self._cache_size = render_cache
+        self._tmpdir: Path | None = None
+        self.closed = False
+
+    # -- identities ----------------------------------------------------------------------------------------
+    def _check_room(self) -> None:
+        if self.closed:
+            raise StudioError("this session has ended; reload the page")
+        if len(self.entries) >= self.max_identities:
+            raise StudioError(f"this session already holds {self.max_identities} identities, the most it can hold")
+
+    def _add(self, name: str, image: torch.Tensor) -> Entry:
+        """image: (3, 64, 64) in [0, 1]."""
+        self._check_room()
+        w, v = self.res.base.invert(image[None])
+        return self._add_latent(name, to_pil(image), w, v)
+
+    def _add_latent(self, name: str, source: Image.Image, w: torch.Tensor, v: torch.Tensor) -> Entry:
+        grid_views = torch.cat([v, self.res.base.canonical_views(3)[1:]])
+        with torch.inference_mode():
+            base_target = self.res.base.render(w.expand(len(grid_views), -1), grid_views)
+        with self._lock:
+            self._check_room()
+            key = str(next(self._counter))
+            entry = Entry(key, name, source, to_pil(base_target[0]), w, v, grid_views)
+            entry._base_target = base_target
+            self.entries[key] = entry
+            return entry
+
+    def add_image(self, image: str | Path | Image.Image, name: str | None = None) -> Entry:
+        """Add a face from a file or PIL image (validated: RGBA/grey/CMYK/EXIF are normalised, junk refused)."""
+        im = open_image(image)  # raises ImageError with a clear message
+        if name is None:
+            name = Path(image).name if isinstance(image, str | Path) else "uploaded face"
+        return self._add(name, to_tensor(im, 64))
+
+    def add_identity(self, face_id: int) -> Entry:
+        """Add a face-world identity by id (frontal view 0)."""
+        try:
+            face_id = int(face_id)
+        except (TypeError, ValueError) as e:
+            raise StudioError(f"a face-world id is a whole number, got {face_id!r}") from e
+        if face_id < 0:
+            raise StudioError(f"face-world ids are non-negative, got {face_id}")
+        return self._add(f"face-world #{face_id}", faceworld.render([face_id], 0)[0])
+
+    def get(self, key: str | None = None) -> Entry:
+        with self._lock:
+            if not self.entries:
+                raise StudioError("add a face first: drop an image or pick a face-world identity")
+            if key is None or key == "":
+                return next(reversed(self.entries.values()))
+            if key not in self.entries:
+                raise StudioError(f"no identity {key!r} in this session")
+            return self.entries[key]
+
+    def remove(self, key: str) -> None:
+        with self._lock:
+            if self.task is not None and not self.task.done and self.task.entry.key == key:
+                raise BusyError("cancel the running job for this identity first")
+            self.entries.pop(key, None)
+            self._cache.clear()
+
+    # -- jobs ------------------------------------------------------------------------------------------------
+    @property
+    def busy(self) -> bool:
+        return self.task is not None and not self.task.done
+
+    def _start_task(self, entry: Entry, config: ForgetConfig | None, adapter: ODEAdapter | None) -> ForgetTask:
+        if self.busy:
+            raise BusyError(f"a job is already running in this session ({self.task.entry.name}); "
+                            "wait for it to finish or cancel it")
+        self.task = ForgetTask(self.res, self.queue, entry, config, adapter, self._install,
+                               curve_views=self.curve_views)
+        return self.task.start()
+
+    def start_forget(self, key: str | None = None, steps: int | None = None, seed: int | None = None) -> ForgetTask:
+        with self._lock:
+            if self.closed:
+                raise StudioError("this session has ended; reload the page")
+            entry = self.get(key)
+            if self.busy:
+                raise BusyError(f"a job is already running in this session ({self.task.entry.name}); "
+                                "wait for it to finish or cancel it")
+            if entry.ready:
+                raise StudioError(f"{entry.name} is already forgotten; add the face again to train another adapter")
+            if entry.latent is None:
+                raise StudioError(f"{entry.name} has no face to train on")
+            config = copy.deepcopy(self.default_config)
+            if steps is not None:
+                steps = int(steps)
+                if not 1 <= steps <= 2000:
+                    raise StudioError(f"steps must be between 1 and 2000, got {steps}")
+                config.steps = steps
+            if seed is not None:
+                config.seed = int(seed)
+            return self._start_task(entry, config, None)
+
+    def _install(self, task: ForgetTask) -> None:
+        """Called from the task thread once the adapter and its curve are ready."""
+        with self._lock:
+            entry = task.entry
+            if self.closed or self.entries.get(entry.key) is not entry:
+                return
+            adapter = task.adapter
+            adapter.description.setdefault("name", entry.name)
+            if entry.latent is not None:
+                adapter.description["target_latent"] = [round(x, 6) for x in entry.latent[0].tolist()]
+                adapter.description["target_view"] = [round(x, 6) for x in entry.view[0].tolist()]
+            entry.adapter, entry.curve = adapter, task.curve
+            entry.seconds = task.train_seconds
+            entry.steps = task.config.steps if task.config is not None else None
+            entry.t = entry.t_max
+            self._cache.clear()
+
+    def status(self) -> JobStatus | None:
+        task = self.task
+        return task.status() if task is not None else None
+
+    def take_finished(self) -> JobStatus | None:
+        """The status of the last task the first time it is seen finished (so the UI refreshes once)."""
+        with self._lock:
+            task = self.task
+            if task is None or not task.done or self._finished_seen == task.id:
+                return None
+            self._finished_seen = task.id
+            return task.status()
+
+    def cancel(self) -> bool:
+        task = self.task
+        if task is None or task.done:
+            return False
+        task.cancel()
+        return True
+
+    def wait(self, timeout: float | None = None) -> JobStatus | None:
+        task = self.task
+        if task is not None:
+            task.thread.join(timeout)
+        return self.status()
+
+    # -- rendering ------------------------------------------------------------------------------------------
+    def set_t(self, key: str, t: float) -> float:
+        entry = self.get(key)
+        t = float(t)
+        if not np.isfinite(t):
+            raise StudioError("t must be a number")
+        entry.t = float(min(max(t, 0.0), entry.t_max))
+        return entry.t
+
+    def _grid_inputs(self, entry: Entry) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        lat, vw, base = [], [], []
+        if entry.latent is not None:
+            lat.append(entry.latent.expand(len(entry.grid_views), -1))
+            vw.append(entry.grid_views)
+            base.append(entry._base_target)
+        lat.append(self.res.retained_latents)
+        vw.append(self.res.retained_views)
+        base.append(self.res.retained_base)
+        return torch.cat(lat), torch.cat(vw), torch.cat(base)
+
+    def render_rows(self, key: str | None = None, t: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(before, after): the grid's images at t = 0 (cached) and with every ready adapter at its own t."""
+        with self._lock:
+            entry = self.get(key)
+            if t is not None:
+                self.set_t(entry.key, t)
+            ready = [e for e in self.entries.values() if e.ready]
+            lat, vw, before = self._grid_inputs(entry)
+            active = [(e.key, id(e.adapter), round(e.t, 6)) for e in ready if e.t > 0]
+            ts = {e.key: e.t for e in ready}
+            cache_key = (entry.key, tuple(active))
+            if not active:
+                return before, before  # every adapter at t = 0 is exactly the base model
+            if cache_key in self._cache:
+                self._cache.move_to_end(cache_key)
+                return before, self._cache[cache_key]
+            adapters = [(e.key, e.adapter) for e in ready]
+        with self.res.render_lock:  # only one session's adapters are ever attached to the shared backend
+            try:
+                for name, adapter in adapters:
+                    self.stack.add(name, adapter)
+                    adapter.set_t(ts[name])
+                with torch.inference_mode():
+                    after = self.res.render_backend.render(lat, vw)
+            finally:
+                for name in list(self.stack.adapters):
+                    self.stack.remove(name)
+        with self._lock:
+            self._cache[cache_key] = after
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return before, after
+
+    def render_grid(self, key: str | None = None, t: float | None = None) -> Image.Image:
+        """The grid image: top row t = 0 (the base model), bottom row at t; target views left, retained right."""
+        entry = self.get(key)
+        before, after = self.render_rows(entry.key, t)
+        return self.compose_grid(before, after, entry)
+
+    def compose_grid(self, before: torch.Tensor, after: torch.Tensor, entry: Entry) -> Image.Image:
+        c, g, lw, hh = self.CELL, self.GAP, self.LABEL_W, self.HEADER_H
+        n_target = 0 if entry.latent is None else len(entry.grid_views)
+        n = len(before)
+        cells = F.interpolate(torch.cat([before, after]), size=(c, c), mode="bicubic", align_corners=False)
+        cells = (cells.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        width = lw + n * c + (g if 0 < n_target < n else 0) + g
+        height = hh + 2 * c + g
+        canvas = np.full((height, width, 3), 255, np.uint8)
+        xs = [lw + i * c + (g if n_target and i >= n_target else 0) for i in range(n)]
+        for row in range(2):
+            y = hh + row * (c + g)
+            for i, x in enumerate(xs):
+                canvas[y:y + c, x:x + c] = cells[row * n + i]
+        im = Image.fromarray(canvas)
+        draw = ImageDraw.Draw(im)
+        font, small = _font(15), _font(13)
+        if n_target:
+            draw.text((xs[0] + 4, 8), f"forgotten: {entry.name}", fill=(150, 30, 30), font=font)
+        draw.text((xs[n_target] + 4, 8), "retained (other identities)", fill=(30, 100, 30), font=font)
+        draw.text((8, hh + c // 2 - 18), "original", fill=(0, 0, 0), font=font)
+        draw.text((8, hh + c // 2 + 2), "t = 0", fill=(90, 90, 90), font=small)
+        y2 = hh + c + g + c // 2
+        draw.text((8, y2 - 18), "forgetting", fill=(0, 0, 0), font=font)
+        draw.text((8, y2 + 2), f"t = {entry.t:.2f}", fill=(90, 90, 90), font=small)
+        return im
+
+    # -- curve ------------------------------------------------------------------------------------------------
+    def curve(self, key: str | None = None) -> dict | None:
+        """ID_target(t), retention(t) at 9 t's (computed once when the adapter became ready), plus the current t."""
+        entry = self.get(key)
+        if entry.curve is None:
+            return None
+        return {**entry.curve, "current_t": entry.t, "name": entry.name}
+
+    # -- adapters in and out ----------------------------------------------------------------------------------
+    def _dir(self) -> Path:
+        if self._tmpdir is None:
+            self._tmpdir = Path(tempfile.mkdtemp(prefix="legato-session-"))
+        return self._tmpdir
+
+    def export_adapter(self, key: str | None = None, path: str | Path | None = None) -> Path:
+        entry = self.get(key)
+        if not entry.ready:
+            raise StudioError(f"{entry.name} has no adapter yet: forget it first")
+        if path is None:
+            stem = "".join(ch if ch.isalnum() else "-" for ch in entry.name).strip("-") or "identity"
+            path = self._dir() / f"legato-adapter-{stem}-{entry.key}.safetensors"
+        return entry.adapter.save(path)
+
+    def import_adapter(self, path: str | Path) -> Entry:
+        """Restore an adapter file as a new entry; refuses one made for another base model."""
+        path = Path(path)
+        with self._lock:
+            self._check_room()
+            if self.busy:
+                raise BusyError("a job is already running in this session; wait for it to finish or cancel it")
+        try:
+            adapter = ODEAdapter.load(path, self.res.base)
+        except AdapterMismatchError as e:
+            raise StudioError(f"this adapter belongs to a different base model, so it cannot be used here: {e}") from e
+        except (ValueError, KeyError, OSError) as e:
+            raise StudioError(f"not a legato adapter file: {e}") from e
+        for p in adapter.parameters():
+            p.requires_grad_(False)
+        desc = adapter.description
+        name = str(desc.get("name") or desc.get("identity") or path.name)
+        if "identity" in desc and "name" not in desc:
+            name = f"face-world #{desc['identity']}"
+        if "target_latent" in desc:
+            w = torch.tensor(desc["target_latent"], dtype=torch.float32)[None]
+            v = torch.tensor(desc.get("target_view") or self.res.base.canonical_views(1)[0].tolist())[None]
+            if w.shape[1] != self.res.base.latent_dim:
+                raise StudioError("the adapter's stored target does not fit this base model")
+            with torch.inference_mode():
+                source = to_pil(self.res.base.render(w, v)[0])
+            entry = self._add_latent(name, source, w, v)
+        elif "identity" in desc:
+            entry = self._add(name, faceworld.render([int(desc["identity"])], 0)[0])
+        else:
+            with self._lock:
+                self._check_room()
+                key = str(next(self._counter))
+                blank = Image.new("RGB", (64, 64), (235, 235, 235))
+                entry = Entry(key, name, blank, blank, None, None, None)
+                self.entries[key] = entry
+        with self._lock:
+            self._start_task(entry, None, adapter)
+        return entry
+
+    # -- lifetime ----------------------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Cancel what runs and drop everything (the browser tab went away)."""
+        with self._lock:
+            if self.closed:
+                return
+            self.closed = True
+            self.cancel()
+            self.entries.clear()
+            self._cache.clear()
+            if self._tmpdir is not None:
+                shutil.rmtree(self._tmpdir, ignore_errors=True)
+                self._tmpdir = None
+
+
+__all__ = ["EXAMPLE_IDS", "JOB_QUEUE", "BusyError", "Entry", "ForgetTask", "ImageError", "JobQueue", "JobStatus",
+           "Resources", "Studio", "StudioError", "forgetting_curve", "get_resources"]

@@ -1,0 +1,106 @@
+"""Run `python -m legato_core forget` on held-out targets and summarise the reports into docs/engine.md.
+
+    python scripts/evaluate_engine.py --targets 10 --first-identity 1000000
+
+Each target is a separate CLI process with default settings (what a user gets); reports land in
+docs/engine_reports/<id>.json. Rendering latency (1 target + 4 retained identities at a new t) is measured
+in-process on the last adapter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def render_latency(adapter_path: Path, identity: int) -> dict:
+    import torch
+
+    from legato_core import faceworld
+    from legato_core.adapters import ODEAdapter
+    from legato_core.backends.embedded import EmbeddedFaceBackend
+
+    torch.set_num_threads(2)
+    backend = EmbeddedFaceBackend.from_pretrained()
+    adapter = ODEAdapter.load(adapter_path, backend)
+    w, v = backend.invert(faceworld.render([identity], 0))
+    lat = torch.cat([w, backend.sample_latents(4, torch.Generator().manual_seed(0))])
+    views = v.expand(5, -1)
+    adapter.attach(backend)
+    times, zero = [], []
+    with torch.no_grad():
+        for t in torch.linspace(0.05, 1.6, 21).tolist():
+            adapter.set_t(t)
+            t0 = time.perf_counter()
+            backend.render(lat, views)
+            times.append((time.perf_counter() - t0) * 1000)
+        adapter.set_t(0.0)
+        for _ in range(10):
+            t0 = time.perf_counter()
+            backend.render(lat, views)
+            zero.append((time.perf_counter() - t0) * 1000)
+        adapter.detach()
+        base = []
+        for _ in range(10):
+            t0 = time.perf_counter()
+            backend.render(lat, views)
+            base.append((time.perf_counter() - t0) * 1000)
+    return {"render_ms_median": statistics.median(times), "render_ms_t0": statistics.median(zero),
+            "render_ms_no_adapter": statistics.median(base)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--targets", type=int, default=10)
+    ap.add_argument("--first-identity", type=int, default=1_000_000)
+    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "engine_reports")
+    ap.add_argument("--extra", default="", help="extra flags passed to every forget call")
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    reports = []
+    for i in range(args.first_identity, args.first_identity + args.targets):
+        cmd = [sys.executable, "-m", "legato_core", "forget", "--identity", str(i), "--quiet",
+               "--out", str(args.out / f"{i}.safetensors"), "--report", str(args.out / f"{i}.json"),
+               *args.extra.split()]
+        t0 = time.time()
+        subprocess.run(cmd, cwd=ROOT, check=True)
+        rep = json.loads((args.out / f"{i}.json").read_text())
+        rep["process_seconds"] = time.time() - t0
+        reports.append(rep)
+        print(f"{i}: id_target {rep['id_target']:.3f} id_others {rep['id_others']:.3f} "
+              f"retention {rep['retention_mean']:.3f}/{rep['retention_p5']:.3f} {rep['seconds']:.1f}s", flush=True)
+    lat = render_latency(args.out / f"{args.first_identity + args.targets - 1}.safetensors",
+                         args.first_identity + args.targets - 1)
+    thr = reports[0]["threshold"]
+    summary = {
+        "targets": len(reports), "first_identity": args.first_identity, "threshold": thr,
+        "id_target_below_threshold": sum(r["id_target"] < thr for r in reports),
+        "id_target_mean": statistics.mean(r["id_target"] for r in reports),
+        "id_others_below_threshold": sum(r["id_others"] < thr for r in reports),
+        "id_others_mean": statistics.mean(r["id_others"] for r in reports),
+        "retention_mean": statistics.mean(r["retention_mean"] for r in reports),
+        "retention_p5_mean": statistics.mean(r["retention_p5"] for r in reports),
+        "retention_p5_min": min(r["retention_p5"] for r in reports),
+        "fd_judge_mean": statistics.mean(r["fd_judge"] for r in reports),
+        "seconds_median": statistics.median(r["seconds"] for r in reports),
+        "trainable_fraction": reports[0]["trainable_fraction"],
+        "trainable_parameters": reports[0]["trainable_parameters"],
+        "monotone_curves": sum(r["curve_monotone"] for r in reports),
+        "curve_max_jump_mean": statistics.mean(r["curve_max_jump"] for r in reports),
+        "curve_max_jump_max": max(r["curve_max_jump"] for r in reports),
+        **lat,
+    }
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()

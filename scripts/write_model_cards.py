@@ -1,0 +1,133 @@
+"""Measure the shipped networks with the CLI and write their model cards (assets/<name>/MODEL_CARD.md).
+
+    python scripts/write_model_cards.py identity    # arcface + judge: 500 eval identities x 10 views
+    python scripts/write_model_cards.py generator   # 200 eval identities
+
+Every figure in a card comes from the JSON printed by the command quoted above it.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+IDENTITY_CMD = ("python -m legato_core identity evaluate --model {name} --identities 500 --views 10 "
+                "--first-identity 1000000 --json")
+GENERATOR_CMD = "python -m legato_core generator evaluate --identities 200 --first-identity 1000000 --json"
+
+ABOUT = {
+    "arcface": ("the **training-time** identity network: it conditions the embedded generator (Arc2Face-style) and "
+                "drives every identity loss and the perceptual term of the unlearning objectives.",
+                "Compact IR-style residual CNN (`ArcFaceNet`), additive angular margin loss (ArcFace, s=30, m=0.4)."),
+    "judge": ("the **evaluator**: only metrics use it, never a loss, so no method can score well by fooling the "
+              "network it trained against (LEGATO trains with ArcFace and scores with CurricularFace for the "
+              "same reason).",
+              "Plain depthwise-separable CNN with global mean+max pooling (`JudgeNet`), additive cosine margin "
+              "loss (CosFace, s=30, m=0.3)."),
+}
+
+
+def run(cmd: str) -> dict:
+    out = subprocess.run(cmd.split(), cwd=ROOT, check=True, capture_output=True, text=True).stdout
+    return json.loads(out[out.index("{"):])
+
+
+def identity_card(name: str) -> None:
+    d = ROOT / "assets" / name
+    cfg = json.loads((d / "config.json").read_text())
+    log = json.loads((d / "training_log.json").read_text())
+    tr = log["training"]
+    cmd = IDENTITY_CMD.format(name=name)
+    m = run(cmd)
+    cal = cfg["calibration"]
+    role, arch = ABOUT[name]
+    text = f"""# `{name}` — face-world identity network
+
+This is {role}
+
+- Architecture: {arch} 128-d L2-normalised embedding, 64×64 RGB input.
+- Training: ids {tr['train_ids'][0]:,}–{tr['train_ids'][1] - 1:,}
+  ({tr['train_ids'][1] - tr['train_ids'][0]:,} identities) × {tr['views_per_id']} views, {tr['steps']} steps,
+  batch {tr['batch_size']}, AdamW lr {tr['lr']}, seed {tr['seed']},
+  horizontal flips. Wall time {log['train_seconds'] / 60:.1f} min on {tr['threads']} CPU thread(s) (rendering included).
+- Reproduce: `python scripts/train_identity.py {name}`.
+
+## Same-person threshold
+
+Cosine **{cfg['threshold']:.4f}**: the score at FAR = 1e-3 on validation ids {cal['ids'][0]:,}–{cal['ids'][1] - 1:,}
+({cal['views']} views each; {cal['impostor_pairs']:,} impostor pairs). Above it = same person; forgotten = below it.
+
+## Measured on evaluation identities (never trained or tuned on)
+
+`{cmd}`
+
+| metric | value |
+|---|---|
+| identities × views | {m['identities']} × {m['views']} (ids from {m['first_identity']:,}) |
+| verification ROC-AUC | {m['roc_auc']:.5f} |
+| TAR at FAR = 1e-3 (threshold set on these pairs) | {m['tar_at_far_1e-3']:.4f} |
+| TAR / FAR at the shipped threshold | {m['tar_at_threshold']:.4f} / {m['far_at_threshold']:.5f} |
+| genuine / impostor pairs | {m['genuine_pairs']:,} / {m['impostor_pairs']:,} |
+| seconds | {m['seconds']} |
+"""
+    (d / "MODEL_CARD.md").write_text(text)
+    print(text)
+
+
+def generator_card() -> None:
+    d = ROOT / "assets" / "generator"
+    cfg = json.loads((d / "config.json").read_text())
+    log = json.loads((d / "training_log.json").read_text())
+    tr = log["training"]
+    m = run(GENERATOR_CMD)
+    c = cfg["config"]
+    text = f"""# Embedded generator — style-based, identity-conditioned face-world generator
+
+- Mapping: arcface embedding (128-d, unit) → MLP ({c['mapping_layers']} layers) → identity latent w ({c['w_dim']}-d).
+  View vector ({c['view_dim']}-d: pose, expression, light, background, framing) → MLP → view code.
+- Synthesis: StyleGAN2-style modulated/demodulated 3×3 convolutions, blocks 4→8→16→32→64 with channels
+  {c['channels']}, skip ToRGB; adapter sites `b8`, `b16`, `b32`, `b64` after each block's two convolutions.
+- {m['parameters']:,} parameters. Identity prior: Gaussian fitted to arcface embeddings of the training images,
+  projected to the unit sphere; w_avg = mean of mapped prior samples.
+- Why ArcFace conditioning (not a learned encoder): it is how Arc2Face conditions Stable Diffusion, so the embedded
+  default exercises the same path as the real backend; inversion becomes one forward pass (embedding + view encoder)
+  plus a short pixel refinement; and identity lives in one vector the unlearning targets can move.
+- Training: regression (no GAN) on ids {cfg['train_ids'][0]:,}–{cfg['train_ids'][1] - 1:,}
+  × {cfg['views_per_id']} views: each image is rebuilt from the embedding of *another* view of the same person plus
+  its own view vector. L1 (2 scales) + {tr['perceptual_weight']}·arcface-feature distance
+  + {tr['identity_weight']}·identity loss; Adam lr {tr['lr']}, batch {tr['batch_size']}, EMA {tr['ema']},
+  seed {tr['seed']}; {log['steps_done']} steps in {log['train_seconds'] / 60:.1f} min on 2 CPU threads.
+- View encoder: CNN regression of the view vector (`view_encoder.safetensors`), same training ids.
+- Reproduce: `python scripts/train_generator.py data && python scripts/train_generator.py view-encoder &&
+  python scripts/train_generator.py generator`.
+
+## Measured (judge network, evaluation ids from {m['first_identity']:,})
+
+`{GENERATOR_CMD}`
+
+| metric | value | aim |
+|---|---|---|
+| same person: (image, re-render of its inversion) | {m['same_person_rate']:.3f} | ≥ 0.95 |
+| same person: (image, new view of the inverted identity) | {m['new_view_same_person_rate']:.3f} | ≥ 0.90 |
+| random prior pairs judged different | {m['random_pair_distinct_rate']:.3f} | ≥ 0.99 |
+| two views of one prior identity judged same | {m['consistency_rate']:.3f} | ≥ 0.95 |
+| re-render PSNR | {m['psnr_db']:.2f} dB | ≥ 22 |
+| render, batch of 8 at 64×64 | {m['ms_per_batch8']:.1f} ms ({m['torch_threads']} threads) | ≤ 40 |
+| invert one image | {m['invert_seconds_single']:.2f} s | ≤ 1 |
+| judge threshold used | {m['judge_threshold']:.4f} | |
+"""
+    (d / "MODEL_CARD.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    which = sys.argv[1] if len(sys.argv) > 1 else "identity"
+    if which == "identity":
+        for n in ("arcface", "judge"):
+            identity_card(n)
+    else:
+        generator_card()
