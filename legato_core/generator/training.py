@@ -9,6 +9,7 @@ arcface-feature perceptual distance, and an identity term.
 from __future__ import annotations
 
 import copy
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -93,15 +94,23 @@ def train_generator(data: dict[str, torch.Tensor], embeddings: torch.Tensor, arc
     ema = copy.deepcopy(g).eval()
     perceptual = ArcFaceFeatureDistance(arcface)
     opt = torch.optim.Adam(g.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.03)
     gen = torch.Generator().manual_seed(cfg.seed)
+    warmup = 100
     labels, images, views = data["labels"], data["images"], data["views"]
     per_id = int((labels == 0).sum())
     n = len(images)
     t0 = time.time()
     history = []
-    step = 0
+    step, total = 0, cfg.steps
     for step in tqdm(range(cfg.steps), desc="training generator", mininterval=15):
+        if cfg.time_budget_s and step == 30:  # fit the schedule to the budget; the log records the step count
+            total = min(cfg.steps, int(cfg.time_budget_s / ((time.time() - t0) / 30)))
+            log(f"time budget {cfg.time_budget_s:.0f}s -> {total} steps")
+        if step >= total:
+            break
+        lr = cfg.lr * min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * step / total))
+        for group in opt.param_groups:
+            group["lr"] = lr
         idx = torch.randint(n, (cfg.batch_size,), generator=gen)
         other = labels[idx] * per_id + torch.randint(per_id, (cfg.batch_size,), generator=gen)
         e = embeddings[other] + cfg.embedding_noise * torch.randn(cfg.batch_size, embeddings.shape[1], generator=gen)
@@ -114,7 +123,6 @@ def train_generator(data: dict[str, torch.Tensor], embeddings: torch.Tensor, arc
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        sched.step()
         with torch.no_grad():
             for pe, p in zip(ema.parameters(), g.parameters(), strict=True):
                 pe.lerp_(p, 1 - cfg.ema)
@@ -125,9 +133,6 @@ def train_generator(data: dict[str, torch.Tensor], embeddings: torch.Tensor, arc
                 f"{time.time() - t0:.0f}s")
         if step and step % cfg.checkpoint_every == 0:
             ema.save_pretrained(out_dir / "checkpoint", extra={"step": step})
-        if cfg.time_budget_s and time.time() - t0 > cfg.time_budget_s:
-            log(f"time budget reached at step {step}")
-            break
     ema.fit_prior(embeddings)
-    return ema, {"training": asdict(cfg), "steps_done": step + 1, "train_seconds": round(time.time() - t0, 1),
-                 "history": history}
+    return ema, {"training": asdict(cfg), "steps_done": min(step + 1, total),
+                 "train_seconds": round(time.time() - t0, 1), "history": history}
