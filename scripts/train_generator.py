@@ -53,7 +53,7 @@ def main() -> None:
         cfg = GeneratorTrainingConfig(time_budget_s=args.time_budget)
         if args.steps:
             cfg.steps = args.steps
-        model, info = train_generator(data, embeddings, arcface, cfg, args.out.parent / "generator_ckpt")
+        model, info = train_generator(data, embeddings, arcface, cfg, ROOT / "runs" / "generator_ckpt")
         model.save_pretrained(args.out, extra={"train_ids": [IDS.start, IDS.stop], "views_per_id": VIEWS,
                                                "steps_done": info["steps_done"], "train_seconds": info["train_seconds"],
                                                "identity_model": "arcface"})
