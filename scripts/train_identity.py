@@ -35,11 +35,17 @@ def main() -> None:
     ap.add_argument("--steps", type=int)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--init-from", help="continue training from these weights (a directory with config.json)")
+    ap.add_argument("--lr", type=float)
     args = ap.parse_args()
     cfg = PRESETS[args.name]
     if args.steps:
         cfg.steps = args.steps
     cfg.threads = args.threads
+    if args.init_from:
+        cfg.init_from = args.init_from
+    if args.lr:
+        cfg.lr = args.lr
     model, info = train_identity_model(cfg)
     cal = calibrate_threshold(model, range(101_000, 101_500))
     out = args.out or ROOT / "assets" / args.name

@@ -55,6 +55,7 @@ class IdentityTrainingConfig:
     seed: int = 0
     threads: int = 1
     net: dict = field(default_factory=dict)
+    init_from: str | None = None  # continue from saved weights (the margin head restarts at class means)
 
 
 def train_identity_model(cfg: IdentityTrainingConfig, log=print) -> tuple[IdentityModel, dict]:
@@ -68,6 +69,13 @@ def train_identity_model(cfg: IdentityTrainingConfig, log=print) -> tuple[Identi
     model = IdentityModel(cfg.architecture, cfg.net)
     kind = "arcface" if cfg.architecture == "arcface" else "cosface"
     head = MarginHead(model.net.head[-1].num_features, len(ids), kind, cfg.scale, cfg.margin)
+    if cfg.init_from:
+        model.net.load_state_dict(IdentityModel.from_pretrained(cfg.init_from).net.state_dict())
+        emb = model.embed(to_float(images))
+        means = torch.zeros(len(ids), emb.shape[1]).index_add_(0, labels, emb)
+        with torch.no_grad():
+            head.weight.copy_(F.normalize(means, dim=1))
+        model.train()
     params = list(model.parameters()) + list(head.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.1)
@@ -79,7 +87,7 @@ def train_identity_model(cfg: IdentityTrainingConfig, log=print) -> tuple[Identi
         x = to_float(images[idx])
         if torch.rand((), generator=gen) < 0.5:  # mirror: identity attributes are left/right symmetric
             x = x.flip(-1)
-        frac = min(1.0, step / max(1, cfg.margin_ramp * cfg.steps))
+        frac = 1.0 if cfg.init_from else min(1.0, step / max(1, cfg.margin_ramp * cfg.steps))
         loss = head(model(x), labels[idx], frac)
         opt.zero_grad(set_to_none=True)
         loss.backward()
