@@ -40,7 +40,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "assets" / "generator")
     ap.add_argument("--steps", type=int)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--time-budget", type=float, help="stop generator training after this many seconds")
+    ap.add_argument("--time-budget", type=float, help="fit the generator's schedule to this many seconds")
+    ap.add_argument("--init-from", help="continue training from a saved generator directory")
+    ap.add_argument("--lr", type=float)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     data = render_training_data(IDS, VIEWS, args.cache)
@@ -50,7 +52,9 @@ def main() -> None:
     elif args.stage == "generator":
         arcface = IdentityModel.from_pretrained("arcface")
         embeddings = embed_all(arcface, data["images"])
-        cfg = GeneratorTrainingConfig(time_budget_s=args.time_budget)
+        cfg = GeneratorTrainingConfig(time_budget_s=args.time_budget, init_from=args.init_from)
+        if args.lr:
+            cfg.lr = args.lr
         if args.steps:
             cfg.steps = args.steps
         model, info = train_generator(data, embeddings, arcface, cfg, ROOT / "runs" / "generator_ckpt")

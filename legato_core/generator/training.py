@@ -85,12 +85,14 @@ class GeneratorTrainingConfig:
     seed: int = 0
     time_budget_s: float | None = None
     checkpoint_every: int = 500
+    init_from: str | None = None  # continue from a saved generator (weights only; the schedule restarts)
 
 
 def train_generator(data: dict[str, torch.Tensor], embeddings: torch.Tensor, arcface: IdentityModel,
                     cfg: GeneratorTrainingConfig, out_dir: Path, log=print) -> tuple[StyleFaceGenerator, dict]:
     torch.manual_seed(cfg.seed)
-    g = StyleFaceGenerator(GeneratorConfig())
+    g = StyleFaceGenerator(GeneratorConfig()) if not cfg.init_from else StyleFaceGenerator.from_pretrained(
+        cfg.init_from).train()
     ema = copy.deepcopy(g).eval()
     perceptual = ArcFaceFeatureDistance(arcface)
     opt = torch.optim.Adam(g.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
