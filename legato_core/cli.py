@@ -106,7 +106,9 @@ def _cmd_forget(args) -> int:
     backend = _load_backend()
     t0 = time.time()
     w, ow, ov, desc = _target_input(args, backend)
-    cfg = ForgetConfig(steps=args.steps, seed=args.seed, target=TargetConfig(kind=args.target))
+    cfg = ForgetConfig(seed=args.seed, target=TargetConfig(kind=args.target))
+    if args.steps:
+        cfg.steps = args.steps
     if args.lr:
         cfg.lr = args.lr
     bar = tqdm(total=cfg.steps, desc="forgetting", disable=args.quiet)
@@ -225,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--identity", type=int, help="a face-world identity id")
     fg.add_argument("--out", required=True, help="adapter .safetensors to write")
     fg.add_argument("--report", help="JSON report to write")
-    fg.add_argument("--steps", type=int, default=150)
+    fg.add_argument("--steps", type=int, help="training steps (default: ForgetConfig's, 100)")
     fg.add_argument("--seed", type=int, default=0)
     fg.add_argument("--lr", type=float)
     fg.add_argument("--target", choices=["average", "extrapolated", "proximity"], default="extrapolated")

@@ -41,6 +41,8 @@ def open_image(source: str | Path | Image.Image) -> Image.Image:
             im = Image.open(path)
         except UnidentifiedImageError as e:
             raise ImageError(f"{path.name} is not an image PIL can read (PNG, JPEG, WebP, ...)") from e
+        except Image.DecompressionBombError as e:  # header claims > 2x PIL's pixel limit: refused before decoding
+            raise ImageError(f"image is too large ({e}); the limit is {MAX_PIXELS // 1_000_000} MP") from e
     if im.width * im.height > MAX_PIXELS:
         raise ImageError(f"image is too large ({im.width}x{im.height}); the limit is {MAX_PIXELS // 1_000_000} MP")
     if min(im.width, im.height) < MIN_SIDE:

@@ -20,7 +20,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from .ode import ConvVectorField, ODEConfig, solve
+from .ode import ODEConfig, make_field, solve
 
 FORMAT_VERSION = "1"
 
@@ -40,13 +40,19 @@ class AdapterMismatchError(ValueError):
 
 class ODEAdapter(nn.Module):
     def __init__(self, sites: dict[str, int], config: ODEConfig | None = None, base_model_id: str = "",
-                 base_weight_hash: str = "", description: dict | None = None):
+                 base_weight_hash: str = "", description: dict | None = None, site_kinds: dict[str, str] | None = None):
         super().__init__()
         if not sites:
             raise ValueError("an adapter needs at least one site")
+        unknown = sorted(set(site_kinds or {}) - set(sites))
+        if unknown:
+            raise ValueError(f"site_kinds names sites the adapter does not have: {unknown}")
         self.config = config or ODEConfig()
         self.site_channels = dict(sites)
-        self.fields = nn.ModuleDict({name: ConvVectorField(c, self.config.hidden) for name, c in sites.items()})
+        # "conv" (B, C, H, W) feature maps unless the site says otherwise, e.g. "token" for (B, tokens, C)
+        self.site_kinds = {name: (site_kinds or {}).get(name, "conv") for name in sites}
+        self.fields = nn.ModuleDict({name: make_field(self.site_kinds[name], c, self.config.hidden)
+                                     for name, c in sites.items()})
         self.base_model_id, self.base_weight_hash = base_model_id, base_weight_hash
         self.description = dict(description or {})
         self.t = self.config.t_end
@@ -54,7 +60,6 @@ class ODEAdapter(nn.Module):
         self.record_states = False
         self.states: dict[str, list[torch.Tensor]] = {}
         self._handles: list = []
-        self._model: AdaptableModel | None = None
 
     # -- running ------------------------------------------------------------------------------------------
     def transform(self, site: str, x: torch.Tensor) -> torch.Tensor:
@@ -92,6 +97,10 @@ class ODEAdapter(nn.Module):
         for name, c in self.site_channels.items():
             if getattr(sites[name], "channels", c) != c:
                 raise AdapterMismatchError(f"site {name!r} has {sites[name].channels} channels, adapter expects {c}")
+            kind = getattr(sites[name], "adapter_kind", "conv")
+            if kind != self.site_kinds[name]:
+                raise AdapterMismatchError(f"site {name!r} is a {kind!r} site, adapter has a {self.site_kinds[name]!r} "
+                                           "vector field there")
         if self.base_weight_hash and self.base_weight_hash != model.weight_hash():
             raise AdapterMismatchError(
                 f"this adapter was trained for base model {self.base_model_id!r} (weights {self.base_weight_hash}); "
@@ -101,18 +110,19 @@ class ODEAdapter(nn.Module):
         if self._handles:
             raise RuntimeError("adapter is already attached; detach it first")
         self.check_base(model)
+        prepare = getattr(model, "prepare_adapter", None)
+        if prepare is not None:  # e.g. a GPU backend moves the adapter to its device
+            prepare(self)
         for name in self.site_channels:
             hook = model.adapter_sites[name].register_forward_hook(
                 lambda _m, _inp, out, _name=name: self.transform(_name, out))
             self._handles.append(hook)
-        self._model = model
         return self
 
     def detach(self) -> None:
         for h in self._handles:
             h.remove()
         self._handles.clear()
-        self._model = None
 
     @property
     def attached(self) -> bool:
@@ -123,13 +133,16 @@ class ODEAdapter(nn.Module):
 
     # -- persistence -------------------------------------------------------------------------------------
     def metadata(self) -> dict[str, str]:
-        return {
+        meta = {
             "format": "legato-ode-adapter", "format_version": FORMAT_VERSION,
             "base_model_id": self.base_model_id, "base_weight_hash": self.base_weight_hash,
             "sites": json.dumps(self.site_channels), "ode": json.dumps(self.config.to_dict()),
             "description": json.dumps(self.description),
             "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         }
+        if any(k != "conv" for k in self.site_kinds.values()):  # all-conv files stay as before
+            meta["site_kinds"] = json.dumps(self.site_kinds)
+        return meta
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
@@ -155,7 +168,8 @@ class ODEAdapter(nn.Module):
         if meta.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"{path.name} has adapter format {meta.get('format_version')}, expected {FORMAT_VERSION}")
         adapter = cls(json.loads(meta["sites"]), ODEConfig(**json.loads(meta["ode"])), meta["base_model_id"],
-                      meta["base_weight_hash"], json.loads(meta.get("description", "{}")))
+                      meta["base_weight_hash"], json.loads(meta.get("description", "{}")),
+                      json.loads(meta.get("site_kinds", "{}")))
         adapter.fields.load_state_dict(tensors)
         adapter.created = meta.get("created", "")
         if model is not None:

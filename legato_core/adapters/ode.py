@@ -57,6 +57,36 @@ class ConvVectorField(nn.Module):
         return self.out(nn.functional.leaky_relu(self.inp(x), 0.2))
 
 
+class TokenVectorField(nn.Module):
+    """f(x) = Linear(C->H) -> LeakyReLU(0.2) -> Linear(H->C) over the last axis; the last layer starts at zero.
+
+    For sites whose output is a token sequence (B, tokens, C), e.g. a diffusion UNet's cross-attention output:
+    the same per-position map as :class:`ConvVectorField`, applied where channels are the last axis.
+    """
+
+    def __init__(self, channels: int, hidden: int = 256):
+        super().__init__()
+        self.inp = nn.Linear(channels, hidden)
+        self.out = nn.Linear(hidden, channels)
+        nn.init.kaiming_uniform_(self.inp.weight, a=math.sqrt(5))
+        nn.init.zeros_(self.inp.bias)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:  # time-independent field
+        return self.out(nn.functional.leaky_relu(self.inp(x), 0.2))
+
+
+FIELD_KINDS: dict[str, type[nn.Module]] = {"conv": ConvVectorField, "token": TokenVectorField}
+
+
+def make_field(kind: str, channels: int, hidden: int = 256) -> nn.Module:
+    """The vector field for a site kind: "conv" for (B, C, H, W) feature maps, "token" for (B, tokens, C)."""
+    if kind not in FIELD_KINDS:
+        raise ValueError(f"unknown adapter site kind {kind!r}; choose from {tuple(FIELD_KINDS)}")
+    return FIELD_KINDS[kind](channels, hidden)
+
+
 def solve(field: nn.Module, x: torch.Tensor, t: float, config: ODEConfig,
           return_states: bool = False) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
     """Integrate ``field`` from 0 to ``t`` starting at ``x``.

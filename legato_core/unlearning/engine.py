@@ -23,18 +23,22 @@ from .targets import TargetConfig, make_target, typical_radius
 
 @dataclass
 class ForgetConfig:
-    steps: int = 150
-    lr: float = 1e-3
+    """Defaults: the LEGATO reference where it transfers; where this small generator differs, the value was
+    chosen on validation ids (100,000+) and the reason is noted."""
+
+    steps: int = 100  # reference 1000 at lr 1e-4; 100 at 2e-3 reaches the same regime here in < 1 min on CPU
+    lr: float = 2e-3
     seed: int = 0
     local_views: int = 2
     adjacency_samples: int = 2
-    preservation_samples: int = 2
+    preservation_samples: int = 4  # reference 2; 4 with weight 2 lifts retention p5 on this generator
     adjacency_radius: float = 0.5  # alpha ~ U(0, r * typical |w - w_avg|): GUIDE's U(0, 15) rescaled
     trajectory_sites: str | list[str] = "all"
     sites: list[str] | None = None  # None: every adapter site of the backend
     target: TargetConfig = field(default_factory=TargetConfig)
-    ode: ODEConfig = field(default_factory=ODEConfig)
-    weights: LossWeights = field(default_factory=LossWeights)
+    # reference hidden width 256 is for 512-channel EG3D blocks; 64 keeps adapters < 2 % of this generator
+    ode: ODEConfig = field(default_factory=lambda: ODEConfig(hidden=64))
+    weights: LossWeights = field(default_factory=lambda: LossWeights(preservation=2.0))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -136,9 +140,16 @@ def train_adapter(backend, w_u: torch.Tensor, config: ForgetConfig,
     adapter = ODEAdapter({s: backend.adapter_sites[s].channels for s in sites}, config.ode,
                          backend.base_model_id, backend.weight_hash(),
                          description={"target": target_desc, "method": "legato", "steps": config.steps,
-                                      "seed": config.seed})
+                                      "seed": config.seed},
+                         site_kinds={s: getattr(backend.adapter_sites[s], "adapter_kind", "conv") for s in sites})
     traj_sites = sites if config.trajectory_sites == "all" else list(config.trajectory_sites)
-    loss_fn = ImageLoss(backend.loss_identity_model(), config.weights)
+    # Extension point: a backend with its own per-step objective (diffusion: epsilon-matching) defines
+    # unlearning_losses(adapter, w_u, w_t, config, generator) -> {"forget", "retain", optional extra scalars},
+    # runs the adapted model once with the local rows first, and replaces the image losses below.
+    backend_losses = getattr(backend, "unlearning_losses", None)
+    if backend_losses is not None and hasattr(backend, "prepare_adapter"):
+        backend.prepare_adapter(adapter)  # device placement before the optimiser sees the parameters
+    loss_fn = ImageLoss(backend.loss_identity_model(), config.weights) if backend_losses is None else None
     opt = torch.optim.Adam(adapter.parameters(), lr=config.lr)
     history: list[dict] = []
     adapter.attach(backend)
@@ -146,17 +157,25 @@ def train_adapter(backend, w_u: torch.Tensor, config: ForgetConfig,
         for step in range(config.steps):
             if should_stop is not None and should_stop():
                 raise Cancelled(f"cancelled at step {step}")
-            batch = sample_step(backend, w_u, w_t, config, gen, radius)
-            with torch.no_grad():
-                adapter.enabled = False
-                ref_img, ref_feat = backend.synthesize(batch.dst, batch.views, return_features=True)
-                adapter.enabled = True
-            adapter.set_t(config.ode.t_end)
-            adapter.record_states = True
-            img, feat = backend.synthesize(batch.src, batch.views, return_features=True)
-            adapter.record_states = False
-            parts = step_losses(loss_fn, batch, img, feat, ref_img, ref_feat)
-            traj = torch.stack([trajectory_consistency([s[:batch.k_l] for s in adapter.states[name]])
+            if backend_losses is not None:
+                adapter.set_t(config.ode.t_end)
+                adapter.record_states = True
+                parts = backend_losses(adapter, w_u, w_t, config, gen)
+                adapter.record_states = False
+                k_l = config.local_views
+            else:
+                batch = sample_step(backend, w_u, w_t, config, gen, radius)
+                with torch.no_grad():
+                    adapter.enabled = False
+                    ref_img, ref_feat = backend.synthesize(batch.dst, batch.views, return_features=True)
+                    adapter.enabled = True
+                adapter.set_t(config.ode.t_end)
+                adapter.record_states = True
+                img, feat = backend.synthesize(batch.src, batch.views, return_features=True)
+                adapter.record_states = False
+                parts = step_losses(loss_fn, batch, img, feat, ref_img, ref_feat)
+                k_l = batch.k_l
+            traj = torch.stack([trajectory_consistency([s[:k_l] for s in adapter.states[name]])
                                 for name in traj_sites]).mean()
             total = parts["forget"] + parts["retain"] + config.weights.trajectory * traj
             opt.zero_grad(set_to_none=True)
