@@ -45,6 +45,13 @@ def identity_card(name: str) -> None:
     m = run(cmd)
     cal = cfg["calibration"]
     role, arch = ABOUT[name]
+    stage2 = ""
+    if (d / "training_log_stage1.json").exists():
+        s1 = json.loads((d / "training_log_stage1.json").read_text())
+        stage2 = (f", then continued: `python scripts/train_identity.py {name} --init-from <stage-1 dir> "
+                  f"--steps {tr['steps']} --lr {tr['lr']}` (stage 1: {s1['training']['steps']} steps, "
+                  f"{s1['train_seconds'] / 60:.1f} min; the figures above are for stage 2, whose margin head restarts "
+                  "at the class-mean embeddings)")
     text = f"""# `{name}` — face-world identity network
 
 This is {role}
@@ -54,7 +61,7 @@ This is {role}
   ({tr['train_ids'][1] - tr['train_ids'][0]:,} identities) × {tr['views_per_id']} views, {tr['steps']} steps,
   batch {tr['batch_size']}, AdamW lr {tr['lr']}, seed {tr['seed']},
   horizontal flips. Wall time {log['train_seconds'] / 60:.1f} min on {tr['threads']} CPU thread(s) (rendering included).
-- Reproduce: `python scripts/train_identity.py {name}`.
+- Reproduce: `python scripts/train_identity.py {name}`{stage2}.
 
 ## Same-person threshold
 
