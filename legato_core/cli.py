@@ -72,6 +72,24 @@ def _cmd_generator_evaluate(args) -> int:
     return 0
 
 
+def _cmd_generator_sheet(args) -> int:
+    from . import faceworld
+
+    backend = _load_backend()
+    ids = list(range(args.first_identity, args.first_identity + args.identities))
+    img = faceworld.render(ids, 0)
+    w, v = backend.invert(img)
+    cols = [img, backend.render(w, v)]
+    with torch.no_grad():
+        for k in range(1, args.views + 1):
+            nv = faceworld.encode_view(faceworld.sample_views(ids, [1000 + k] * len(ids)))
+            cols.append(backend.render(w, nv))
+    grid = torch.stack(cols, 1).flatten(0, 1)
+    faceworld.save_png(faceworld.contact_sheet(grid, rows=len(ids), upscale=2), args.out)
+    print(f"wrote {args.out}: column 1 face-world image, 2 its inversion, 3+ new views of the inverted identity")
+    return 0
+
+
 def _read_image(path: str) -> torch.Tensor:
     from .images import load_image
 
@@ -220,6 +238,12 @@ def build_parser() -> argparse.ArgumentParser:
     ge.add_argument("--allow-dev-ids", action="store_true")
     ge.add_argument("--json", action="store_true")
     ge.set_defaults(func=_cmd_generator_evaluate)
+    gs = gp.add_parser("sheet", help="image | inversion | new views of the inverted identity, one row per identity")
+    gs.add_argument("--out", required=True)
+    gs.add_argument("--identities", type=int, default=8)
+    gs.add_argument("--views", type=int, default=5)
+    gs.add_argument("--first-identity", type=int, default=1_000_000)
+    gs.set_defaults(func=_cmd_generator_sheet)
 
     fg = sub.add_parser("forget", help="train an ODE adapter that forgets one identity")
     src = fg.add_mutually_exclusive_group(required=True)

@@ -37,6 +37,17 @@ def render_latency(adapter_path: Path, identity: int) -> dict:
     adapter.attach(backend)
     times, zero = [], []
     with torch.no_grad():
+        # docs/engine_t_sweep.png: rows = target (3 views) then 3 retained identities; columns = t from 0 to T
+        rows_lat = torch.cat([w.expand(3, -1), lat[1:4]])
+        rows_view = torch.cat([v, backend.canonical_views(3)[1:], v.expand(3, -1)])
+        ts = torch.linspace(0, adapter.config.t_end, 9).tolist()
+        cells = []
+        for t in ts:
+            adapter.set_t(t)
+            cells.append(backend.render(rows_lat, rows_view))
+        grid = torch.stack(cells, 1).flatten(0, 1)
+        faceworld.save_png(faceworld.contact_sheet(grid, rows=len(rows_lat), upscale=2),
+                           ROOT / "docs" / "engine_t_sweep.png")
         for t in torch.linspace(0.05, 1.6, 21).tolist():
             adapter.set_t(t)
             t0 = time.perf_counter()
