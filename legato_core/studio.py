@@ -19,12 +19,16 @@ Server-wide, a :class:`JobQueue` lets at most ``max_jobs`` tasks train at once (
 
 from __future__ import annotations
 
+import atexit
 import copy
+import functools
 import itertools
+import os
 import shutil
 import tempfile
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,6 +47,7 @@ from .ranges import DEVELOPMENT
 from .unlearning.engine import ForgetConfig, ForgetJob, ProgressEvent
 
 EXAMPLE_IDS = tuple(range(DEVELOPMENT.start + 1, DEVELOPMENT.start + 9))  # 200_001 .. 200_008
+RETAINED_IDS = tuple(range(DEVELOPMENT.start + 101, DEVELOPMENT.start + 105))  # 200_101 .. 200_104
 MAX_IDENTITIES = 6
 CURVE_POINTS = 9
 
@@ -128,7 +133,8 @@ JOB_QUEUE = JobQueue(1)
 class Resources:
     """The backend(s), the render lock, the fixed retained identities and the lazily loaded judge."""
 
-    def __init__(self, backend=None, retained: int = 4, seed: int = 20_260_104):
+    def __init__(self, backend=None, retained_ids: tuple[int, ...] = RETAINED_IDS, curve_retained: int = 12,
+                 seed: int = 20_260_104):
         if backend is None:
             from .backends.embedded import EmbeddedFaceBackend
 
@@ -139,9 +145,12 @@ class Resources:
         self.render_backend = self.private_backend()
         self.render_lock = threading.Lock()
         gen = torch.Generator().manual_seed(seed)
-        self.retained_latents = backend.sample_latents(retained, gen)
-        self.retained_views = backend.canonical_views(1).expand(retained, -1).clone()
-        self.curve_retained_latents = backend.sample_latents(12, gen)
+        # the grid's "retained" column: face-world people (development ids, never trained on), inverted by the
+        # encoders alone (~20 ms; refining them hardly changes the render); the curve's retention is measured on
+        # random identities from the generator's prior, as in legato_core.metrics
+        self.retained_latents, self.retained_views = backend.invert(faceworld.render(list(retained_ids), 0),
+                                                                    refine_steps=0)
+        self.curve_retained_latents = backend.sample_latents(curve_retained, gen)
         self._retained_base: torch.Tensor | None = None
         self._judge = None
         self._judge_lock = threading.Lock()
@@ -162,10 +171,16 @@ class Resources:
 
     @property
     def retained_base(self) -> torch.Tensor:
+        """uint8 renders of the retained identities by the base model."""
         if self._retained_base is None:
             with torch.inference_mode():
-                self._retained_base = self.base.render(self.retained_latents, self.retained_views)
+                self._retained_base = quantize(self.base.render(self.retained_latents, self.retained_views))
         return self._retained_base
+
+
+def quantize(images: torch.Tensor) -> torch.Tensor:
+    """[0, 1] floats -> uint8 (what the grid shows; caches hold these, 4x smaller than floats)."""
+    return (images.clamp(0, 1) * 255).round().to(torch.uint8)
 
 
 _RESOURCES: Resources | None = None
@@ -202,10 +217,10 @@ def forgetting_curve(backend, adapter: ODEAdapter, latent: torch.Tensor | None, 
     frontal = backend.canonical_views(1)
     out = {"t": ts, "id_target": [], "retention": [], "retention_min": [], "threshold": float(judge.threshold),
            "views": n_views, "retained": len(retained)}
+    base_t = _base_embeddings(backend, judge, latent, views) if latent is not None else None  # before attaching
+    base_r = _base_embeddings(backend, judge, retained, frontal)
     adapter.attach(backend)
     try:
-        base_t = _base_embeddings(backend, judge, latent, views) if latent is not None else None
-        base_r = _base_embeddings(backend, judge, retained, frontal)
         for t in ts:
             if should_stop is not None and should_stop():
                 raise InterruptedError("cancelled while computing the forgetting curve")
@@ -236,7 +251,8 @@ class Entry:
     curve: dict | None = None
     seconds: float | None = None  # training wall time
     steps: int | None = None
-    _base_target: torch.Tensor | None = field(default=None, repr=False)
+    _base_target: torch.Tensor | None = field(default=None, repr=False)  # uint8 t = 0 renders of grid_views
+    _export: tuple | None = field(default=None, repr=False)  # (adapter, path) of the session's exported copy
 
     @property
     def ready(self) -> bool:
@@ -268,6 +284,7 @@ class JobStatus:
     losses: list[dict] = field(default_factory=list)
     preview: torch.Tensor | None = None  # the target rendered at t = T, refreshed every few steps
     error: str | None = None
+    train_seconds: float | None = None
 
     @property
     def done(self) -> bool:
@@ -276,8 +293,9 @@ class JobStatus:
     def text(self) -> str:
         if self.state == "queued":
             who = "job runs" if self.max_jobs == 1 else "jobs run"
-            return (f"Waiting for the server: place {self.queue_position or '?'} in the queue "
-                    f"({self.max_jobs} {who} at a time; {self.queue_running} running now).")
+            place = f"place {self.queue_position} in the queue" if self.queue_position else "joining the queue"
+            return (f"Waiting for the server: {place} ({self.max_jobs} {who} at a time, "
+                    f"{self.queue_running} running now).")
         if self.state == "training":
             if self.step == 0:
                 return f"Forgetting {self.name}: starting…"
@@ -287,7 +305,8 @@ class JobStatus:
             return f"Forgetting {self.name}: measuring the forgetting curve with the judge network…"
         if self.state == "done":
             if self.steps:
-                return (f"Done: {self.name} forgotten in {self.elapsed:.1f} s ({self.steps} steps). "
+                return (f"Done: {self.name} forgotten in {self.elapsed:.1f} s ({self.steps} steps"
+                        f"{f', training {self.train_seconds:.1f} s' if self.train_seconds else ''}). "
                         "Move the intensity slider.")
             return f"Restored the adapter for {self.name}. Move the intensity slider."
         if self.state == "cancelled":
@@ -313,6 +332,7 @@ class ForgetTask:
         self.job: ForgetJob | None = None
         self.preview: torch.Tensor | None = None
         self._stop = threading.Event()
+        self._backend = None
         self._t0 = time.time()
         self.train_seconds: float | None = None
         self.seconds: float | None = None
@@ -331,9 +351,10 @@ class ForgetTask:
     def done(self) -> bool:
         return self.state in ("done", "cancelled", "failed")
 
-    def _on_progress(self, backend, ev: ProgressEvent) -> None:
+    def _on_progress(self, ev: ProgressEvent) -> None:
         # runs in the training thread between steps; the adapter is attached to the private backend at t = T
-        if ev.step % self.preview_every == 0 or ev.step == ev.steps or ev.step == 1:
+        backend = self._backend
+        if backend is not None and (ev.step % self.preview_every == 0 or ev.step in (1, ev.steps)):
             with torch.no_grad():
                 self.preview = backend.render(self.entry.latent, self.entry.view)[0]
 
@@ -344,11 +365,10 @@ class ForgetTask:
                 return
             try:
                 self._t0 = time.time()
-                backend = self.res.private_backend()
+                backend = self._backend = self.res.private_backend()
                 if self.adapter is None:
                     self.state = "training"
-                    self.job = ForgetJob(backend, self.entry.latent, self.config,
-                                         on_progress=lambda ev: self._on_progress(backend, ev))
+                    self.job = ForgetJob(backend, self.entry.latent, self.config, on_progress=self._on_progress)
                     if self._stop.is_set():
                         self.job.cancel()
                     self.job.start()
@@ -369,6 +389,9 @@ class ForgetTask:
                 self.state = "done"
             finally:
                 self.queue.release(self)
+                self._backend = None  # the private copy (~15 MB) is not needed any more
+                if self.job is not None:
+                    self.job.backend = None
         except InterruptedError:
             self.state = "cancelled"
         except Exception as e:  # reported to the person, never raised into the UI thread
@@ -377,7 +400,8 @@ class ForgetTask:
 
     def status(self) -> JobStatus:
         st = JobStatus(self.entry.key, self.entry.name, self.state, max_jobs=self.queue.max_jobs,
-                       queue_running=self.queue.running, preview=self.preview, error=self.error)
+                       queue_running=self.queue.running, preview=self.preview, error=self.error,
+                       train_seconds=self.train_seconds)
         if self.config is not None:
             st.steps = self.config.steps
         if self.state == "queued":
@@ -393,7 +417,21 @@ class ForgetTask:
         return st
 
 
+_LIVE_STUDIOS: weakref.WeakSet = weakref.WeakSet()
+
+
+@atexit.register
+def _shutdown() -> None:
+    """Stop background threads before the interpreter tears torch down under them."""
+    studios = list(_LIVE_STUDIOS)
+    for studio in studios:
+        studio.close()
+    for studio in studios:
+        studio.join(10)
+
+
 # -- the session ---------------------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=8)
 def _font(size: int):
     try:
         return ImageFont.load_default(size=size)
@@ -411,7 +449,7 @@ class Studio:
 
     def __init__(self, resources: Resources | None = None, queue: JobQueue | None = None,
                  default_config: ForgetConfig | None = None, curve_views: int = 6, max_identities: int = MAX_IDENTITIES,
-                 render_cache: int = 48):
+                 render_cache: int = 40, slider_step: float | None = 0.05):
         self.res = resources or get_resources()
         self.queue = queue or JOB_QUEUE
         self.default_config = default_config or ForgetConfig()
@@ -423,9 +461,16 @@ class Studio:
         self._lock = threading.RLock()
         self._counter = itertools.count(1)
         self._cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()
-        self._cache_size = render_cache
+        self._cache_size = max(render_cache, int(2 / slider_step) + 4 if slider_step else 0)
         self._tmpdir: Path | None = None
+        self.slider_step = slider_step
+        self._prefill_key: str | None = None
+        self._prefill_wake = threading.Event()
+        self._prefill_thread: threading.Thread | None = None
+        self.prefill_done = False
+        self.ui: dict = {}  # scratch space for the UI layer (e.g. what the page already shows)
         self.closed = False
+        _LIVE_STUDIOS.add(self)
 
     # -- identities ----------------------------------------------------------------------------------------
     def _check_room(self) -> None:
@@ -448,7 +493,7 @@ class Studio:
             self._check_room()
             key = str(next(self._counter))
             entry = Entry(key, name, source, to_pil(base_target[0]), w, v, grid_views)
-            entry._base_target = base_target
+            entry._base_target = quantize(base_target)
             self.entries[key] = entry
             return entry
 
@@ -537,6 +582,7 @@ class Studio:
             entry.steps = task.config.steps if task.config is not None else None
             entry.t = entry.t_max
             self._cache.clear()
+        self.prefill(entry.key)
 
     def status(self) -> JobStatus | None:
         task = self.task
@@ -584,30 +630,26 @@ class Studio:
         base.append(self.res.retained_base)
         return torch.cat(lat), torch.cat(vw), torch.cat(base)
 
-    def render_rows(self, key: str | None = None, t: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(before, after): the grid's images at t = 0 (cached) and with every ready adapter at its own t."""
+    def _rows_u8(self, entry: Entry, t: float) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        """uint8 (before, after, cache_hit) with ``entry`` at ``t`` and every other ready adapter at its own t."""
         with self._lock:
-            entry = self.get(key)
-            if t is not None:
-                self.set_t(entry.key, t)
-            ready = [e for e in self.entries.values() if e.ready]
+            ts = {e.key: (t if e is entry else e.t) for e in self.entries.values() if e.ready}
+            adapters = [(e.key, e.adapter) for e in self.entries.values() if e.ready]
             lat, vw, before = self._grid_inputs(entry)
-            active = [(e.key, id(e.adapter), round(e.t, 6)) for e in ready if e.t > 0]
-            ts = {e.key: e.t for e in ready}
-            cache_key = (entry.key, tuple(active))
+            active = tuple((k, id(a), round(ts[k], 6)) for k, a in adapters if ts[k] > 0)
             if not active:
-                return before, before  # every adapter at t = 0 is exactly the base model
+                return before, before, True  # every adapter at t = 0 is exactly the base model
+            cache_key = (entry.key, active)
             if cache_key in self._cache:
                 self._cache.move_to_end(cache_key)
-                return before, self._cache[cache_key]
-            adapters = [(e.key, e.adapter) for e in ready]
+                return before, self._cache[cache_key], True
         with self.res.render_lock:  # only one session's adapters are ever attached to the shared backend
             try:
                 for name, adapter in adapters:
                     self.stack.add(name, adapter)
                     adapter.set_t(ts[name])
                 with torch.inference_mode():
-                    after = self.res.render_backend.render(lat, vw)
+                    after = quantize(self.res.render_backend.render(lat, vw))
             finally:
                 for name in list(self.stack.adapters):
                     self.stack.remove(name)
@@ -615,39 +657,104 @@ class Studio:
             self._cache[cache_key] = after
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
-        return before, after
+        return before, after, False
+
+    def render_rows(self, key: str | None = None, t: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(before, after) in [0, 1] (8-bit values): the grid's images by the base model (t = 0, cached) and with
+        the selected identity's adapter at ``t`` (stored as its intensity) and every other one at its own t."""
+        entry = self.get(key)
+        if t is not None:
+            self.set_t(entry.key, t)
+        before, after, _ = self._rows_u8(entry, entry.t)
+        return before.float() / 255, after.float() / 255
 
     def render_grid(self, key: str | None = None, t: float | None = None) -> Image.Image:
         """The grid image: top row t = 0 (the base model), bottom row at t; target views left, retained right."""
         entry = self.get(key)
-        before, after = self.render_rows(entry.key, t)
-        return self.compose_grid(before, after, entry)
+        if t is not None:
+            self.set_t(entry.key, t)
+        before, after, _ = self._rows_u8(entry, entry.t)
+        others = sum(1 for e in self.entries.values() if e.ready and e is not entry and e.t > 0)
+        return self.compose_grid(before, after, entry, others)
 
-    def compose_grid(self, before: torch.Tensor, after: torch.Tensor, entry: Entry) -> Image.Image:
-        c, g, lw, hh = self.CELL, self.GAP, self.LABEL_W, self.HEADER_H
+    # -- background prefill of the slider's positions -------------------------------------------------------------
+    def slider_values(self, entry: Entry) -> list[float]:
+        n = round(entry.t_max / self.slider_step)
+        return [round(min(k * self.slider_step, entry.t_max), 6) for k in range(n + 1)]
+
+    def prefill(self, key: str | None = None) -> None:
+        """Render the selected identity at every slider position in a low-priority background thread, so that
+        dragging the slider only reads the cache. Calling it again switches to the newly selected identity."""
+        if not self.slider_step:
+            return
+        with self._lock:
+            if self.closed:
+                return
+            self._prefill_key = self.get(key).key
+            self._prefill_wake.set()
+            if self._prefill_thread is None:
+                self._prefill_thread = threading.Thread(target=self._prefill_loop, daemon=True,
+                                                        name="legato-prefill")
+                self._prefill_thread.start()
+
+    def _prefill_loop(self) -> None:
+        try:  # Linux: a thread id is a valid PRIO_PROCESS target and lowers only this thread
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+        except (AttributeError, OSError):
+            pass
+        while not self.closed:
+            if not self._prefill_wake.wait(1.0):
+                continue
+            self._prefill_wake.clear()
+            with self._lock:
+                entry = self.entries.get(self._prefill_key)
+            if entry is None or not entry.ready:
+                continue
+            values = sorted(self.slider_values(entry), key=lambda v: abs(v - entry.t))  # nearest first
+            for t in values:
+                if self.closed or self._prefill_wake.is_set() or entry.adapter is None:
+                    break
+                self._rows_u8(entry, t)
+                time.sleep(0.005)  # let an interactive render take the render lock between two prefills
+            self.prefill_done = not self._prefill_wake.is_set()
+
+    def compose_grid(self, before: torch.Tensor, after: torch.Tensor, entry: Entry, others: int = 0) -> Image.Image:
+        """uint8 rows (N, 3, 64, 64) -> labelled grid image.
+
+        The cells are laid out at half scale and the whole canvas is upscaled once (PIL bicubic, ~1 ms); every
+        cell sits on a 16 px boundary of the result, so identical cells give identical JPEG blocks.
+        """
+        c, g, lw, hh = self.CELL // 2, self.GAP // 2, self.LABEL_W // 2, self.HEADER_H // 2
         n_target = 0 if entry.latent is None else len(entry.grid_views)
         n = len(before)
-        cells = F.interpolate(torch.cat([before, after]), size=(c, c), mode="bicubic", align_corners=False)
-        cells = (cells.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-        width = lw + n * c + (g if 0 < n_target < n else 0) + g
-        height = hh + 2 * c + g
-        canvas = np.full((height, width, 3), 255, np.uint8)
-        xs = [lw + i * c + (g if n_target and i >= n_target else 0) for i in range(n)]
+        cells = torch.cat([before, after])
+        if cells.shape[-1] != c:
+            cells = quantize(F.interpolate(cells.float() / 255, size=(c, c), mode="bicubic", align_corners=False))
+        cells = cells.permute(0, 2, 3, 1).numpy()
+        sep = 4  # between two cells of a group; groups are g apart (horizontal offsets do not matter for JPEG
+        # identity of the rows: the bottom row is exactly c + g = 72 -> 144 px below the top one)
+        xs = [lw + i * (c + sep) + (g if n_target and i >= n_target else 0) for i in range(n)]
+        canvas = np.full((hh + 2 * c + 2 * g, xs[-1] + c + g, 3), 255, np.uint8)
         for row in range(2):
             y = hh + row * (c + g)
             for i, x in enumerate(xs):
                 canvas[y:y + c, x:x + c] = cells[row * n + i]
         im = Image.fromarray(canvas)
+        im = im.resize((im.width * 2, im.height * 2), Image.BICUBIC)
         draw = ImageDraw.Draw(im)
         font, small = _font(15), _font(13)
+        name = entry.name if len(entry.name) <= 30 else entry.name[:29] + "…"
         if n_target:
-            draw.text((xs[0] + 4, 8), f"forgotten: {entry.name}", fill=(150, 30, 30), font=font)
-        draw.text((xs[n_target] + 4, 8), "retained (other identities)", fill=(30, 100, 30), font=font)
-        draw.text((8, hh + c // 2 - 18), "original", fill=(0, 0, 0), font=font)
-        draw.text((8, hh + c // 2 + 2), "t = 0", fill=(90, 90, 90), font=small)
-        y2 = hh + c + g + c // 2
+            draw.text((2 * xs[0] + 4, 8), f"forgotten: {name}", fill=(150, 30, 30), font=font)
+        draw.text((2 * xs[n_target] + 4, 8), "retained (other identities)", fill=(30, 100, 30), font=font)
+        y1, y2 = 2 * hh + c, 2 * (hh + c + g) + c
+        draw.text((8, y1 - 18), "original", fill=(0, 0, 0), font=font)
+        draw.text((8, y1 + 2), "t = 0", fill=(90, 90, 90), font=small)
         draw.text((8, y2 - 18), "forgetting", fill=(0, 0, 0), font=font)
         draw.text((8, y2 + 2), f"t = {entry.t:.2f}", fill=(90, 90, 90), font=small)
+        if others:
+            draw.text((8, y2 + 18), f"+ {others} other adapter{'s' if others > 1 else ''}", fill=(90, 90, 90),
+                      font=small)
         return im
 
     # -- curve ------------------------------------------------------------------------------------------------
@@ -665,13 +772,17 @@ class Studio:
         return self._tmpdir
 
     def export_adapter(self, key: str | None = None, path: str | Path | None = None) -> Path:
+        """Save the entry's adapter to ``path`` (default: a file in this session's temp dir, written once)."""
         entry = self.get(key)
         if not entry.ready:
             raise StudioError(f"{entry.name} has no adapter yet: forget it first")
-        if path is None:
+        if path is not None:
+            return entry.adapter.save(path)
+        if entry._export is None or entry._export[0] is not entry.adapter or not entry._export[1].exists():
             stem = "".join(ch if ch.isalnum() else "-" for ch in entry.name).strip("-") or "identity"
-            path = self._dir() / f"legato-adapter-{stem}-{entry.key}.safetensors"
-        return entry.adapter.save(path)
+            saved = entry.adapter.save(self._dir() / f"legato-adapter-{stem}-{entry.key}.safetensors")
+            entry._export = (entry.adapter, saved)
+        return entry._export[1]
 
     def import_adapter(self, path: str | Path) -> Entry:
         """Restore an adapter file as a new entry; refuses one made for another base model."""
@@ -726,6 +837,13 @@ class Studio:
             if self._tmpdir is not None:
                 shutil.rmtree(self._tmpdir, ignore_errors=True)
                 self._tmpdir = None
+            self._prefill_wake.set()
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for this session's background threads (after ``close``)."""
+        for thread in (self.task.thread if self.task is not None else None, self._prefill_thread):
+            if thread is not None and thread.is_alive():
+                thread.join(timeout)
 
 
 __all__ = ["EXAMPLE_IDS", "JOB_QUEUE", "BusyError", "Entry", "ForgetTask", "ImageError", "JobQueue", "JobStatus",

@@ -1,0 +1,427 @@
+"""legato demo: make a face generator forget one face, then dial the forgetting intensity t continuously.
+
+A thin gradio shell over :mod:`legato_core.studio` (one ``Studio`` per browser session). Run ``python app.py``
+(``--help`` for flags); Hugging Face Spaces runs this file as is.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported: no telemetry
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # several torch threads on few cores must not spin
+
+import argparse
+import threading
+
+import gradio as gr
+import numpy as np
+import plotly.graph_objects as go
+import torch
+from PIL import Image
+
+from legato_core import faceworld
+from legato_core.images import ImageError, to_pil
+from legato_core.studio import EXAMPLE_IDS, JOB_QUEUE, BusyError, Studio, StudioError, get_resources
+from legato_core.unlearning.engine import ForgetConfig
+
+DEFAULT_STEPS = int(os.environ.get("LEGATO_STEPS", ForgetConfig().steps))
+MAX_FILE_SIZE = os.environ.get("LEGATO_MAX_FILE_SIZE", "10mb")
+SHOW = 192  # display size of the 64x64 source / inversion / preview images
+
+NOTE = (
+    "**About this demo.** The embedded default model is a *synthetic face world*: a small generator (64×64) "
+    "trained on procedurally drawn faces, with its own identity networks, running offline on a CPU. Real photos "
+    "are accepted and go through the same pipeline, but their inversion can only be the nearest face-world face; "
+    "forgetting real people needs a real-model backend (a photo-realistic generator and face-recognition "
+    "network). Uploaded images stay in this session's memory and are dropped when the tab closes."
+)
+
+INTRO = (
+    "# legato: continuous identity unlearning\n"
+    "Small Neural-ODE adapters make a frozen face generator forget one identity. The integration time "
+    "**t** is a forgetting-intensity knob: **t = 0 is exactly the original model**, t = T = 1.6 is full "
+    "forgetting, and everything in between is available after a single training run.\n\n"
+    "1. Drop a face, or pick a face-world identity. 2. Press **Forget**. 3. Move the **intensity** slider."
+)
+
+# a tiny plot template: the stock ones add ~8 kB of JSON to every figure sent to the page
+TEMPLATE = go.layout.Template(layout={"paper_bgcolor": "white", "plot_bgcolor": "white", "font": {"size": 12},
+                                      "xaxis": {"gridcolor": "#eee", "zerolinecolor": "#ddd"},
+                                      "yaxis": {"gridcolor": "#eee", "zerolinecolor": "#ddd"}})
+
+STUDIO_OPTIONS: dict = {}  # extra Studio(...) arguments for new sessions (e.g. curve_views)
+SESSIONS: dict[str, Studio] = {}  # session hash -> Studio, so that closing a tab can cancel its job
+_SESSIONS_LOCK = threading.Lock()
+
+
+# -- small view helpers ----------------------------------------------------------------------------------------
+def _big(im: Image.Image) -> Image.Image:
+    return im.resize((SHOW, SHOW), Image.BICUBIC)
+
+
+def _example_gallery() -> list[Image.Image]:
+    imgs = faceworld.render(list(EXAMPLE_IDS), 0)
+    return [to_pil(img).resize((128, 128), Image.BICUBIC) for img in imgs]
+
+
+def loss_figure(losses: list[dict], steps: int) -> go.Figure:
+    fig = go.Figure()
+    x = [r["step"] for r in losses]
+    for name, label in (("total", "total"), ("local", "local (forget)"), ("preservation", "preservation"),
+                        ("trajectory", "trajectory")):
+        fig.add_scatter(x=x, y=[r[name] for r in losses], mode="lines", name=label)
+    fig.update_layout(height=300, margin={"l": 50, "r": 10, "t": 40, "b": 90}, template=TEMPLATE,
+                      title={"text": "training losses", "x": 0.02, "y": 0.97},
+                      xaxis={"title": "step", "range": [0, max(steps, 1)]}, yaxis={"title": "loss"},
+                      legend={"orientation": "h", "y": -0.35, "yanchor": "top", "x": 0})
+    return fig
+
+
+def curve_figure(curve: dict | None) -> go.Figure | None:
+    if curve is None:
+        return None
+    ts, t = curve["t"], float(curve["current_t"])
+    fig = go.Figure()
+    ys = list(curve["retention"])
+    if curve["id_target"] is not None:
+        ys += curve["id_target"]
+        fig.add_scatter(x=ts, y=curve["id_target"], mode="lines+markers", name=f"ID_target: {curve['name']}",
+                        line={"color": "#c0392b"})
+    fig.add_scatter(x=ts, y=curve["retention"], mode="lines+markers", name="retention: other identities",
+                    line={"color": "#27ae60"})
+    fig.add_hline(y=curve["threshold"], line_dash="dash", line_color="#555",
+                  annotation_text="judge threshold (above: same person)", annotation_position="bottom left")
+    marks = [("retention", "#27ae60")] + ([("id_target", "#c0392b")] if curve["id_target"] is not None else [])
+    for key, color in marks:
+        fig.add_scatter(x=[t], y=[float(np.interp(t, ts, curve[key]))], mode="markers", showlegend=False,
+                        marker={"size": 14, "color": color, "line": {"width": 2, "color": "black"}},
+                        hovertemplate=f"t = {t:.2f}<br>%{{y:.3f}}<extra></extra>")
+    fig.add_vline(x=t, line_color="#888", line_width=1)
+    lo = min(min(ys), curve["threshold"]) - 0.1
+    fig.update_layout(height=360, margin={"l": 50, "r": 10, "t": 70, "b": 40}, template=TEMPLATE,
+                      title={"text": "forgetting curve (scored by the judge network)", "x": 0.02, "y": 0.97},
+                      xaxis={"title": "t (forgetting intensity)", "range": [-0.05, ts[-1] + 0.05]},
+                      yaxis={"title": "judge cosine to the original", "range": [lo, 1.05]},
+                      legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 1, "xanchor": "right"})
+    return fig
+
+
+# -- session plumbing --------------------------------------------------------------------------------------------
+def _session(studio: Studio | None, request: gr.Request | None) -> Studio:
+    sid = getattr(request, "session_hash", None)
+    with _SESSIONS_LOCK:
+        if (studio is None or studio.closed) and sid is not None:
+            studio = SESSIONS.get(sid)  # a handler that failed before returning its state
+        if studio is None or studio.closed:
+            studio = Studio(default_config=ForgetConfig(steps=DEFAULT_STEPS), **STUDIO_OPTIONS)
+        if sid is not None:
+            SESSIONS[sid] = studio
+    return studio
+
+
+def _close_state(studio: Studio | None) -> None:
+    if studio is not None:
+        studio.close()
+
+
+def on_unload(request: gr.Request) -> None:
+    with _SESSIONS_LOCK:
+        studio = SESSIONS.pop(request.session_hash, None)
+    if studio is not None:
+        studio.close()
+
+
+def close_sessions() -> None:
+    """Cancel every session's job (server shutdown, tests)."""
+    with _SESSIONS_LOCK:
+        studios = list(SESSIONS.values())
+        SESSIONS.clear()
+    for studio in studios:
+        studio.close()
+
+
+def _path(payload) -> str | None:
+    """The server-side path of an upload received with ``preprocess=False`` (a FileData dict)."""
+    if payload is None:
+        return None
+    if isinstance(payload, dict):
+        return payload.get("path")
+    return getattr(payload, "path", None) or str(payload)
+
+
+# -- the app -----------------------------------------------------------------------------------------------------
+def build_demo(default_steps: int = DEFAULT_STEPS) -> gr.Blocks:
+    with gr.Blocks(title="legato: continuous identity unlearning", delete_cache=(1800, 3600)) as demo:
+        state = gr.State(None, delete_callback=_close_state)
+        gr.Markdown(INTRO, elem_id="intro")
+        gr.Markdown("## 1 · Add a face")
+        with gr.Row():
+            with gr.Column(scale=1, min_width=260):
+                upload = gr.Image(label="Drop a face image", type="filepath", sources=["upload"],
+                                  image_mode=None, height=200, elem_id="face_upload")
+            with gr.Column(scale=3, min_width=400):
+                gr.Markdown(f"**…or pick a face-world identity** (ids {EXAMPLE_IDS[0]}–{EXAMPLE_IDS[-1]}, "
+                            "held out from every training set)")
+                gallery = gr.Gallery(value=_example_gallery(), show_label=False, columns=len(EXAMPLE_IDS), height=125,
+                                     allow_preview=False, interactive=False, elem_id="examples")
+                with gr.Accordion("Add a face-world identity by id", open=False):
+                    with gr.Row():
+                        face_id = gr.Number(value=200_010, precision=0, label="face-world id", elem_id="face_id")
+                        add_id = gr.Button("Add", elem_id="add_id_btn", scale=0)
+        gr.Markdown(NOTE, elem_id="note")
+        gr.Markdown("## 2 · Forget it")
+        with gr.Row():
+            with gr.Column(scale=1, min_width=320):
+                identity = gr.Dropdown(choices=[], value=None, label="Identity (the slider controls this one)",
+                                       interactive=True, elem_id="identity")
+                with gr.Row():
+                    source = gr.Image(label="your face", interactive=False, height=SHOW,
+                                      elem_id="source_image", buttons=[])
+                    inversion = gr.Image(label="its inversion", interactive=False, height=SHOW,
+                                         elem_id="inversion_image", buttons=[])
+            with gr.Column(scale=1, min_width=320):
+                steps = gr.Slider(1, 600, value=default_steps, step=1, label="training steps",
+                                  info=f"{ForgetConfig().steps} is the reference; fewer is faster and forgets less",
+                                  elem_id="steps")
+                with gr.Row():
+                    forget_btn = gr.Button("Forget", variant="primary", elem_id="forget_btn")
+                    cancel_btn = gr.Button("Cancel", variant="stop", elem_id="cancel_btn")
+                status = gr.Textbox(label="status", interactive=False, lines=2, elem_id="status",
+                                    value="Add a face to begin.")
+                preview = gr.Image(label="at t = T while training", interactive=False, height=150,
+                                   elem_id="preview", buttons=[])
+            with gr.Column(scale=1, min_width=320):
+                loss_plot = gr.Plot(label="training losses", show_label=False, elem_id="loss_plot")
+        gr.Markdown("## 3 · Dial the forgetting intensity")
+        t_slider = gr.Slider(0.0, 1.6, value=0.0, step=0.05, label="intensity t (0 = original model)",
+                             interactive=False, elem_id="t_slider")
+        grid = gr.Image(label="top: original model (t = 0) · bottom: adapted model at t", show_label=False,
+                        format="jpeg", interactive=False, elem_id="grid", buttons=["download"])
+        with gr.Row():
+            with gr.Column(scale=3):
+                curve = gr.Plot(label="forgetting curve", show_label=False, elem_id="curve")
+            with gr.Column(scale=2):
+                gr.Markdown("### Adapters\nDownload the selected identity's adapter (a small .safetensors file), "
+                            "or upload one to restore it. Adapters only load onto the base model they were "
+                            "trained for.")
+                download = gr.DownloadButton("Download adapter (.safetensors)", value=None, interactive=False,
+                                             elem_id="download_btn")
+                adapter_upload = gr.File(label="Restore an adapter (.safetensors)", file_types=[".safetensors"],
+                                         height=120, elem_id="adapter_upload")
+        timer = gr.Timer(0.5, active=False)
+
+        entry_outputs = [state, identity, source, inversion, t_slider, grid, curve, status, download]
+
+        def entry_view(studio: Studio, entry, text: str | None = None) -> dict:
+            out = {
+                state: studio,
+                identity: gr.Dropdown(choices=[(e.label, e.key) for e in studio.entries.values()], value=entry.key),
+                source: _big(entry.source),
+                inversion: _big(entry.inversion),
+                t_slider: gr.Slider(maximum=entry.t_max, value=round(entry.t, 4), interactive=entry.ready),
+                grid: studio.render_grid(entry.key),
+                curve: curve_figure(studio.curve(entry.key)),
+                download: gr.DownloadButton(value=str(studio.export_adapter(entry.key)) if entry.ready else None,
+                                            interactive=entry.ready),
+            }
+            if text is not None:
+                out[status] = text
+            return out
+
+        def added(studio: Studio, entry) -> dict:
+            text = (f"Added {entry.name}. Press Forget to train its adapter." if not studio.busy
+                    else f"Added {entry.name}. It can be forgotten when the running job ends.")
+            return {**entry_view(studio, entry, text), upload: None}
+
+        # -- adding faces ------------------------------------------------------------------------------------
+        def on_upload(payload, studio, request: gr.Request):
+            path = _path(payload)
+            if not path:
+                raise gr.Error("No file arrived. Drop a face image (PNG, JPEG or WebP).")
+            studio = _session(studio, request)
+            name = payload.get("orig_name") if isinstance(payload, dict) else None
+            try:
+                entry = studio.add_image(path, name=name or None)
+            except ImageError as e:
+                raise gr.Error(f"Cannot use this file: {e}.", title="Not a usable image", print_exception=False) from e
+            except StudioError as e:
+                raise gr.Error(str(e), print_exception=False) from e
+            return added(studio, entry)
+
+        def on_add_id(face, studio, request: gr.Request):
+            studio = _session(studio, request)
+            try:
+                entry = studio.add_identity(face)
+            except StudioError as e:
+                raise gr.Error(str(e), print_exception=False) from e
+            return added(studio, entry)
+
+        def on_example(studio, evt: gr.SelectData, request: gr.Request):
+            return on_add_id(EXAMPLE_IDS[evt.index], studio, request)
+
+        # show_progress_on: the spinner, and on failure gradio's "Error" badge, stay on the input that was used
+        # (by default every output would be replaced by an "Error" badge next to the toast)
+        upload.upload(on_upload, [upload, state], [*entry_outputs, upload], preprocess=False, api_name="add_image",
+                      show_progress_on=upload, concurrency_limit=2, concurrency_id="invert")
+        add_id.click(on_add_id, [face_id, state], [*entry_outputs, upload], api_name="add_identity",
+                     show_progress_on=face_id, concurrency_limit=2, concurrency_id="invert")
+        gallery.select(on_example, [state], [*entry_outputs, upload], api_visibility="private",
+                       show_progress_on=gallery, concurrency_limit=2, concurrency_id="invert")
+
+        def on_select(key, studio, request: gr.Request):
+            studio = _session(studio, request)
+            try:
+                entry = studio.get(key)
+            except StudioError as e:
+                raise gr.Error(str(e), print_exception=False) from e
+            if entry.ready:
+                studio.prefill(entry.key)
+            return entry_view(studio, entry)
+
+        identity.input(on_select, [identity, state], entry_outputs, api_name="select", show_progress_on=identity,
+                       concurrency_limit=4, concurrency_id="render")
+
+        # -- forgetting job ------------------------------------------------------------------------------------
+        def on_forget(key, n_steps, studio, request: gr.Request):
+            studio = _session(studio, request)
+            try:
+                studio.start_forget(key or None, steps=int(n_steps))
+            except BusyError as e:
+                gr.Warning(f"Only one job per session: {e}.", duration=6)
+                return {state: studio, status: f"Only one job per session: {e}.", timer: gr.Timer(active=True)}
+            except StudioError as e:
+                gr.Warning(str(e))
+                return {state: studio}
+            st = studio.status()
+            return {state: studio, status: st.text(), timer: gr.Timer(active=True),
+                    loss_plot: loss_figure([], st.steps), preview: None}
+
+        forget_btn.click(on_forget, [identity, steps, state], [state, status, timer, loss_plot, preview],
+                         api_name="forget", concurrency_limit=None)
+
+        def on_poll(key, studio):
+            if studio is None or studio.status() is None:
+                return {timer: gr.Timer(active=False)}
+            st = studio.status()
+            out = {status: st.text(), timer: gr.Timer(active=not st.done)}
+            ui = studio.ui  # what this session's page already shows
+            if st.losses and (ui.get("step") != st.step or ui.get("task") != id(studio.task)):
+                out[loss_plot] = loss_figure(st.losses, st.steps)
+                ui["step"], ui["task"] = st.step, id(studio.task)
+            if st.preview is not None and ui.get("preview") is not st.preview:
+                out[preview] = _big(to_pil(st.preview))
+                ui["preview"] = st.preview
+            fin = studio.take_finished()
+            if fin is not None and fin.state == "done":
+                out.update(entry_view(studio, studio.get(fin.key)))
+            return out
+
+        timer.tick(on_poll, [identity, state], [*entry_outputs, loss_plot, preview, timer], api_name="poll",
+                   concurrency_limit=None, show_progress="hidden")
+
+        def on_cancel(studio):
+            if studio is None or not studio.cancel():
+                gr.Info("Nothing is running.")
+                return gr.skip()
+            return "Cancelling…"
+
+        cancel_btn.click(on_cancel, [state], [status], api_name="cancel", concurrency_limit=None)
+
+        # -- intensity ------------------------------------------------------------------------------------------
+        def on_slide(t, key, studio):
+            if studio is None or not studio.entries:
+                return gr.skip()
+            try:
+                return studio.render_grid(key or None, t)
+            except StudioError as e:
+                raise gr.Error(str(e), print_exception=False) from e
+
+        t_slider.input(on_slide, [t_slider, identity, state], grid, trigger_mode="always_last",
+                       show_progress="hidden", api_name="render", concurrency_limit=4, concurrency_id="render")
+
+        def on_slide_curve(t, key, studio):
+            if studio is None or not studio.entries:
+                return gr.skip()
+            try:
+                studio.set_t(key or studio.get().key, t)
+                return curve_figure(studio.curve(key or None))
+            except StudioError as e:
+                raise gr.Error(str(e), print_exception=False) from e
+
+        # the curve's marker follows on release: redrawing the plot on every input costs the browser ~90 ms
+        t_slider.release(on_slide_curve, [t_slider, identity, state], curve, show_progress="hidden",
+                         api_name="curve", concurrency_limit=4)
+
+        # -- adapters in and out --------------------------------------------------------------------------------
+        def on_export(key, studio):
+            if studio is None:
+                raise gr.Error("Nothing to download yet: forget an identity first.")
+            try:
+                return str(studio.export_adapter(key or None))
+            except StudioError as e:
+                raise gr.Error(str(e), print_exception=False) from e
+
+        # the button's file is set whenever a forgotten identity is shown; the click downloads it (and, through
+        # the API, returns it)
+        download.click(on_export, [identity, state], download, api_name="export_adapter", show_progress="hidden")
+
+        def on_import(payload, studio, request: gr.Request):
+            path = _path(payload)
+            if not path:
+                raise gr.Error("No file arrived. Upload an adapter .safetensors file.")
+            studio = _session(studio, request)
+            try:
+                entry = studio.import_adapter(path)
+            except StudioError as e:
+                raise gr.Error(str(e), title="Adapter refused", print_exception=False) from e
+            st = studio.status()
+            return {**entry_view(studio, entry, st.text() if st else None), timer: gr.Timer(active=True),
+                    adapter_upload: None}
+
+        adapter_upload.upload(on_import, [adapter_upload, state], [*entry_outputs, timer, adapter_upload],
+                              preprocess=False, api_name="import_adapter", show_progress_on=adapter_upload)
+
+        demo.unload(on_unload)
+    return demo
+
+
+demo = build_demo()
+
+
+def launch_options() -> dict:
+    """launch() settings shared by ``main`` and the tests: no run history of face photos kept in the browser,
+    no monitoring endpoint, only the API link in the footer."""
+    return {"show_error": False, "run_history": False, "enable_monitoring": False, "footer_links": ["api"],
+            "theme": gr.themes.Soft()}
+
+
+def main(argv: list[str] | None = None) -> None:
+    global demo
+    ap = argparse.ArgumentParser(description="legato demo (gradio)")
+    ap.add_argument("--host", default=None,
+                    help="address to bind (default 127.0.0.1; 0.0.0.0 on Hugging Face Spaces, where SPACE_ID is set)")
+    ap.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
+    ap.add_argument("--share", action="store_true", help="open a temporary public gradio.live link")
+    ap.add_argument("--max-jobs", type=int, default=int(os.environ.get("LEGATO_MAX_JOBS", 1)),
+                    help="training jobs that may run at once across all sessions; others wait in a queue")
+    ap.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="default training steps")
+    ap.add_argument("--threads", type=int, default=int(os.environ.get("LEGATO_THREADS", 0)),
+                    help="torch threads per operation (0: torch's default)")
+    ap.add_argument("--max-file-size", default=MAX_FILE_SIZE, help="largest upload, e.g. 10mb")
+    args = ap.parse_args(argv)
+    if args.max_jobs < 1:
+        ap.error("--max-jobs must be at least 1")
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    JOB_QUEUE.max_jobs = args.max_jobs
+    host = args.host or ("0.0.0.0" if os.environ.get("SPACE_ID") else "127.0.0.1")
+    if args.steps != DEFAULT_STEPS:
+        demo = build_demo(default_steps=args.steps)
+    get_resources()  # load the generator once, before the first visitor
+    demo.queue(default_concurrency_limit=2).launch(server_name=host, server_port=args.port, share=args.share,
+                                                   max_file_size=args.max_file_size, **launch_options())
+
+
+if __name__ == "__main__":
+    main()

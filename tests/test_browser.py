@@ -1,0 +1,183 @@
+"""End to end in Chromium (Playwright): drop a face, forget it, move the slider, get an error toast for a bad file.
+
+Screenshots of the main states go to docs/screenshots/. Skipped when Playwright or /usr/bin/chromium is missing.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import socket
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from legato_core import faceworld
+from legato_core.images import to_pil
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = os.environ.get("LEGATO_CHROMIUM", "/usr/bin/chromium")
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run"]
+SHOTS = Path(__file__).resolve().parents[1] / "docs" / "screenshots"
+STEPS = int(os.environ.get("LEGATO_BROWSER_STEPS", 8))  # e.g. 100 for screenshots that show real forgetting
+X0, Y0, CELL, GAP, N_TARGET = 112, 32, 128, 16, 3  # grid layout, as in legato_core.studio.Studio
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
+    if not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)):
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install -y chromium, or set LEGATO_CHROMIUM)")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def app_url(browser):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        import app
+        from legato_core.studio import get_resources
+
+        get_resources()
+    except FileNotFoundError as e:
+        pytest.skip(f"trained weights are missing: {e}")
+    app.STUDIO_OPTIONS["curve_views"] = 3  # a cheaper forgetting curve: the UI is under test, not the metric
+    demo = app.build_demo()
+    _, url, _ = demo.queue().launch(prevent_thread_lock=True, server_port=_free_port(), quiet=True,
+                                    max_file_size="5mb", **app.launch_options())
+    yield url
+    app.close_sessions()
+    app.STUDIO_OPTIONS.pop("curve_views", None)
+    demo.close()
+    torch.set_num_threads(threads)
+
+
+def _grid(page) -> tuple[str, np.ndarray]:
+    src = page.locator("#grid img").get_attribute("src")
+    body = page.request.get(src).body()
+    return src, np.asarray(Image.open(io.BytesIO(body)).convert("RGB"), dtype=int)
+
+
+def _rows(im: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Top and bottom grid rows, without the two edge lines a JPEG decoder blends with their surroundings."""
+    return im[Y0 + 2:Y0 + CELL - 2, X0:], im[Y0 + CELL + GAP + 2:Y0 + 2 * CELL + GAP - 2, X0:]
+
+
+def _wait_new_grid(page, old_src: str, timeout: float = 30_000) -> None:
+    page.wait_for_function("(old) => { const i = document.querySelector('#grid img'); return i && i.src !== old; }",
+                           arg=old_src, timeout=timeout)
+
+
+def _status(page) -> str:
+    return page.locator("#status textarea").input_value()
+
+
+def _shot(page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / name), full_page=True)
+
+
+def test_drop_forget_slide_and_bad_file(app_url, browser, tmp_path):
+    face = tmp_path / "my-face.png"
+    to_pil(faceworld.render([200_003], 0)[0]).resize((256, 256), Image.BICUBIC).save(face)
+    page = browser.new_page(viewport={"width": 1500, "height": 1000})
+    outside = []  # the page must not reach anything but the app (no CDN, fonts, analytics)
+    page.on("request", lambda r: None if r.url.startswith((app_url.rstrip("/"), "data:", "blob:"))
+            else outside.append(r.url))
+    page.goto(app_url)
+    page.wait_for_selector("#examples img")
+    _shot(page, "01_start.png")
+
+    # drop a face: it is inverted and shown beside its inversion, with the grid at t = 0
+    t0 = time.time()
+    page.locator("#face_upload input[type=file]").set_input_files(str(face))
+    page.wait_for_function("document.querySelector('#status textarea').value.startsWith('Added')", timeout=60_000)
+    page.wait_for_selector("#grid img")
+    first_render = time.time() - t0
+    assert page.locator("#source_image img").count() == 1 and page.locator("#inversion_image img").count() == 1
+    _, grid0 = _grid(page)
+    top, bottom = _rows(grid0)
+    assert np.abs(top - bottom).max() <= 2
+    _shot(page, "02_face_added.png")
+
+    # forget with a few steps: live status, loss curve, preview; then the slider comes alive at t = T
+    steps = page.locator("#steps input[type=number]")
+    steps.fill(str(STEPS))
+    steps.press("Enter")
+    t0 = time.time()
+    page.click("#forget_btn")
+    page.wait_for_function("document.querySelector('#status textarea').value.includes('step')", timeout=60_000)
+    page.click("#forget_btn")  # a second job in the same session is refused politely
+    page.wait_for_selector(".toast-body:has-text('Only one job per session')", timeout=10_000)
+    page.wait_for_selector("#loss_plot .js-plotly-plot", timeout=30_000)
+    _shot(page, "03_training.png")
+    page.wait_for_function("document.querySelector('#status textarea').value.startsWith('Done')",
+                           timeout=180_000 + 2_000 * STEPS)
+    forget_seconds = time.time() - t0
+    page.wait_for_selector("#curve .js-plotly-plot", timeout=30_000)
+    page.wait_for_function("document.querySelector('#t_slider input[type=range]').value === '1.6'", timeout=10_000)
+    page.wait_for_selector(".toast-body", state="detached", timeout=15_000)  # the warning toast has gone
+    _, grid_t = _grid(page)
+    top, bottom = _rows(grid_t)
+    w = N_TARGET * CELL
+    assert np.abs(top[:, :w] - bottom[:, :w]).mean() > 1, "at t = T the forgotten face must look different"
+    _shot(page, "04_forgotten_t_max.png")
+
+    # slide to t = 0.8, then t = 0: the images change with t and are the originals at t = 0
+    slider = page.locator("#t_slider input[type=range]")
+    latencies = []
+    for value in ("0.8", "0"):
+        src_before = page.locator("#grid img").get_attribute("src")
+        t1 = time.time()
+        slider.fill(value)  # an "input" event, as while dragging
+        _wait_new_grid(page, src_before)
+        slider.dispatch_event("pointerup")  # the end of the drag: the curve's marker follows
+        page.wait_for_function("(v) => { const p = document.querySelector('#curve .js-plotly-plot');"
+                               " return !!p && !!p.data && p.data.some(tr => tr.mode === 'markers'"
+                               " && Math.abs(tr.x[0] - parseFloat(v)) < 1e-6); }", arg=value, timeout=10_000)
+        page.wait_for_function("document.querySelector('#grid img').complete")
+        latencies.append(time.time() - t1)
+        if value == "0.8":
+            _, grid_mid = _grid(page)
+            assert np.abs(grid_mid - grid_t).mean() > 0.1, "the grid must change with t"
+            _shot(page, "05_slider_t0.8.png")
+    _, grid_zero = _grid(page)
+    top, bottom = _rows(grid_zero)
+    assert np.abs(top - bottom).max() <= 2, "t = 0 must show exactly the original model"
+    assert np.abs(grid_zero[Y0:] - grid0[Y0:]).max() <= 2, "t = 0 equals the grid from before training"
+    _shot(page, "06_slider_t0.png")
+
+    # a bad file: clear error toast, nothing added
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(face.read_bytes()[:300])
+    page.locator("#face_upload input[type=file]").set_input_files(str(bad))
+    toast = page.wait_for_selector(".toast-body:has-text('Cannot use this file')", timeout=30_000)
+    assert "truncated" in toast.inner_text()
+    time.sleep(1.0)  # let the toast finish sliding in
+    _shot(page, "07_bad_file.png")
+    assert page.locator("#status textarea").count() == 1, "only the upload box may show the error"
+    assert page.locator("#grid img").count() == 1
+    page.locator("#face_upload input[type=file]").set_input_files(str(face))  # and a good file still works
+    page.wait_for_function("document.querySelector('#status textarea').value.startsWith('Added')"
+                           " && document.querySelector('#identity input').value.startsWith('2')", timeout=60_000)
+    page.close()
+    assert not outside, f"requests left the machine: {outside[:5]}"
+    print(f"browser: first render {first_render:.2f} s after the drop; forget {STEPS} steps {forget_seconds:.1f} s; "
+          f"slider -> new grid on screen {', '.join(f'{1000 * x:.0f} ms' for x in latencies)}")
