@@ -3,6 +3,10 @@ so engine mechanics are tested without shipped weights; tests that need trained 
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spinning OpenMP threads stall badly on a busy 2-core box
+
 import pytest
 import torch
 from torch import nn
