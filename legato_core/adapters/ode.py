@@ -41,13 +41,13 @@ class ODEConfig:
         return asdict(self)
 
 
-class ConvVectorField(nn.Module):
-    """f(x) = Conv1x1(C->H) -> LeakyReLU(0.2) -> Conv1x1(H->C); the last conv starts at zero (f == 0)."""
+class _TwoLayerField(nn.Module):
+    """f(x) = layer(C->H) -> LeakyReLU(0.2) -> layer(H->C); the last layer starts at zero, so f == 0 at init."""
 
-    def __init__(self, channels: int, hidden: int = 256):
+    def __init__(self, layer, channels: int, hidden: int = 256):
         super().__init__()
-        self.inp = nn.Conv2d(channels, hidden, 1)
-        self.out = nn.Conv2d(hidden, channels, 1)
+        self.inp = layer(channels, hidden)
+        self.out = layer(hidden, channels)
         nn.init.kaiming_uniform_(self.inp.weight, a=math.sqrt(5))
         nn.init.zeros_(self.inp.bias)
         nn.init.zeros_(self.out.weight)
@@ -57,24 +57,19 @@ class ConvVectorField(nn.Module):
         return self.out(nn.functional.leaky_relu(self.inp(x), 0.2))
 
 
-class TokenVectorField(nn.Module):
-    """f(x) = Linear(C->H) -> LeakyReLU(0.2) -> Linear(H->C) over the last axis; the last layer starts at zero.
-
-    For sites whose output is a token sequence (B, tokens, C), e.g. a diffusion UNet's cross-attention output:
-    the same per-position map as :class:`ConvVectorField`, applied where channels are the last axis.
-    """
+class ConvVectorField(_TwoLayerField):
+    """Conv1x1(C->H) -> LeakyReLU(0.2) -> Conv1x1(H->C) on (B, C, H, W) feature maps (the LEGATO reference)."""
 
     def __init__(self, channels: int, hidden: int = 256):
-        super().__init__()
-        self.inp = nn.Linear(channels, hidden)
-        self.out = nn.Linear(hidden, channels)
-        nn.init.kaiming_uniform_(self.inp.weight, a=math.sqrt(5))
-        nn.init.zeros_(self.inp.bias)
-        nn.init.zeros_(self.out.weight)
-        nn.init.zeros_(self.out.bias)
+        super().__init__(lambda cin, cout: nn.Conv2d(cin, cout, 1), channels, hidden)
 
-    def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:  # time-independent field
-        return self.out(nn.functional.leaky_relu(self.inp(x), 0.2))
+
+class TokenVectorField(_TwoLayerField):
+    """Linear(C->H) -> LeakyReLU(0.2) -> Linear(H->C) over the last axis, for token sequences (B, tokens, C)
+    such as a diffusion UNet's cross-attention output: the same per-position map as :class:`ConvVectorField`."""
+
+    def __init__(self, channels: int, hidden: int = 256):
+        super().__init__(nn.Linear, channels, hidden)
 
 
 FIELD_KINDS: dict[str, type[nn.Module]] = {"conv": ConvVectorField, "token": TokenVectorField}
