@@ -21,8 +21,19 @@ import torch
 from PIL import Image
 
 from legato_core import faceworld
+from legato_core.backends.registry import EMBEDDED_LABEL, BackendSpec
+from legato_core.cli import add_backend_options
 from legato_core.images import ImageError, to_pil
-from legato_core.studio import EXAMPLE_IDS, JOB_QUEUE, BusyError, Studio, StudioError, get_resources
+from legato_core.studio import (
+    EXAMPLE_IDS,
+    JOB_QUEUE,
+    BusyError,
+    Resources,
+    Studio,
+    StudioError,
+    get_resources,
+    set_resources,
+)
 from legato_core.unlearning.engine import ForgetConfig
 
 DEFAULT_STEPS = int(os.environ.get("LEGATO_STEPS", ForgetConfig().steps))
@@ -35,6 +46,14 @@ NOTE = (
     "are accepted and go through the same pipeline, but their inversion can only be the nearest face-world face; "
     "forgetting real people needs a real-model backend (a photo-realistic generator and face-recognition "
     "network). Uploaded images stay in this session's memory and are dropped when the tab closes."
+)
+
+NOTE_PHOTO_MODEL = (
+    "**About this demo.** It runs a real-model backend (named above): uploads are embedded or inverted by that "
+    "model, and the forgetting curve is scored by the insightface judge (no curve without an insightface pack). "
+    "The \"retained\" column shows random "
+    "identities from the model's own prior. Uploaded images stay in this session's memory and are dropped when "
+    "the tab closes."
 )
 
 INTRO = (
@@ -151,16 +170,20 @@ def _path(payload) -> str | None:
 
 
 # -- the app -----------------------------------------------------------------------------------------------------
-def build_demo(default_steps: int = DEFAULT_STEPS) -> gr.Blocks:
+def build_demo(default_steps: int = DEFAULT_STEPS, backend_label: str = EMBEDDED_LABEL,
+               face_world: bool = True) -> gr.Blocks:
+    """The page. ``backend_label``: the live backend's line (``Resources.backend_label``); ``face_world``: offer
+    face-world examples (only the embedded backend can invert them)."""
     with gr.Blocks(title="legato: continuous identity unlearning", delete_cache=(1800, 3600)) as demo:
         state = gr.State(None, delete_callback=_close_state)
         gr.Markdown(INTRO, elem_id="intro")
+        gr.Markdown(f"**Backend:** {backend_label}", elem_id="backend")
         gr.Markdown("## 1 · Add a face")
         with gr.Row():
             with gr.Column(scale=1, min_width=260):
                 upload = gr.Image(label="Drop a face image", type="filepath", sources=["upload"],
                                   image_mode=None, height=200, elem_id="face_upload")
-            with gr.Column(scale=3, min_width=400):
+            with gr.Column(scale=3, min_width=400, visible=face_world):
                 gr.Markdown(f"**…or pick a face-world identity** (ids {EXAMPLE_IDS[0]}–{EXAMPLE_IDS[-1]}, "
                             "held out from every training set)")
                 gallery = gr.Gallery(value=_example_gallery(), show_label=False, columns=len(EXAMPLE_IDS), height=125,
@@ -169,7 +192,7 @@ def build_demo(default_steps: int = DEFAULT_STEPS) -> gr.Blocks:
                     with gr.Row():
                         face_id = gr.Number(value=200_010, precision=0, label="face-world id", elem_id="face_id")
                         add_id = gr.Button("Add", elem_id="add_id_btn", scale=0)
-        gr.Markdown(NOTE, elem_id="note")
+        gr.Markdown(NOTE if face_world else NOTE_PHOTO_MODEL, elem_id="note")
         gr.Markdown("## 2 · Forget it")
         with gr.Row():
             with gr.Column(scale=1, min_width=320):
@@ -396,9 +419,21 @@ def launch_options() -> dict:
             "theme": gr.themes.Soft()}
 
 
+def load_resources(spec: BackendSpec) -> Resources:
+    """Build the process-wide resources on the backend the flags chose (the embedded default: as it always was),
+    before the first visitor; a diffusers backend is judged by its insightface pack."""
+    if spec.is_default:
+        return get_resources()
+    backend = spec.load()
+    # a diffusers backend is judged by insightface when a pack is given; without one the app runs with no curve
+    judge = spec.judge(backend) if spec.kind != "embedded" and spec.insightface_pack else None
+    return set_resources(Resources(backend, judge=judge, label=spec.label(backend)))
+
+
 def main(argv: list[str] | None = None) -> None:
     global demo
-    ap = argparse.ArgumentParser(description="legato demo (gradio)")
+    ap = argparse.ArgumentParser(description="legato demo (gradio); every flag of the backend group can also be set "
+                                             "with its LEGATO_* environment variable, e.g. LEGATO_BACKEND=ddpm")
     ap.add_argument("--host", default=None,
                     help="address to bind (default 127.0.0.1; 0.0.0.0 on Hugging Face Spaces, where SPACE_ID is set)")
     ap.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
@@ -409,16 +444,28 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=int(os.environ.get("LEGATO_THREADS", 0)),
                     help="torch threads per operation (0: torch's default)")
     ap.add_argument("--max-file-size", default=MAX_FILE_SIZE, help="largest upload, e.g. 10mb")
+    add_backend_options(ap, judge=False, environ=os.environ)
     args = ap.parse_args(argv)
     if args.max_jobs < 1:
         ap.error("--max-jobs must be at least 1")
+    spec = BackendSpec.from_args(args)
+    try:
+        spec.check()  # flags (or LEGATO_* variables) that are wrong fail here, before anything loads
+    except (ValueError, FileNotFoundError) as e:
+        ap.error(str(e))
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     JOB_QUEUE.max_jobs = args.max_jobs
     host = args.host or ("0.0.0.0" if os.environ.get("SPACE_ID") else "127.0.0.1")
-    if args.steps != DEFAULT_STEPS:
-        demo = build_demo(default_steps=args.steps)
-    get_resources()  # load the generator once, before the first visitor
+    try:
+        res = load_resources(spec)  # load the generator once, before the first visitor
+    except (ValueError, FileNotFoundError, ImportError) as e:
+        ap.error(str(e))
+    print(f"legato demo: backend {res.backend_label}")
+    if not res.face_world and res.judge is None:
+        print("legato demo: no insightface pack (--insightface-pack), so no judge: forgetting curves are off")
+    if args.steps != DEFAULT_STEPS or not spec.is_default:
+        demo = build_demo(default_steps=args.steps, backend_label=res.backend_label, face_world=res.face_world)
     demo.queue(default_concurrency_limit=2).launch(server_name=host, server_port=args.port, share=args.share,
                                                    max_file_size=args.max_file_size, **launch_options())
 

@@ -6,9 +6,54 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
+import numpy as np
 import torch
+
+from .backends.registry import BACKENDS, DEVICES, DTYPES, JUDGES, BackendSpec, resolve_judge
+
+# backend option -> environment variable, for app.py (a Hugging Face Space is configured without flags)
+BACKEND_ENV = {"backend": "LEGATO_BACKEND", "model_path": "LEGATO_MODEL_PATH",
+               "base_model_path": "LEGATO_BASE_MODEL_PATH", "insightface_pack": "LEGATO_INSIGHTFACE_PACK",
+               "arcface_torch": "LEGATO_ARCFACE_TORCH", "device": "LEGATO_DEVICE", "dtype": "LEGATO_DTYPE",
+               "gradient_checkpointing": "LEGATO_GRADIENT_CHECKPOINTING",
+               "num_inference_steps": "LEGATO_INFERENCE_STEPS"}
+
+
+def add_backend_options(parser: argparse.ArgumentParser, judge: bool = True,
+                        environ: Mapping[str, str] | None = None) -> None:
+    """The backend flags (``forget``, ``render``, ``bench`` and ``app.py``); they map one to one onto
+    :class:`~legato_core.backends.registry.BackendSpec`. With ``environ``, defaults come from ``LEGATO_*`` variables."""
+    env = {k: environ.get(v) or None for k, v in BACKEND_ENV.items()} if environ is not None else {}
+    g = parser.add_argument_group("backend", "which generator runs; every path is local (nothing is downloaded)")
+    g.add_argument("--backend", choices=BACKENDS, default=env.get("backend") or "embedded",
+                   help="embedded: the shipped face-world model (CPU); arc2face / ddpm: diffusers checkpoints")
+    g.add_argument("--model-path", metavar="PATH", default=env.get("model_path"),
+                   help="arc2face: Arc2Face's models/ folder; ddpm: the checkpoint folder; embedded: a generator "
+                        "folder (default: assets/generator)")
+    g.add_argument("--base-model-path", metavar="PATH", default=env.get("base_model_path"),
+                   help="arc2face: local Stable Diffusion 1.5 folder (vae/, tokenizer/, scheduler/)")
+    g.add_argument("--insightface-pack", metavar="PATH", default=env.get("insightface_pack"),
+                   help="insightface pack folder (e.g. antelopev2): embeds uploads for arc2face; the judge for "
+                        "arc2face/ddpm")
+    g.add_argument("--arcface-torch", metavar="PATH", default=env.get("arcface_torch"),
+                   help="differentiable ArcFace (TorchScript .pt or torch.export .pt2) for an identity loss")
+    g.add_argument("--device", choices=DEVICES, default=env.get("device"),
+                   help="arc2face/ddpm (default: cuda when available, else cpu)")
+    g.add_argument("--dtype", choices=DTYPES, default=env.get("dtype"),
+                   help="arc2face/ddpm (default: bf16 on cuda, fp32 on cpu)")
+    g.add_argument("--gradient-checkpointing", action="store_true",
+                   default=(env.get("gradient_checkpointing") or "").lower() in ("1", "true", "yes"),
+                   help="arc2face/ddpm: less training memory, slower steps")
+    g.add_argument("--inference-steps", dest="num_inference_steps", type=int, metavar="N",
+                   default=env.get("num_inference_steps"),  # a string default goes through type=int too
+                   help="arc2face/ddpm: sampling steps (default 25 for arc2face, 50 for ddpm)")
+    if judge:
+        g.add_argument("--judge", choices=JUDGES,
+                       help="network that scores the metrics (default: embedded for the embedded backend, "
+                            "insightface from --insightface-pack for arc2face/ddpm)")
 
 
 def _print_json(obj: dict) -> None:
@@ -53,6 +98,7 @@ def _cmd_identity_evaluate(args) -> int:
 
 
 def _load_backend():
+    """The embedded backend, for the commands that only exist for it (generator evaluate / sheet)."""
     from .backends.embedded import EmbeddedFaceBackend
 
     return EmbeddedFaceBackend.from_pretrained()
@@ -90,13 +136,30 @@ def _cmd_generator_sheet(args) -> int:
     return 0
 
 
-def _read_image(path: str) -> torch.Tensor:
-    from .images import load_image
-
-    return load_image(path)[None]
+MAX_PHOTO_SIDE = 1024
 
 
-def _target_input(args, backend):
+def _read_image(path: str, kind: str = "embedded", backend=None) -> torch.Tensor:
+    """(1, 3, H, W) in [0, 1] at the size each backend wants: 64 x 64 for the embedded one, the checkpoint's
+    resolution for DDPM (centre square crop), the whole photo for Arc2Face (insightface finds the face)."""
+    from .images import load_image, open_image, to_tensor
+
+    if kind == "embedded":
+        return load_image(path)[None]
+    im = open_image(path)
+    if kind == "ddpm":
+        return to_tensor(im, backend.size)[None]
+    im.thumbnail((MAX_PHOTO_SIDE, MAX_PHOTO_SIDE))  # insightface detects at 640 px: more only costs memory
+    return torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()[None]
+
+
+def _check_identity_flag(args, spec) -> None:
+    if getattr(args, "identity", None) is not None and spec.kind != "embedded":
+        raise ValueError(f"--identity picks a face-world identity, which only the embedded backend can draw; give "
+                         f"a photo with --image PATH for the {spec.kind} backend")
+
+
+def _target_input(args, backend, kind: str = "embedded"):
     """(latent, other_latents, other_views, description) for --image or --identity."""
     from . import faceworld
 
@@ -108,9 +171,26 @@ def _target_input(args, backend):
         others = faceworld.render([args.identity] * 5, [1, 2, 3, 4, 5])
         ow, ov = backend.invert(others)
         return w, ow, ov, {"identity": args.identity}
-    img = _read_image(args.image)
+    img = _read_image(args.image, kind, backend)
     w, _ = backend.invert(img)
     return w, None, None, {"image": str(args.image)}
+
+
+# report sizes for the diffusers backends: every sample is a full sampling run (seconds each on a GPU), and DDPM
+# has no views (DDIM from x_T is deterministic), so one view is enough
+DIFFUSION_REPORT = {"arc2face": {"n_views": 4, "curve_points": 5}, "ddpm": {"n_views": 1, "curve_points": 5}}
+DIFFUSION_EVAL_SAMPLES = 32
+
+
+def _report_sizes(kind: str, eval_samples: int | None) -> dict:
+    """unlearning_report sizes: the embedded defaults as they were; small ones for the diffusers backends."""
+    if kind == "embedded":
+        sizes: dict = {}
+        if eval_samples is not None:
+            sizes = {"n_retain": min(200, eval_samples), "n_fd": eval_samples}
+        return sizes
+    n = eval_samples if eval_samples is not None else DIFFUSION_EVAL_SAMPLES
+    return {**DIFFUSION_REPORT[kind], "n_retain": n, "n_fd": n}
 
 
 def _cmd_forget(args) -> int:
@@ -120,10 +200,17 @@ def _cmd_forget(args) -> int:
     from .unlearning.engine import ForgetConfig, train_adapter
     from .unlearning.targets import TargetConfig
 
+    spec = BackendSpec.from_args(args)
+    _check_identity_flag(args, spec)
+    if args.eval_samples is not None and args.eval_samples < 2:
+        raise ValueError("--eval-samples must be at least 2")
+    spec.check()
+    judge_name = resolve_judge(args.judge, spec.kind, spec.insightface_pack)  # before any model loads
     torch.set_num_threads(args.threads)
-    backend = _load_backend()
+    backend = spec.load()
+    judge = None if judge_name == "embedded" else spec.judge(backend, judge_name)  # None: unlearning_report's own
     t0 = time.time()
-    w, ow, ov, desc = _target_input(args, backend)
+    w, ow, ov, desc = _target_input(args, backend, spec.kind)
     cfg = ForgetConfig(seed=args.seed, target=TargetConfig(kind=args.target))
     if args.steps:
         cfg.steps = args.steps
@@ -137,11 +224,12 @@ def _cmd_forget(args) -> int:
     res.adapter.save(args.out)
     res.adapter.attach(backend)
     try:
-        rep = unlearning_report(backend, AdapterKnob(backend, [res.adapter]), w, cfg.ode.t_end, ow, ov)
+        rep = unlearning_report(backend, AdapterKnob(backend, [res.adapter]), w, cfg.ode.t_end, ow, ov,
+                                judge=judge, **_report_sizes(spec.kind, args.eval_samples))
     finally:
         res.adapter.detach()
     rep.update({"seconds": round(seconds, 2), "steps": cfg.steps, "seed": cfg.seed, "target": args.target,
-                "adapter": str(args.out), **desc})
+                "adapter": str(args.out), "backend": spec.label(backend), "judge": judge_name, **desc})
     if args.report:
         Path(args.report).parent.mkdir(parents=True, exist_ok=True)
         Path(args.report).write_text(json.dumps(rep, indent=2) + "\n")
@@ -155,12 +243,14 @@ def _cmd_render(args) -> int:
     from . import faceworld
     from .adapters import ODEAdapter
 
-    backend = _load_backend()
+    spec = BackendSpec.from_args(args)
+    _check_identity_flag(args, spec)
+    backend = spec.load()
     adapter = ODEAdapter.load(args.adapter, backend)
     if args.identity is not None:
         img = faceworld.render([args.identity], 0)
     else:
-        img = _read_image(args.image)
+        img = _read_image(args.image, spec.kind, backend)
     w, v = backend.invert(img)
     views = torch.cat([v, backend.canonical_views(args.views)[1:]]) if args.views > 1 else v
     lat = w.expand(len(views), -1)
@@ -172,7 +262,8 @@ def _cmd_render(args) -> int:
             after = backend.render(lat, views)
         finally:
             adapter.detach()
-    sheet = faceworld.contact_sheet(torch.cat([before, after]), rows=2, upscale=3)
+    upscale = max(1, 192 // before.shape[-1])  # 3x for the embedded 64 px renders, as before
+    sheet = faceworld.contact_sheet(torch.cat([before, after]), rows=2, upscale=upscale)
     faceworld.save_png(sheet, args.out)
     print(f"wrote {args.out}: top row t=0 (base), bottom row t={args.t}")
     return 0
@@ -182,14 +273,22 @@ def _cmd_bench(args) -> int:
     from .baselines.benchmark import METHODS, default_config, run_benchmark, summarise, write_outputs
     from .ranges import check_evaluation_ids
 
+    spec = BackendSpec.from_args(args)
+    if spec.kind != "embedded":
+        raise ValueError(f"--backend {spec.kind} is not supported by bench yet: the benchmark runs on the embedded "
+                         "backend")
+    if args.judge not in (None, "embedded"):
+        raise ValueError("--judge insightface is not supported by bench yet: the benchmark scores with the embedded "
+                         "judge")
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown methods {unknown}; choose from {list(METHODS)}")
     if not args.allow_dev_ids:
         check_evaluation_ids([args.first_identity])
+    spec.check()
     torch.set_num_threads(args.threads)
-    backend = _load_backend()
+    backend = spec.load()
     cfg = default_config(args.quick)
     if args.steps:
         cfg.steps = args.steps
@@ -257,6 +356,10 @@ def build_parser() -> argparse.ArgumentParser:
     fg.add_argument("--target", choices=["average", "extrapolated", "proximity"], default="extrapolated")
     fg.add_argument("--threads", type=int, default=2)
     fg.add_argument("--quiet", action="store_true")
+    fg.add_argument("--eval-samples", type=int,
+                    help="random identities for retention and fd_judge (default: 200/500 embedded, "
+                         f"{DIFFUSION_EVAL_SAMPLES} for arc2face/ddpm, where each is a full sampling run)")
+    add_backend_options(fg)
     fg.set_defaults(func=_cmd_forget)
 
     rp = sub.add_parser("render", help="render an identity through an adapter at intensity t")
@@ -267,6 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--identity", type=int)
     rp.add_argument("--views", type=int, default=4)
     rp.add_argument("--out", required=True)
+    add_backend_options(rp, judge=False)
     rp.set_defaults(func=_cmd_render)
     bp = sub.add_parser("bench", help="LEGATO against GUIDE, SalUn, UNO, UNO-S and LoRA on held-out targets")
     bp.add_argument("--methods", default="legato,guide,salun,uno,uno-s,lora")
@@ -278,6 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     bp.add_argument("--threads", type=int, default=2)
     bp.add_argument("--allow-dev-ids", action="store_true")
     bp.add_argument("--out", required=True)
+    add_backend_options(bp)
     bp.set_defaults(func=_cmd_bench)
     return ap
 
@@ -286,6 +391,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, TypeError) as e:
+    except (ValueError, FileNotFoundError, TypeError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -1,4 +1,7 @@
-"""Unlearning metrics, scored only by the ``judge`` network (never by the network that trained adapters).
+"""Unlearning metrics, scored only by a judge network (never by the network that trained adapters).
+
+The judge is the embedded ``judge`` model by default; the diffusers backends pass an insightface judge
+(``judge=InsightFaceIdentity(pack)``), since the embedded one only knows 64 x 64 face-world faces.
 
 - ID_target(t): mean judge cosine between base and adapted renders of the target latent over fixed views.
 - ID_others(t): the same for *other* photos of the person, inverted but not trained on.
@@ -18,7 +21,7 @@ import numpy as np
 import torch
 from scipy import linalg
 
-from .identity.model import IdentityModel, load_identity_model
+from .identity.model import load_identity_model
 
 
 @contextmanager
@@ -44,6 +47,14 @@ class Knob(Protocol):
     def at(self, s: float | None) -> AbstractContextManager: ...
 
 
+class Judge(Protocol):
+    """What metrics need from an identity network: ``embed(images)`` -> unit vectors, and a same-person cosine."""
+
+    threshold: float
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor: ...
+
+
 class AdapterKnob:
     """LEGATO's knob: the integration time t of the attached ODE adapters."""
 
@@ -57,7 +68,7 @@ class AdapterKnob:
 
 
 @torch.no_grad()
-def _judge_embed(backend, judge: IdentityModel, latents: torch.Tensor, views: torch.Tensor, batch: int = 128):
+def _judge_embed(backend, judge: Judge, latents: torch.Tensor, views: torch.Tensor, batch: int = 128):
     out = []
     for i in range(0, len(latents), batch):
         out.append(judge.embed(backend.render(latents[i:i + batch], views[i:i + batch])))
@@ -72,9 +83,9 @@ def _pairs(latents: torch.Tensor, views: torch.Tensor) -> tuple[torch.Tensor, to
 
 @torch.no_grad()
 def identity_similarity(knob: Knob, latents: torch.Tensor, views: torch.Tensor, s: float,
-                        judge: IdentityModel | None = None, base: torch.Tensor | None = None) -> torch.Tensor:
+                        judge: Judge | None = None, base: torch.Tensor | None = None) -> torch.Tensor:
     """Per-latent mean judge cosine between base and knob-``s`` renders over ``views`` -> (N,)."""
-    judge = judge or load_identity_model("judge")
+    judge = judge if judge is not None else load_identity_model("judge")
     lat, vw = _pairs(latents, views)
     if base is None:
         with knob.at(None) as model:
@@ -97,9 +108,14 @@ def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
 def unlearning_report(backend, knob: Knob, target_latent: torch.Tensor, s: float,
                       other_latents: torch.Tensor | None = None, other_views: torch.Tensor | None = None,
                       n_views: int = 8, n_retain: int = 200, n_fd: int = 500, curve_points: int = 9,
-                      s_end: float | None = None, trainable_parameters: int | None = None, seed: int = 1234) -> dict:
-    """All engine metrics at knob value ``s`` plus the forgetting curve ID_target on [0, s_end]."""
-    judge = load_identity_model("judge")
+                      s_end: float | None = None, trainable_parameters: int | None = None, seed: int = 1234,
+                      judge: Judge | None = None) -> dict:
+    """All engine metrics at knob value ``s`` plus the forgetting curve ID_target on [0, s_end].
+
+    ``judge``: the scoring network (default: the embedded ``judge``); e.g. an ``InsightFaceIdentity`` for the
+    diffusers backends.
+    """
+    judge = judge if judge is not None else load_identity_model("judge")
     views = backend.canonical_views(n_views)
     target_latent = target_latent[:1]
     lat, vw = _pairs(target_latent, views)

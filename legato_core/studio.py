@@ -131,39 +131,79 @@ JOB_QUEUE = JobQueue(1)
 
 # -- shared, process-wide resources ------------------------------------------------------------------------------
 class Resources:
-    """The backend(s), the render lock, the fixed retained identities and the lazily loaded judge."""
+    """The backend(s), the render lock, the fixed retained identities and the lazily loaded judge.
+
+    ``backend``: default the embedded face world. A diffusers backend (arc2face, ddpm) is judged by ``judge``, else
+    by its own insightface pack; with neither there is no forgetting curve (the embedded judge only knows 64 x 64
+    face-world faces). ``label``: the line the app shows to say which backend is live (default: from the backend).
+    """
 
     def __init__(self, backend=None, retained_ids: tuple[int, ...] = RETAINED_IDS, curve_retained: int = 12,
-                 seed: int = 20_260_104):
+                 seed: int = 20_260_104, judge=None, label: str | None = None):
+        from .backends.registry import backend_kind, backend_label
+
         if backend is None:
             from .backends.embedded import EmbeddedFaceBackend
 
             backend = EmbeddedFaceBackend.from_pretrained()
         self.base = backend
+        self.kind = backend_kind(backend)
+        if judge is None and self.kind != "embedded":
+            judge = getattr(backend, "identity", None)
+        self.backend_label = label or backend_label(backend)
         self.base.weight_hash()  # computed once here; every copy inherits the cached value
         self._copy_lock = threading.Lock()
         self.render_backend = self.private_backend()
         self.render_lock = threading.Lock()
         gen = torch.Generator().manual_seed(seed)
-        # the grid's "retained" column: face-world people (development ids, never trained on), inverted by the
-        # encoders alone (~20 ms; refining them hardly changes the render); the curve's retention is measured on
-        # random identities from the generator's prior, as in legato_core.metrics
-        self.retained_latents, self.retained_views = backend.invert(faceworld.render(list(retained_ids), 0),
-                                                                    refine_steps=0)
+        if self.face_world:
+            # the grid's "retained" column: face-world people (development ids, never trained on), inverted by the
+            # encoders alone (~20 ms; refining them hardly changes the render); the curve's retention is measured
+            # on random identities from the generator's prior, as in legato_core.metrics
+            self.retained_latents, self.retained_views = backend.invert(faceworld.render(list(retained_ids), 0),
+                                                                        refine_steps=0)
+        else:  # a photo model cannot invert 64 x 64 synthetic faces (insightface finds none): its own prior instead
+            self.retained_latents = backend.sample_latents(len(retained_ids), gen)
+            self.retained_views = backend.canonical_views(len(retained_ids))
         self.curve_retained_latents = backend.sample_latents(curve_retained, gen)
         self._retained_base: torch.Tensor | None = None
-        self._judge = None
+        self._judge = judge
         self._judge_lock = threading.Lock()
 
+    @property
+    def face_world(self) -> bool:
+        """Whether face-world identities (the examples, "add by id") can be used: only the embedded backend."""
+        return self.kind == "embedded"
+
+    @property
+    def image_size(self) -> int:
+        """Square size uploads are cropped to: 64 (embedded), the checkpoint's (ddpm), 512 (arc2face)."""
+        if self.kind == "ddpm":
+            return int(self.base.size)
+        return 512 if self.kind == "arc2face" else 64
+
     def private_backend(self):
-        """A private copy of the pristine base (nothing is ever attached to ``base``, so copies are clean)."""
+        """A private copy of the pristine base (nothing is ever attached to ``base``, so copies are clean).
+
+        Diffusers backends share their frozen tensors and insightface models with the base: only the module
+        structure (where adapter hooks go) is copied, not gigabytes of weights per training task.
+        """
         with self._copy_lock:
-            return copy.deepcopy(self.base)
+            if self.face_world:
+                return copy.deepcopy(self.base)
+            memo = {id(t): t for t in itertools.chain(self.base.parameters(), self.base.buffers())}
+            for name in ("identity", "arcface_torch", "tokenizer"):
+                shared = getattr(self.base, name, None)
+                if shared is not None:
+                    memo[id(shared)] = shared
+            return copy.deepcopy(self.base, memo)
 
     @property
     def judge(self):
+        """The network that scores forgetting curves; None for a diffusers backend loaded without an insightface
+        pack (no curve then)."""
         with self._judge_lock:
-            if self._judge is None:
+            if self._judge is None and self.face_world:
                 from .identity.model import load_identity_model
 
                 self._judge = load_identity_model("judge")
@@ -188,12 +228,21 @@ _RESOURCES_LOCK = threading.Lock()
 
 
 def get_resources() -> Resources:
-    """The process-wide resources, loaded on first use."""
+    """The process-wide resources, loaded on first use (the embedded default unless ``set_resources`` ran)."""
     global _RESOURCES
     with _RESOURCES_LOCK:
         if _RESOURCES is None:
             _RESOURCES = Resources()
         return _RESOURCES
+
+
+def set_resources(resources: Resources) -> Resources:
+    """Install ``resources`` (e.g. built on a backend chosen by the app's flags) as the process-wide ones; sessions
+    created afterwards use them."""
+    global _RESOURCES
+    with _RESOURCES_LOCK:
+        _RESOURCES = resources
+        return resources
 
 
 # -- forgetting curve ---------------------------------------------------------------------------------------------
@@ -380,10 +429,13 @@ class ForgetTask:
                         return
                     self.adapter = self.job.result.adapter
                     self.train_seconds = self.job.result.seconds
-                self.state = "evaluating"
-                self.curve = forgetting_curve(backend, self.adapter, self.entry.latent, self.res.judge,
-                                              self.res.curve_retained_latents, self.curve_views,
-                                              should_stop=self._stop.is_set)
+                judge = self.res.judge
+                if judge is not None:  # None: a diffusers backend without an insightface pack, so no curve
+                    self.state = "evaluating"
+                    views = 1 if self.res.kind == "ddpm" else self.curve_views  # DDIM from x_T has no views
+                    self.curve = forgetting_curve(backend, self.adapter, self.entry.latent, judge,
+                                                  self.res.curve_retained_latents, views,
+                                                  should_stop=self._stop.is_set)
                 self.seconds = time.time() - self._t0
                 self.on_done(self)
                 self.state = "done"
@@ -472,6 +524,11 @@ class Studio:
         self.closed = False
         _LIVE_STUDIOS.add(self)
 
+    @property
+    def backend_label(self) -> str:
+        """Which backend is live (shown in the app), e.g. "embedded face world (CPU)"."""
+        return self.res.backend_label
+
     # -- identities ----------------------------------------------------------------------------------------
     def _check_room(self) -> None:
         if self.closed:
@@ -480,9 +537,12 @@ class Studio:
             raise StudioError(f"this session already holds {self.max_identities} identities, the most it can hold")
 
     def _add(self, name: str, image: torch.Tensor) -> Entry:
-        """image: (3, 64, 64) in [0, 1]."""
+        """image: (3, S, S) in [0, 1], S = ``Resources.image_size``."""
         self._check_room()
-        w, v = self.res.base.invert(image[None])
+        try:
+            w, v = self.res.base.invert(image[None])
+        except ValueError as e:  # e.g. insightface found no face: the message says what to do
+            raise StudioError(str(e)) from e
         return self._add_latent(name, to_pil(image), w, v)
 
     def _add_latent(self, name: str, source: Image.Image, w: torch.Tensor, v: torch.Tensor) -> Entry:
@@ -502,7 +562,7 @@ class Studio:
         im = open_image(image)  # raises ImageError with a clear message
         if name is None:
             name = Path(image).name if isinstance(image, str | Path) else "uploaded face"
-        return self._add(name, to_tensor(im, 64))
+        return self._add(name, to_tensor(im, self.res.image_size))
 
     def add_identity(self, face_id: int) -> Entry:
         """Add a face-world identity by id (frontal view 0)."""
@@ -512,6 +572,9 @@ class Studio:
             raise StudioError(f"a face-world id is a whole number, got {face_id!r}") from e
         if face_id < 0:
             raise StudioError(f"face-world ids are non-negative, got {face_id}")
+        if not self.res.face_world:
+            raise StudioError(f"face-world identities need the embedded backend; this demo runs "
+                              f"{self.res.backend_label}: upload a photo instead")
         return self._add(f"face-world #{face_id}", faceworld.render([face_id], 0)[0])
 
     def get(self, key: str | None = None) -> Entry:
@@ -847,4 +910,4 @@ class Studio:
 
 
 __all__ = ["EXAMPLE_IDS", "JOB_QUEUE", "BusyError", "Entry", "ForgetTask", "ImageError", "JobQueue", "JobStatus",
-           "Resources", "Studio", "StudioError", "forgetting_curve", "get_resources"]
+           "Resources", "Studio", "StudioError", "forgetting_curve", "get_resources", "set_resources"]

@@ -1,25 +1,44 @@
 """One place that turns a backend name and local paths into a backend, for the CLI and the app.
 
-Intended flags (the CLI/app map them one to one onto these keyword arguments):
+The CLI (``forget``, ``render``, ``bench``) and ``app.py`` take these flags and map them one to one onto
+:class:`BackendSpec` and :func:`load_backend`'s keyword arguments (the app also reads them from ``LEGATO_*``
+environment variables, so a Hugging Face Space can be configured without flags):
 
-    --backend {embedded,arc2face,ddpm}   kind
-    --model-path PATH                    model_path       (arc2face: Arc2Face's models/ folder; ddpm: the checkpoint
-                                                           folder; embedded: optional generator folder)
-    --base-model-path PATH               base_model_path  (arc2face: local Stable Diffusion 1.5 for vae/, tokenizer/,
-                                                           scheduler/ when model-path lacks them)
-    --insightface-pack PATH              insightface_pack (folder with the pack's .onnx files, e.g. antelopev2)
-    --arcface-torch PATH                 arcface_torch    (optional differentiable ArcFace, TorchScript .pt or .pt2)
-    --device {cuda,cpu}  --dtype {bf16,fp16,fp32}  --gradient-checkpointing
+    --backend {embedded,arc2face,ddpm}   kind             (LEGATO_BACKEND; default embedded)
+    --model-path PATH                    model_path       (LEGATO_MODEL_PATH; arc2face: Arc2Face's models/ folder;
+                                                           ddpm: the checkpoint folder; embedded: optional
+                                                           generator folder)
+    --base-model-path PATH               base_model_path  (LEGATO_BASE_MODEL_PATH; arc2face: local Stable Diffusion
+                                                           1.5 for vae/, tokenizer/, scheduler/ when model-path
+                                                           lacks them)
+    --insightface-pack PATH              insightface_pack (LEGATO_INSIGHTFACE_PACK; folder with the pack's .onnx
+                                                           files, e.g. antelopev2; also the judge)
+    --arcface-torch PATH                 arcface_torch    (LEGATO_ARCFACE_TORCH; optional differentiable ArcFace,
+                                                           TorchScript .pt or .pt2)
+    --device {cuda,cpu}  --dtype {bf16,fp16,fp32}  --gradient-checkpointing  --inference-steps N
+                                                          (LEGATO_DEVICE, LEGATO_DTYPE, LEGATO_GRADIENT_CHECKPOINTING,
+                                                           LEGATO_INFERENCE_STEPS; diffusers backends only)
+    --judge {embedded,insightface}       the network that scores metrics (CLI forget; see :func:`resolve_judge`)
 
-Nothing here downloads: every path must exist locally.
+Nothing here downloads: every path must exist locally, and a missing one is reported with its flag.
 """
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 BACKENDS = ("embedded", "arc2face", "ddpm")
 IDENTITY_BACKENDS = ("embedded", "insightface", "torch-arcface")
+JUDGES = ("embedded", "insightface")
+DEVICES = ("cuda", "cpu")
+DTYPES = ("bf16", "fp16", "fp32")
+# option -> (flag, what it must be); the flag names make errors actionable from the command line
+PATH_FLAGS = {"model_path": ("--model-path", "folder"), "base_model_path": ("--base-model-path", "folder"),
+              "insightface_pack": ("--insightface-pack", "folder"), "arcface_torch": ("--arcface-torch", "file")}
+DIFFUSERS_ONLY = {"base_model_path": "--base-model-path", "arcface_torch": "--arcface-torch", "device": "--device",
+                  "dtype": "--dtype", "gradient_checkpointing": "--gradient-checkpointing",
+                  "num_inference_steps": "--inference-steps"}
 
 
 def load_backend(kind: str, **paths):
@@ -76,3 +95,148 @@ def load_identity_backend(kind: str, path: str | Path | None = None, **options):
 
         return load_identity_model(str(path) if path is not None else "judge")
     raise ValueError(f"unknown identity backend {kind!r}; choose from {IDENTITY_BACKENDS}")
+
+
+def backend_kind(backend) -> str:
+    """"arc2face", "ddpm", or "embedded" for anything else (the face-world contract: 64 x 64 face-world images
+    can be inverted, so the app's face-world examples and retained identities apply)."""
+    from .diffusion import Arc2FaceBackend, DDPMBackend
+
+    if isinstance(backend, Arc2FaceBackend):
+        return "arc2face"
+    if isinstance(backend, DDPMBackend):
+        return "ddpm"
+    return "embedded"
+
+
+EMBEDDED_LABEL = "embedded face world (CPU)"
+_DTYPE_NAMES = {"torch.bfloat16": "bf16", "torch.float16": "fp16", "torch.float32": "fp32"}
+
+
+def backend_label(backend, model_path: str | Path | None = None) -> str:
+    """One human line naming the live backend, e.g. "embedded face world (CPU)" or
+    "arc2face from /models/Arc2Face/models (cuda, bf16)": what the app shows so nobody mistakes which model runs."""
+    kind = backend_kind(backend)
+    where = f" from {model_path}" if model_path else ""
+    if kind == "embedded":
+        return f"embedded face world{where} (CPU)" if where else EMBEDDED_LABEL
+    info = backend.describe()
+    where = where or f" ({info['base_model_id']})"
+    return f"{kind}{where} ({info['device']}, {_DTYPE_NAMES.get(info['dtype'], info['dtype'])})"
+
+
+def resolve_judge(judge: str | None, kind: str, insightface_pack: str | Path | None = None) -> str:
+    """Which network scores the metrics: the embedded judge for the embedded backend; insightface (which needs a
+    pack) for the diffusers backends, whose renders the embedded judge (64 x 64 face-world faces) cannot score."""
+    if judge is not None and judge not in JUDGES:
+        raise ValueError(f"unknown judge {judge!r}; choose from {JUDGES}")
+    if judge is None:
+        judge = "embedded" if kind == "embedded" else ("insightface" if insightface_pack else None)
+    if judge is None:
+        raise ValueError(f"the {kind} backend needs a judge to score its renders: give --insightface-pack PATH "
+                         "(an insightface pack such as antelopev2 or buffalo_l)")
+    if judge == "embedded" and kind != "embedded":
+        raise ValueError(f"the embedded judge only scores 64x64 face-world renders, not the {kind} backend's: use "
+                         "--judge insightface with --insightface-pack PATH")
+    if judge == "insightface" and not insightface_pack:
+        raise ValueError("--judge insightface needs --insightface-pack PATH")
+    return judge
+
+
+def load_judge(judge: str, insightface_pack: str | Path | None = None, backend=None):
+    """The judge network named by :func:`resolve_judge`; reuses the backend's own insightface pack when it loaded
+    one (loading the ONNX models twice costs memory and time for nothing)."""
+    if judge == "insightface":
+        from .insightface_identity import InsightFaceIdentity
+
+        own = getattr(backend, "identity", None)
+        if isinstance(own, InsightFaceIdentity):
+            return own
+        return load_identity_backend("insightface", Path(insightface_pack).expanduser())
+    return load_identity_backend("embedded")
+
+
+@dataclass
+class BackendSpec:
+    """What the backend flags chose; ``load()`` checks it first, so a wrong flag fails before any model loads."""
+
+    kind: str = "embedded"
+    model_path: str | None = None
+    base_model_path: str | None = None
+    insightface_pack: str | None = None
+    arcface_torch: str | None = None
+    device: str | None = None
+    dtype: str | None = None
+    gradient_checkpointing: bool = False
+    num_inference_steps: int | None = None
+
+    @classmethod
+    def from_args(cls, args) -> BackendSpec:
+        """From an argparse namespace built with the CLI's ``add_backend_options`` (``--backend`` is ``kind``)."""
+        fields = {k: getattr(args, k, None) for k in cls.__dataclass_fields__ if k != "kind"}
+        fields["gradient_checkpointing"] = bool(fields["gradient_checkpointing"])
+        return cls(getattr(args, "backend", None) or "embedded", **fields)
+
+    @property
+    def is_default(self) -> bool:
+        return self == BackendSpec()
+
+    def check(self) -> None:
+        """Raise ValueError/FileNotFoundError naming the flag: unknown choices, flags that do not apply to this
+        kind, a required path left out, a local path that does not exist."""
+        if self.kind not in BACKENDS:
+            raise ValueError(f"unknown backend {self.kind!r}; choose from {BACKENDS}")
+        if self.device is not None and self.device.split(":")[0] not in DEVICES:
+            raise ValueError(f"unknown device {self.device!r}; choose from {DEVICES}")
+        if self.dtype is not None and self.dtype not in DTYPES:
+            raise ValueError(f"unknown dtype {self.dtype!r}; choose from {DTYPES}")
+        given = {k: v for k, v in asdict(self).items() if v not in (None, False)}
+        if self.kind == "embedded":
+            extra = [flag for key, flag in DIFFUSERS_ONLY.items() if key in given]
+            if extra:
+                verb = "applies" if len(extra) == 1 else "apply"
+                raise ValueError(f"{', '.join(extra)} only {verb} to the arc2face and ddpm backends "
+                                 "(add --backend arc2face or --backend ddpm)")
+        if self.kind == "ddpm" and "base_model_path" in given:
+            raise ValueError("--base-model-path only applies to the arc2face backend (Stable Diffusion 1.5 parts)")
+        if self.kind != "embedded" and not self.model_path:
+            what = "Arc2Face's models/ folder" if self.kind == "arc2face" else "a local DDPM checkpoint folder"
+            raise ValueError(f"the {self.kind} backend needs --model-path PATH ({what})")
+        if self.kind == "arc2face" and not self.insightface_pack:
+            raise ValueError("the arc2face backend needs --insightface-pack PATH: uploads are embedded with "
+                             "insightface (antelopev2 + Arc2Face's arcface.onnx)")
+        for key, (flag, what) in PATH_FLAGS.items():
+            value = given.get(key)
+            if value is None:
+                continue
+            path = Path(value).expanduser()
+            ok = path.is_dir() if what == "folder" else path.is_file()
+            if not ok:
+                raise FileNotFoundError(f"{flag} {path}: no such {what} (nothing is downloaded; give a local path)")
+        if self.device is not None and self.device.startswith("cuda"):
+            import torch
+
+            if not torch.cuda.is_available():
+                raise ValueError(f"--device {self.device}: torch sees no CUDA device (use --device cpu)")
+
+    def options(self) -> dict:
+        """``load_backend`` keyword arguments; the embedded backend takes only ``model_path``."""
+        paths = {k: str(Path(v).expanduser()) if v else None for k, v in
+                 (("model_path", self.model_path), ("base_model_path", self.base_model_path),
+                  ("insightface_pack", self.insightface_pack), ("arcface_torch", self.arcface_torch))}
+        if self.kind == "embedded":
+            return {"model_path": paths["model_path"]}
+        return {**paths, "device": self.device, "dtype": self.dtype,
+                "gradient_checkpointing": self.gradient_checkpointing or None,
+                "num_inference_steps": self.num_inference_steps}
+
+    def load(self):
+        self.check()
+        return load_backend(self.kind, **self.options())
+
+    def label(self, backend) -> str:
+        return backend_label(backend, str(Path(self.model_path).expanduser()) if self.model_path else None)
+
+    def judge(self, backend, judge: str | None = None):
+        """The metrics judge for this spec (``judge``: a ``--judge`` choice, None for the default)."""
+        return load_judge(resolve_judge(judge, self.kind, self.insightface_pack), self.insightface_pack, backend)
