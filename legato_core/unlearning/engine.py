@@ -120,7 +120,8 @@ def step_losses(loss_fn: ImageLoss, batch: StepBatch, img, feat, ref_img, ref_fe
     k_l, n_f = batch.k_l, batch.k_l + batch.k_a
     local = loss_fn(img[:k_l], feat[:k_l], ref_img[:k_l], ref_feat[:k_l])
     adj = loss_fn(img[k_l:n_f], feat[k_l:n_f], ref_img[k_l:n_f], ref_feat[k_l:n_f])
-    keep = loss_fn(img[n_f:], feat[n_f:], ref_img[n_f:], ref_feat[n_f:], with_identity=False)
+    keep = loss_fn(img[n_f:], feat[n_f:], ref_img[n_f:], ref_feat[n_f:],
+                   identity_weight=loss_fn.w.preservation_identity)
     w = loss_fn.w
     return {"forget": local["total"] + w.adjacency * adj["total"], "retain": w.preservation * keep["total"],
             "local": local["total"], "identity": local["identity"], "adjacency": adj["total"],

@@ -26,6 +26,9 @@ class LossWeights:
     pixel_l1: float = 1.0
     adjacency: float = 1.0
     preservation: float = 1.0
+    # identity term inside the preservation loss (the reference uses none there); retention is an identity
+    # measure, so keeping random identities' embeddings fixed is the direct way to protect it
+    preservation_identity: float = 0.0
     trajectory: float = 1.0
 
 
@@ -39,6 +42,7 @@ class ArcFaceFeatureDistance(nn.Module):
             raise TypeError("the feature distance needs an identity network with .stem and stage blocks")
         self.stem = net.stem
         self.stages = list(getattr(net, "blocks", getattr(net, "features", [])))
+        self.head = getattr(net, "head", None)  # ArcFaceNet: embedding = normalize(head(last stage))
 
     def features(self, images: torch.Tensor) -> list[torch.Tensor]:
         from ..identity.networks import _prepare
@@ -50,9 +54,16 @@ class ArcFaceFeatureDistance(nn.Module):
             feats.append(x)
         return feats
 
+    def embedding(self, feats: list[torch.Tensor]) -> torch.Tensor | None:
+        """The network's identity embedding from already computed features (None if it has no head)."""
+        return None if self.head is None else F.normalize(self.head(feats[-1]), dim=1)
+
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """Per-sample distance (B,)."""
-        fa, fb = self.features(a), self.features(b)
+        return self.distance(self.features(a), self.features(b))
+
+    @staticmethod
+    def distance(fa: list[torch.Tensor], fb: list[torch.Tensor]) -> torch.Tensor:
         total = 0.0
         for x, y in zip(fa, fb, strict=True):
             x, y = F.normalize(x, dim=1), F.normalize(y, dim=1)
@@ -70,17 +81,27 @@ class ImageLoss(nn.Module):
         self.w = weights
 
     def forward(self, img: torch.Tensor, feat: torch.Tensor, target_img: torch.Tensor, target_feat: torch.Tensor,
-                with_identity: bool = True) -> dict[str, torch.Tensor]:
+                identity_weight: float | None = None) -> dict[str, torch.Tensor]:
+        """``identity_weight``: weight of the identity term (None: ``weights.identity``; 0: not computed)."""
         target_img, target_feat = target_img.detach(), target_feat.detach()
+        w_id = self.w.identity if identity_weight is None else identity_weight
+        fa = self.perceptual.features(img)
+        with torch.no_grad():
+            fb = self.perceptual.features(target_img)
         terms = {
             "feature_mse": F.mse_loss(feat, target_feat),
-            "perceptual": self.perceptual(img, target_img).mean(),
+            "perceptual": self.perceptual.distance(fa, fb).mean(),
             "pixel_l1": (img - target_img).abs().mean(),
         }
-        if with_identity:
-            e, et = self.identity_net(img), self.identity_net(target_img).detach()
+        total = self.w.feature_mse * terms["feature_mse"] + self.w.perceptual * terms["perceptual"] \
+            + self.w.pixel_l1 * terms["pixel_l1"]
+        if w_id:  # one pass of the identity network serves both the perceptual and the identity term
+            e, et = self.perceptual.embedding(fa), self.perceptual.embedding(fb)
+            if e is None:
+                e, et = self.identity_net(img), self.identity_net(target_img)
+            et = et.detach()
             terms["identity"] = (1 - (e * et).sum(1)).mean()
-        total = sum(getattr(self.w, k) * v for k, v in terms.items())
+            total = total + w_id * terms["identity"]
         terms["total"] = total
         return terms
 
