@@ -6,6 +6,7 @@ import pytest
 
 from legato_core.baselines import METHODS, run_method
 from legato_core.baselines.benchmark import run_benchmark, summarise, write_outputs
+from legato_core.figure_export import static_export_unavailable
 from legato_core.unlearning import ForgetConfig
 
 
@@ -32,8 +33,15 @@ def test_outputs_are_written(tiny_bench, tmp_path):
     paths = write_outputs(tiny_bench, tmp_path)
     assert json.loads((tmp_path / "results.json").read_text())["methods"] == list(METHODS)
     assert "| legato |" in (tmp_path / "results.md").read_text()
-    assert (tmp_path / "curves.html").stat().st_size > 1000 and len(paths) == 4
+    html = (tmp_path / "curves.html").read_text()
+    assert "plotly.min.js" in html and "cdn.plot.ly" not in html, "figures must open offline"
+    assert (tmp_path / "plotly.min.js").stat().st_size > 100_000
     assert "guide" in summarise(tiny_bench)
+    if static_export_unavailable() is None:
+        pngs = [tmp_path / "curves.png", tmp_path / "tradeoff.png"]
+        assert all(p in paths and p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+    else:
+        assert static_export_unavailable() in (tmp_path / "PNG_EXPORT.txt").read_text()
 
 
 def test_baselines_leave_the_shared_backend_untouched(embedded):

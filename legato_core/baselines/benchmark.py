@@ -176,10 +176,16 @@ def write_outputs(bench: dict, out: Path) -> list[Path]:
     trade.add_hline(y=bench["threshold"], line_dash="dash", annotation_text="judge threshold")
     trade.update_layout(title="Trade-off: ID_target (lower = forgotten) vs retention (higher = kept)",
                         xaxis_title="retention mean", yaxis_title="ID_target", height=420, width=700)
+    from ..figure_export import write_html, write_png
+
     paths = [out / "results.json", out / "results.md"]
-    for name, f in (("curves", fig), ("tradeoff", trade)):
-        f.write_html(out / f"{name}.html", include_plotlyjs="cdn")
-        paths.append(out / f"{name}.html")
+    figures = {"curves": fig, "tradeoff": trade}
+    paths += [write_html(f, out / f"{name}.html") for name, f in figures.items()]
+    try:
+        paths += write_png({out / f"{name}.png": f for name, f in figures.items()})
+    except RuntimeError as e:  # no offline static exporter: the HTML (which opens offline) is the figure
+        (out / "PNG_EXPORT.txt").write_text(f"{e}\n")
+        paths.append(out / "PNG_EXPORT.txt")
     return paths
 
 
