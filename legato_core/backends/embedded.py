@@ -1,7 +1,9 @@
 """The embedded default backend: the face-world style generator, its view encoder and the arcface network.
 
 Runs offline on a laptop CPU from the weights in ``assets/``. Inversion = arcface embedding -> mapping
-(identity latent) + view encoder (view), refined by a few steps of gradient descent on the pixels.
+(identity latent) + view encoder (view), refined by a few steps of gradient descent on the pixels plus a
+multi-view identity term: renders of the latent in a few *other* (fixed, seeded) views must keep the image's
+arcface embedding. Pixels alone fit the one uploaded view and let the identity drift in views never seen.
 """
 
 from __future__ import annotations
@@ -26,12 +28,14 @@ class EmbeddedFaceBackend(nn.Module):
     base_model_id = BASE_MODEL_ID
 
     def __init__(self, generator: StyleFaceGenerator, view_encoder: ViewEncoder, arcface: IdentityModel,
-                 refine_steps: int = 20, refine_lr: float = 0.05):
+                 refine_steps: int = 12, refine_lr: float = 0.05, identity_views: int = 1,
+                 identity_weight: float = 0.5):
         super().__init__()
         self.generator, self.view_encoder, self.arcface = generator.eval(), view_encoder.eval(), arcface.eval()
         for p in self.parameters():
             p.requires_grad_(False)
         self.refine_steps, self.refine_lr = refine_steps, refine_lr
+        self.identity_views, self.identity_weight = identity_views, identity_weight
         self._hash: str | None = None
         self._perceptual = ArcFaceFeatureDistance(arcface)
 
@@ -102,9 +106,20 @@ class EmbeddedFaceBackend(nn.Module):
             return w, v
         w, v = w.clone().requires_grad_(True), v.clone().requires_grad_(True)
         opt = torch.optim.Adam([w, v], lr=self.refine_lr)
+        n, k = len(images), self.identity_views if self.identity_weight > 0 else 0
+        pc = self._perceptual
+        with torch.no_grad():  # the image's features and embedding are fixed: computed once
+            f_img = pc.features(images)
+            e = pc.embedding(f_img)
+        other_views = random_view_vectors(n * k, torch.Generator().manual_seed(7))
         for _ in range(steps):
-            out = self.generator.synthesize(w, v)
-            loss = (out - images).abs().mean() + 0.5 * self._perceptual(out, images).mean()
+            # one batch: the image's own view first, then k other views of the same latent; one arcface pass
+            # gives the perceptual features (own view) and the identity embeddings (all views)
+            out = self.generator.synthesize(w.repeat(k + 1, 1), torch.cat([v, other_views]))
+            f_out = pc.features(out)
+            loss = (out[:n] - images).abs().mean() + 0.5 * pc.distance([f[:n] for f in f_out], f_img).mean()
+            if k:
+                loss = loss + self.identity_weight * (1 - (pc.embedding(f_out) * e.repeat(k + 1, 1)).sum(1).mean())
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

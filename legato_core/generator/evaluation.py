@@ -48,10 +48,13 @@ def evaluate_generator(backend, identities: int = 200, first_identity: int = 1_0
     distinct = (ea * judge.embed(backend.render(b, vb))).sum(1)
     consistent = (ea * judge.embed(backend.render(a, vb))).sum(1)
 
-    # single-image inversion time (what an upload costs)
+    # single-image inversion time (what an upload costs), after one untimed call that builds the kernels for
+    # batch-1 shapes (a one-off cost per process)
     one = faceworld.render([first_identity], 0)
+    with torch.enable_grad():
+        backend.invert(one)
     single = []
-    for _ in range(3):
+    for _ in range(5):
         t0 = time.perf_counter()
         with torch.enable_grad():
             backend.invert(one)
