@@ -1,0 +1,50 @@
+"""Merge benchmark runs over disjoint targets (e.g. two 1-thread halves run side by side on 2 cores).
+
+    python scripts/merge_bench.py runs/bench-a runs/bench-b --out docs/benchmark
+
+Each input is a `python -m legato_core bench ... --out DIR` folder with the same methods, config and learning
+rates; the output is what one run over all their targets would have written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from legato_core.baselines.benchmark import summarise, write_outputs  # noqa: E402
+
+
+def merge(parts: list[dict]) -> dict:
+    first = parts[0]
+    for p in parts[1:]:
+        for key in ("methods", "config", "lrs", "threshold"):
+            if p[key] != first[key]:
+                raise SystemExit(f"cannot merge: runs differ in {key!r}")
+    merged = dict(first)
+    merged["identities"] = [i for p in parts for i in p["identities"]]
+    merged["results"] = [r for p in parts for r in p["results"]]
+    merged["base_model_reinversion"] = [a for p in parts for a in p["base_model_reinversion"]]
+    merged["seconds"] = max(p.get("seconds", 0) for p in parts)
+    merged["command"] = [p.get("command") for p in parts]
+    merged["merged_from"] = len(parts)
+    return merged
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("runs", nargs="+", type=Path)
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+    bench = merge([json.loads((d / "results.json").read_text()) for d in args.runs])
+    paths = write_outputs(bench, args.out)
+    print(summarise(bench))
+    print("wrote " + ", ".join(str(p) for p in paths))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""Try engine settings on *validation* ids (never evaluation ids): the tuning log in docs/engine.md.
+
+    python scripts/tune_engine.py NAME [field=value ...]      e.g.  K weights.preservation_identity=0.6
+    IDS=100500,100501 THREADS=1 python scripts/tune_engine.py ...
+
+Each ``field=value`` sets a (dotted) ForgetConfig field. Per id: train, then judge-only metrics at t = T with
+200 retained identities; prints one JSON row per id and a SUMMARY line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from legato_core import faceworld  # noqa: E402
+from legato_core.backends.embedded import EmbeddedFaceBackend  # noqa: E402
+from legato_core.metrics import AdapterKnob, unlearning_report  # noqa: E402
+from legato_core.ranges import EVALUATION_START  # noqa: E402
+from legato_core.unlearning.engine import ForgetConfig, train_adapter  # noqa: E402
+
+
+def configured(settings: list[str]) -> ForgetConfig:
+    cfg = ForgetConfig()
+    for item in settings:
+        key, value = item.split("=", 1)
+        *path, leaf = key.split(".")
+        obj = cfg
+        for p in path:
+            obj = getattr(obj, p)
+        cur = getattr(obj, leaf)
+        setattr(obj, leaf, type(cur)(value) if cur is not None else value)
+    return cfg
+
+
+def main() -> None:
+    name, settings = sys.argv[1], sys.argv[2:]
+    torch.set_num_threads(int(os.environ.get("THREADS", 2)))
+    ids = [int(x) for x in os.environ.get("IDS", "100500,100501,100502").split(",")]
+    if max(ids) >= EVALUATION_START:
+        raise SystemExit(f"tuning must use validation ids, not evaluation ids (>= {EVALUATION_START:,})")
+    backend = EmbeddedFaceBackend.from_pretrained()
+    rows = []
+    for ident in ids:
+        cfg = configured(settings)
+        w, _ = backend.invert(faceworld.render([ident], 0))
+        ow, ov = backend.invert(faceworld.render([ident] * 5, [1, 2, 3, 4, 5]))
+        t0 = time.time()
+        res = train_adapter(backend, w, cfg)
+        seconds = time.time() - t0
+        res.adapter.attach(backend)
+        try:
+            rep = unlearning_report(backend, AdapterKnob(backend, [res.adapter]), w, cfg.ode.t_end, ow, ov,
+                                    n_retain=200, n_fd=200)
+        finally:
+            res.adapter.detach()
+        row = {"id": ident, "id_target": round(rep["id_target"], 3), "id_others": round(rep["id_others"], 3),
+               "ret": round(rep["retention_mean"], 3), "p5": round(rep["retention_p5"], 3),
+               "mono": rep["curve_monotone"], "jump": round(rep["curve_max_jump"], 3), "sec": round(seconds, 1),
+               "curve": [round(c[1], 3) for c in rep["curve"]]}
+        print(name, json.dumps(row), flush=True)
+        rows.append(row)
+    mean = {k: round(statistics.mean(r[k] for r in rows), 3) for k in ("id_target", "ret", "p5", "sec")}
+    print("SUMMARY", name, settings, json.dumps({**mean, "monotone": sum(r["mono"] for r in rows)}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
