@@ -64,6 +64,18 @@ def test_euler_defaults_take_four_steps_of_0_4():
     assert torch.allclose(out, manual, atol=1e-5)
 
 
+@pytest.mark.parametrize("t", [0.8000001, 0.7999999, 1.2 + 1e-7, 0.4 * 3, 1e-7, 0.3])
+def test_any_t_in_range_solves_even_within_rounding_of_a_grid_point(t):
+    """Slider and linspace values land within float32 rounding of multiples of the step: they must solve."""
+    f = ConvVectorField(4, 8)
+    _randomise(f, scale=0.1)
+    x = torch.randn(1, 4, 3, 3)
+    for method in ("euler", "rk4"):
+        out = solve(f, x, t, ODEConfig(method=method))
+        near = solve(f, x, round(t, 4) if t > 1e-3 else 0.0, ODEConfig(method=method))
+        assert torch.allclose(out, near, atol=1e-3)
+
+
 @pytest.mark.parametrize("method", ["euler", "midpoint", "rk4", "dopri5"])
 def test_every_solver_runs_and_agrees_roughly(method):
     f = ConvVectorField(4, 8)

@@ -93,9 +93,13 @@ def solve(field: nn.Module, x: torch.Tensor, t: float, config: ODEConfig,
         raise ValueError(f"integration time must be >= 0, got {t}")
     if t == 0:
         return (x, [x]) if return_states else x
-    n_full = math.floor(t / config.step_size + 1e-9)
+    # grid 0, h, 2h, ... then t itself; a t within float32 rounding of a grid point (e.g. 0.8000001 from a
+    # slider or linspace) replaces that point, since torchdiffeq needs strictly increasing float32 times
+    n_full = math.floor(t / config.step_size + 1e-6)
     grid = [k * config.step_size for k in range(n_full + 1)]
-    if t - grid[-1] > 1e-9:
+    if len(grid) > 1 and abs(t - grid[-1]) <= 1e-6 * max(1.0, t):
+        grid[-1] = t
+    elif t > grid[-1]:
         grid.append(t)
     times = torch.tensor(grid, dtype=torch.float32)
     options = {} if config.method == "dopri5" else {"step_size": config.step_size}
