@@ -74,6 +74,8 @@ def main() -> None:
     ap.add_argument("--first-identity", type=int, default=1_000_000)
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "engine_reports")
     ap.add_argument("--extra", default="", help="extra flags passed to every forget call")
+    ap.add_argument("--summarise-only", action="store_true",
+                    help="reuse the reports and adapters already in --out; measure render latency and summarise")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     reports = []
@@ -81,10 +83,13 @@ def main() -> None:
         cmd = [sys.executable, "-m", "legato_core", "forget", "--identity", str(i), "--quiet",
                "--out", str(args.out / f"{i}.safetensors"), "--report", str(args.out / f"{i}.json"),
                *args.extra.split()]
-        t0 = time.time()
-        subprocess.run(cmd, cwd=ROOT, check=True)
+        if not args.summarise_only:
+            t0 = time.time()
+            subprocess.run(cmd, cwd=ROOT, check=True)
+            rep = json.loads((args.out / f"{i}.json").read_text())
+            rep["process_seconds"] = time.time() - t0
+            (args.out / f"{i}.json").write_text(json.dumps(rep, indent=2) + "\n")
         rep = json.loads((args.out / f"{i}.json").read_text())
-        rep["process_seconds"] = time.time() - t0
         reports.append(rep)
         print(f"{i}: id_target {rep['id_target']:.3f} id_others {rep['id_others']:.3f} "
               f"retention {rep['retention_mean']:.3f}/{rep['retention_p5']:.3f} {rep['seconds']:.1f}s", flush=True)

@@ -43,8 +43,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--methods", default=",".join(GRID))
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "lr_sweep.json")
+    ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     backend = EmbeddedFaceBackend.from_pretrained()
     cfg = default_config(False)
     cfg.steps = args.steps
