@@ -25,8 +25,8 @@ from ..unlearning.engine import ForgetConfig
 from ..unlearning.objectives import ArcFaceFeatureDistance
 from .methods import METHODS, run_method
 
-# Learning rates per method, from the sweep in docs/benchmark.md (validation ids 100,000+).
-DEFAULT_LR = {"legato": 1e-3, "guide": 1e-4, "salun": 1e-4, "uno": 1e-4, "uno-s": 1e-4, "lora": 1e-3}
+# Learning rates per method: docs/lr_sweep.json (scripts/sweep_lr.py, 60 steps, validation id 105,000; uno-s not swept).
+DEFAULT_LR = {"legato": 1e-3, "guide": 1e-4, "salun": 1e-4, "uno": 3e-4, "uno-s": 1e-4, "lora": 3e-3}
 
 
 def reinversion_audit(backend, model, image: torch.Tensor, steps: int = 200, lr: float = 0.05) -> float:
