@@ -94,6 +94,8 @@ def test_unknown_solver_and_negative_t_are_refused(tiny_backend):
         adapter.set_t(-0.1)
     with pytest.raises(ValueError, match="t must be"):
         adapter.set_t(5.0)
+    adapter.set_t(torch.tensor(1.6).item())  # float32 rounding of t_max is t_max, not out of range
+    assert adapter.t == 1.6
 
 
 def test_intermediate_t_renders_without_retraining(tiny_backend):
