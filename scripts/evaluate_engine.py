@@ -83,13 +83,15 @@ def main() -> None:
         cmd = [sys.executable, "-m", "legato_core", "forget", "--identity", str(i), "--quiet",
                "--out", str(args.out / f"{i}.safetensors"), "--report", str(args.out / f"{i}.json"),
                *args.extra.split()]
-        if not args.summarise_only:
+        report = args.out / f"{i}.json"
+        if args.summarise_only:
+            rep = json.loads(report.read_text())
+        else:
             t0 = time.time()
             subprocess.run(cmd, cwd=ROOT, check=True)
-            rep = json.loads((args.out / f"{i}.json").read_text())
+            rep = json.loads(report.read_text())
             rep["process_seconds"] = time.time() - t0
-            (args.out / f"{i}.json").write_text(json.dumps(rep, indent=2) + "\n")
-        rep = json.loads((args.out / f"{i}.json").read_text())
+            report.write_text(json.dumps(rep, indent=2) + "\n")
         reports.append(rep)
         print(f"{i}: id_target {rep['id_target']:.3f} id_others {rep['id_others']:.3f} "
               f"retention {rep['retention_mean']:.3f}/{rep['retention_p5']:.3f} {rep['seconds']:.1f}s", flush=True)

@@ -75,3 +75,13 @@ def embedded():
     from legato_core.backends.embedded import EmbeddedFaceBackend
 
     return EmbeddedFaceBackend.from_pretrained()
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models gain nothing from threads, and on a busy 2-core machine two OpenMP threads are ~100x slower.
+    Modules of tiny-model tests opt in with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

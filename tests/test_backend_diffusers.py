@@ -10,14 +10,7 @@ from legato_core.adapters import AdapterMismatchError, ODEAdapter, ODEConfig
 from legato_core.adapters.ode import ConvVectorField, TokenVectorField, make_field, solve
 from legato_core.unlearning.engine import ForgetConfig, forget
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from threads, and on a busy 2-core machine two OpenMP threads are ~100x slower."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # -- token-wise vector field (no diffusers needed) ----------------------------------------------------------------

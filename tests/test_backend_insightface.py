@@ -25,14 +25,7 @@ from legato_core.backends.insightface_identity import (
 from legato_core.backends.registry import load_identity_backend
 from legato_core.backends.testing import TinyArcFace, build_tiny_insightface_pack, tiny_face_photo
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from threads, and on a busy 2-core machine two OpenMP threads are ~100x slower."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -9,20 +9,12 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from legato_core.backends.registry import EMBEDDED_LABEL, BackendSpec
 from legato_core.cli import add_backend_options, main
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from threads, and on a busy 2-core machine two OpenMP threads are far slower."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
