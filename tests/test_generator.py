@@ -54,3 +54,20 @@ def test_wrong_input_shapes_are_refused(embedded):
         embedded.invert(torch.zeros(3, 64, 64))
     with pytest.raises(ValueError, match="expected w"):
         embedded.render(torch.zeros(2, embedded.latent_dim), torch.zeros(3, faceworld.VIEW_DIM))
+
+
+def test_channels_last_layout_changes_speed_not_the_model(embedded, tmp_path):
+    """Weights live channels-last for oneDNN; the saved file, the hash and the images are those of the model."""
+    from legato_core.generator.modeling import StyleFaceGenerator
+
+    gen = embedded.generator
+    assert gen.blocks[1].conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    g = torch.Generator().manual_seed(2)
+    w, v = embedded.sample_latents(3, g), embedded.sample_views(3, g)
+    fast = gen.render(w, v)
+    gen.save_pretrained(tmp_path)
+    copy = StyleFaceGenerator.from_pretrained(tmp_path)
+    assert copy.weight_hash() == gen.weight_hash()
+    copy.to(memory_format=torch.contiguous_format)
+    assert copy.weight_hash() == gen.weight_hash()
+    assert torch.allclose(copy.render(w, v), fast, atol=1e-5)
