@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from legato_core.unlearning import Cancelled, ForgetConfig, ForgetJob, TargetConfig, make_target, train_adapter
-from legato_core.unlearning.objectives import trajectory_consistency
+from legato_core.unlearning.objectives import intensity_schedule, trajectory_consistency
 
 
 def _latent(backend):
@@ -81,3 +81,27 @@ def test_trajectory_consistency_is_kinetic_energy():
     s = [torch.zeros(2), torch.ones(2), torch.ones(2) * 3]
     assert trajectory_consistency(s).item() == pytest.approx((1 + 4) / 2)
     assert trajectory_consistency(s[:1]).item() == 0
+
+
+def test_intensity_schedule_pins_the_midpoint_to_the_straight_line_in_similarity():
+    def embed(x):
+        return torch.nn.functional.normalize(x.flatten(1), dim=1)
+
+    original, end = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]])  # similarity at T: 0
+    on_line = torch.tensor([[1.0, 3**0.5]])  # similarity 0.5, the line's value half way
+    assert intensity_schedule(embed, original, end, on_line, 0.5).item() == pytest.approx(0, abs=1e-6)
+    mid = original.clone().requires_grad_(True)  # not forgotten at all half way: (1 - 0.5)^2
+    end = end.requires_grad_(True)
+    loss = intensity_schedule(embed, original, end, mid, 0.5)
+    assert loss.item() == pytest.approx(0.25)
+    loss.backward()
+    assert end.grad is None, "the schedule shapes the path, never the end point"
+
+
+def test_schedule_term_trains_deterministically_and_only_when_asked(tiny_backend):
+    w = _latent(tiny_backend)
+    cfg = ForgetConfig(steps=2, seed=3)
+    assert "schedule" not in train_adapter(tiny_backend, w, cfg).history[-1]
+    cfg.weights.intensity_schedule = 1.0
+    a, b = train_adapter(tiny_backend, w, cfg), train_adapter(tiny_backend, w, cfg)
+    assert "schedule" in a.history[-1] and a.history == b.history

@@ -70,11 +70,15 @@ class ModulatedConv(nn.Module):
         if self.upsample:
             x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
         y = F.conv2d(x, w, padding=self.padding)
+        # leaky_relu(a) * g == leaky_relu(a * g) for g > 0: the activation gain rides on the demodulation
+        # and bias, so demodulate + bias + gain is one fused multiply-add over the feature map
+        gain = math.sqrt(2) if self.activate else 1.0
         if self.demodulate:
-            d = torch.rsqrt((s.square() @ w.square().sum(dim=(2, 3)).T) + 1e-8)
-            y = y * d[:, :, None, None]
-        y = y + self.bias[None, :, None, None]
-        return F.leaky_relu(y, 0.2) * math.sqrt(2) if self.activate else y
+            d = torch.rsqrt((s.square() @ w.square().sum(dim=(2, 3)).T) + 1e-8) * gain
+            y = torch.addcmul((self.bias * gain)[None, :, None, None], y, d[:, :, None, None])
+        else:
+            y = (y + self.bias[None, :, None, None]) * gain if self.activate else y + self.bias[None, :, None, None]
+        return F.leaky_relu(y, 0.2) if self.activate else y
 
 
 class AdapterSite(nn.Identity):

@@ -30,6 +30,9 @@ class LossWeights:
     # measure, so keeping random identities' embeddings fixed is the direct way to protect it
     preservation_identity: float = 0.0
     trajectory: float = 1.0
+    # evenly spread forgetting (not in the reference): at a random t' in (0, T) the loss network's similarity
+    # to the original sits on the straight line from 1 at t = 0 to its value at T; 0 turns the term off
+    intensity_schedule: float = 0.0
 
 
 class ArcFaceFeatureDistance(nn.Module):
@@ -111,3 +114,19 @@ def trajectory_consistency(states: list[torch.Tensor]) -> torch.Tensor:
     if len(states) < 2:
         return states[0].new_zeros(())
     return torch.stack([(b - a).square().mean() for a, b in itertools.pairwise(states)]).mean()
+
+
+def intensity_schedule(identity_net: nn.Module, original: torch.Tensor, end: torch.Tensor, mid: torch.Tensor,
+                       fraction: float) -> torch.Tensor:
+    """Squared distance of sim(mid, original) from 1 - fraction * (1 - sim(end, original)).
+
+    A loss at T alone fixes where the path ends, not how it gets there: on the embedded generator the
+    judge's curve often dips below its end value and rebounds. Pinning an intermediate time t' = fraction * T
+    to the straight line in identity similarity spreads the intensity evenly over [0, T]. ``end`` and
+    ``original`` are constants here: the term shapes the path, never the end point.
+    """
+    with torch.no_grad():
+        e = identity_net(torch.cat([original, end]))
+        e0, s_end = e[: len(original)], (e[: len(original)] * e[len(original):]).sum(1)
+    s_mid = (identity_net(mid) * e0).sum(1)
+    return (s_mid - (1 - fraction * (1 - s_end))).square().mean()
