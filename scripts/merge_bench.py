@@ -1,9 +1,10 @@
-"""Merge benchmark runs over disjoint targets (e.g. two 1-thread halves run side by side on 2 cores).
+"""Merge benchmark runs over disjoint targets or disjoint methods (e.g. two 1-thread halves side by side).
 
     python scripts/merge_bench.py runs/bench-a runs/bench-b --out docs/benchmark
 
-Each input is a `python -m legato_core bench ... --out DIR` folder with the same methods, config and learning
-rates; the output is what one run over all their targets would have written.
+Each input is a `python -m legato_core bench ... --out DIR` folder with the same config and learning rates, and
+either the same methods (over disjoint targets) or the same targets (with disjoint methods); the output is what
+one run over all of them would have written.
 """
 
 from __future__ import annotations
@@ -22,13 +23,22 @@ from legato_core.baselines.benchmark import summarise, write_outputs  # noqa: E4
 def merge(parts: list[dict]) -> dict:
     first = parts[0]
     for p in parts[1:]:
-        for key in ("methods", "config", "lrs", "threshold"):
+        for key in ("config", "lrs", "threshold"):
             if p[key] != first[key]:
                 raise SystemExit(f"cannot merge: runs differ in {key!r}")
+    same_methods = all(p["methods"] == first["methods"] for p in parts)
+    same_targets = all(p["identities"] == first["identities"] for p in parts)
     merged = dict(first)
-    merged["identities"] = [i for p in parts for i in p["identities"]]
+    if same_methods and not any(set(p["identities"]) & set(q["identities"])
+                                for i, p in enumerate(parts) for q in parts[i + 1:]):
+        merged["identities"] = [i for p in parts for i in p["identities"]]
+        merged["base_model_reinversion"] = [a for p in parts for a in p["base_model_reinversion"]]
+    elif same_targets and len({m for p in parts for m in p["methods"]}) == sum(len(p["methods"]) for p in parts):
+        merged["methods"] = [m for p in parts for m in p["methods"]]
+    else:
+        raise SystemExit("cannot merge: runs must share methods over disjoint targets, "
+                         "or targets with disjoint methods")
     merged["results"] = [r for p in parts for r in p["results"]]
-    merged["base_model_reinversion"] = [a for p in parts for a in p["base_model_reinversion"]]
     merged["seconds"] = max(p.get("seconds", 0) for p in parts)
     merged["command"] = [p.get("command") for p in parts]
     merged["merged_from"] = len(parts)

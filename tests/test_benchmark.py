@@ -58,3 +58,31 @@ def test_baselines_leave_the_shared_backend_untouched(embedded):
 def test_unknown_method_is_refused(embedded):
     with pytest.raises(ValueError, match="unknown method"):
         run_method("magic", embedded, embedded.w_avg[None], ForgetConfig(steps=1))
+
+
+def _load_merge():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "merge_bench.py"
+    spec = importlib.util.spec_from_file_location("merge_bench", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.merge
+
+
+def test_bench_halves_merge_over_targets_or_methods_and_nothing_else():
+    merge = _load_merge()
+
+    def run(methods, ids):
+        return {"config": {"steps": 3}, "lrs": {"a": 1}, "threshold": 0.5, "methods": methods, "identities": ids,
+                "base_model_reinversion": [0.9] * len(ids),
+                "results": [{"method": m, "identity": i} for m in methods for i in ids]}
+
+    by_target = merge([run(["a", "b"], [1, 2]), run(["a", "b"], [3])])
+    assert by_target["identities"] == [1, 2, 3] and len(by_target["results"]) == 6
+    by_method = merge([run(["a"], [1, 2]), run(["b", "c"], [1, 2])])
+    assert by_method["methods"] == ["a", "b", "c"] and len(by_method["results"]) == 6
+    for clash in ([run(["a"], [1]), run(["a"], [1])], [run(["a"], [1]), run(["b"], [2])]):
+        with pytest.raises(SystemExit, match="cannot merge"):
+            merge(clash)
