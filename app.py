@@ -205,7 +205,7 @@ def build_demo(default_steps: int = DEFAULT_STEPS, backend_label: str = EMBEDDED
                                          elem_id="inversion_image", buttons=[])
             with gr.Column(scale=1, min_width=320):
                 steps = gr.Slider(1, 600, value=default_steps, step=1, label="training steps",
-                                  info=f"{ForgetConfig().steps} is the reference; fewer is faster and forgets less",
+                                  info=f"{ForgetConfig().steps} is the default; fewer is faster and forgets less",
                                   elem_id="steps")
                 with gr.Row():
                     forget_btn = gr.Button("Forget", variant="primary", elem_id="forget_btn")
