@@ -102,6 +102,12 @@ def solve(field: nn.Module, x: torch.Tensor, t: float, config: ODEConfig,
     elif t > grid[-1]:
         grid.append(t)
     times = torch.tensor(grid, dtype=torch.float32)
+    if config.method == "euler":  # the default: a plain loop, without odeint's stacked solution buffer
+        states, y = [x], x
+        for k in range(len(grid) - 1):
+            y = y + (times[k + 1] - times[k]).item() * field(times[k], y)
+            states.append(y)
+        return (y, states) if return_states else y
     options = {} if config.method == "dopri5" else {"step_size": config.step_size}
     kwargs = {"rtol": config.rtol, "atol": config.atol} if config.method == "dopri5" else {}
     states = odeint(field, x, times.to(x.device), method=config.method, options=options, **kwargs)
