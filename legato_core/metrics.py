@@ -162,5 +162,7 @@ def unlearning_report(backend, knob: Knob, target_latent: torch.Tensor, s: float
 def _spearman(x: Sequence[float], y: Sequence[float]) -> float:
     from scipy.stats import spearmanr
 
+    if len(set(x)) < 2 or len(set(y)) < 2:  # a flat curve: no control, and no correlation to compute
+        return 0.0
     r = spearmanr(x, y).statistic
     return float(r) if np.isfinite(r) else 0.0

@@ -214,7 +214,7 @@ def run_method(name: str, backend, w_u: torch.Tensor, config: ForgetConfig, lr: 
             with torch.no_grad():
                 for p, m, p0 in zip(params, mask, theta0, strict=True):
                     p.copy_(torch.where(m, p, p0))
-        rec.update({"total": float(total), "identity": parts["identity"].item(),
+        rec.update({"total": total.item(), "identity": parts["identity"].item(),
                     "preservation": parts["preservation"].item()})
         history.append(rec)
         if on_step:
