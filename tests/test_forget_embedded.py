@@ -25,7 +25,7 @@ def test_short_run_lowers_id_target_and_keeps_retention(trained):
         res.adapter.detach()
     assert rep["curve"][0][1] == pytest.approx(1.0, abs=1e-5), "t = 0 must be the base model"
     assert rep["id_target"] < rep["curve"][0][1] - 0.3
-    assert rep["retention_mean"] > 0.8  # a 40-step run; the 100-step default is measured in docs/engine.md
+    assert rep["retention_mean"] > 0.8  # a 40-step run; the 140-step default is measured in docs/engine.md
     assert rep["trainable_fraction"] < 0.5
 
 
