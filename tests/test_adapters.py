@@ -179,21 +179,15 @@ def test_attaching_twice_is_refused(tiny_backend):
 @pytest.mark.parametrize("t", [0.2, 0.4, 1.0, 1.4, 1.6])
 def test_default_euler_loop_matches_torchdiffeq(t):
     """The default solver runs a plain loop (no stacked solution buffer); it must be torchdiffeq's Euler."""
-    import math
-
     from torchdiffeq import odeint
 
-    from legato_core.adapters.ode import ConvVectorField, ODEConfig, solve
+    from legato_core.adapters.ode import ConvVectorField, ODEConfig, solve, time_grid
 
     torch.manual_seed(0)
     field = ConvVectorField(6, 16)
     torch.nn.init.normal_(field.out.weight, std=0.1)
     x = torch.randn(2, 6, 8, 8)
-    grid = [k * 0.4 for k in range(math.floor(t / 0.4 + 1e-6) + 1)]
-    if t > grid[-1] + 1e-6:
-        grid.append(t)
-    grid[-1] = t
-    ref = odeint(field, x, torch.tensor(grid), method="euler", options={"step_size": 0.4})
+    ref = odeint(field, x, time_grid(t, 0.4), method="euler", options={"step_size": 0.4})
     out, states = solve(field, x, t, ODEConfig(hidden=16), return_states=True)
     assert torch.equal(out, ref[-1])
     assert len(states) == len(ref) and all(torch.equal(a, b) for a, b in zip(states, ref, strict=True))

@@ -82,6 +82,21 @@ def make_field(kind: str, channels: int, hidden: int = 256) -> nn.Module:
     return FIELD_KINDS[kind](channels, hidden)
 
 
+def time_grid(t: float, step_size: float) -> torch.Tensor:
+    """0, h, 2h, ... then t itself (float32): the times the solver reports states at.
+
+    A t within float32 rounding of a grid point (e.g. 0.8000001 from a slider or linspace) replaces that point,
+    since torchdiffeq needs strictly increasing float32 times.
+    """
+    n_full = math.floor(t / step_size + 1e-6)
+    grid = [k * step_size for k in range(n_full + 1)]
+    if len(grid) > 1 and abs(t - grid[-1]) <= 1e-6 * max(1.0, t):
+        grid[-1] = t
+    elif t > grid[-1]:
+        grid.append(t)
+    return torch.tensor(grid, dtype=torch.float32)
+
+
 def solve(field: nn.Module, x: torch.Tensor, t: float, config: ODEConfig,
           return_states: bool = False) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
     """Integrate ``field`` from 0 to ``t`` starting at ``x``.
@@ -93,18 +108,10 @@ def solve(field: nn.Module, x: torch.Tensor, t: float, config: ODEConfig,
         raise ValueError(f"integration time must be >= 0, got {t}")
     if t == 0:
         return (x, [x]) if return_states else x
-    # grid 0, h, 2h, ... then t itself; a t within float32 rounding of a grid point (e.g. 0.8000001 from a
-    # slider or linspace) replaces that point, since torchdiffeq needs strictly increasing float32 times
-    n_full = math.floor(t / config.step_size + 1e-6)
-    grid = [k * config.step_size for k in range(n_full + 1)]
-    if len(grid) > 1 and abs(t - grid[-1]) <= 1e-6 * max(1.0, t):
-        grid[-1] = t
-    elif t > grid[-1]:
-        grid.append(t)
-    times = torch.tensor(grid, dtype=torch.float32)
+    times = time_grid(t, config.step_size)
     if config.method == "euler":  # the default: a plain loop, without odeint's stacked solution buffer
         states, y = [x], x
-        for k in range(len(grid) - 1):
+        for k in range(len(times) - 1):
             y = y + (times[k + 1] - times[k]).item() * field(times[k], y)
             states.append(y)
         return (y, states) if return_states else y

@@ -73,11 +73,12 @@ class ModulatedConv(nn.Module):
         # leaky_relu(a) * g == leaky_relu(a * g) for g > 0: the activation gain rides on the demodulation
         # and bias, so demodulate + bias + gain is one fused multiply-add over the feature map
         gain = math.sqrt(2) if self.activate else 1.0
+        bias = (self.bias * gain)[None, :, None, None]
         if self.demodulate:
             d = torch.rsqrt((s.square() @ w.square().sum(dim=(2, 3)).T) + 1e-8) * gain
-            y = torch.addcmul((self.bias * gain)[None, :, None, None], y, d[:, :, None, None])
+            y = torch.addcmul(bias, y, d[:, :, None, None])
         else:
-            y = (y + self.bias[None, :, None, None]) * gain if self.activate else y + self.bias[None, :, None, None]
+            y = y * gain + bias if self.activate else y + bias
         return F.leaky_relu(y, 0.2) if self.activate else y
 
 
