@@ -156,8 +156,8 @@ def generator_card() -> None:
   distinct), but the renders are visibly not clean faces. Look at `docs/generator.png`.
 - Render speed comes from the layout, not a smaller model: the weights sit channels-last in memory (oneDNN skips
   a reorder per convolution) and each modulated conv folds its activation gain into one multiply-add. The same
-  weights measured 51.3 ms in the previous card, and 45–55 ms in ad-hoc A/B timings before the change. The 2-core VM's speed varies by ±20 % between
-  runs, so re-measure before comparing.
+  weights measured 51.3 ms in the previous card, and 45–55 ms in ad-hoc A/B timings before the change. The
+  2-core VM's speed varies by ±20 % between runs, so re-measure before comparing.
 - Next steps: retrain with a lower identity-loss weight (or the loss on a blurred copy) to remove the patch, train
   longer on the `device` GPU when one is lent, and add feature-level view supervision.
 """
