@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from legato_core.unlearning import Cancelled, ForgetConfig, ForgetJob, TargetConfig, make_target, train_adapter
-from legato_core.unlearning.objectives import intensity_schedule, trajectory_consistency
+from legato_core.unlearning.objectives import intensity_schedule, monotone_forgetting, trajectory_consistency
 
 
 def _latent(backend):
@@ -105,3 +105,30 @@ def test_schedule_term_trains_deterministically_and_only_when_asked(tiny_backend
     cfg.weights.intensity_schedule = 1.0
     a, b = train_adapter(tiny_backend, w, cfg), train_adapter(tiny_backend, w, cfg)
     assert "schedule" in a.history[-1] and a.history == b.history
+
+
+def test_monotone_hinge_is_free_for_a_falling_path_and_lifts_a_rebounding_one():
+    def embed(x):
+        return torch.nn.functional.normalize(x.flatten(1), dim=1)
+
+    original, end = torch.tensor([[1.0, 0.0]]), torch.tensor([[1.0, 1.0]])  # similarity at T: 0.707
+    falling = torch.tensor([[1.0, 0.5]])  # 0.894 half way: above the end by more than the margin 0.1 * 0.5
+    assert monotone_forgetting(embed, original, end, falling, 0.5, 0.1).item() == 0
+    dipped = torch.tensor([[0.0, 1.0]], requires_grad=True)  # 0 half way, then back up to 0.707 at T
+    end = end.requires_grad_(True)
+    loss = monotone_forgetting(embed, original, end, dipped, 0.5, 0.1)
+    assert loss.item() == pytest.approx(2**-0.5 + 0.05, abs=1e-5)
+    loss.backward()
+    assert end.grad is None, "the hinge shapes the path, never the end point"
+    assert dipped.grad[0, 0] < 0, "descending the loss moves the dipped point back towards the person"
+    assert monotone_forgetting(embed, original, end.detach(), end.detach(), 1.0, 0.1).item() == 0, \
+        "the margin vanishes at T"
+
+
+def test_monotone_term_trains_deterministically_and_only_when_asked(tiny_backend):
+    w = _latent(tiny_backend)
+    cfg = ForgetConfig(steps=2, seed=3)
+    assert "monotone" not in train_adapter(tiny_backend, w, cfg).history[-1]
+    cfg.weights.monotone = 1.0
+    a, b = train_adapter(tiny_backend, w, cfg), train_adapter(tiny_backend, w, cfg)
+    assert "monotone" in a.history[-1] and "schedule" not in a.history[-1] and a.history == b.history

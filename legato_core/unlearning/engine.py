@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from ..adapters import ODEAdapter, ODEConfig
-from .objectives import ImageLoss, LossWeights, intensity_schedule, trajectory_consistency
+from .objectives import ImageLoss, LossWeights, intensity_schedule, monotone_forgetting, trajectory_consistency
 from .targets import TargetConfig, make_target, typical_radius
 
 
@@ -186,11 +186,12 @@ def train_adapter(backend, w_u: torch.Tensor, config: ForgetConfig,
             else:
                 batch = sample_step(backend, w_u, w_t, config, gen, radius)
                 k_l, n = batch.k_l, len(batch.dst)
-                w_sched = config.weights.intensity_schedule
-                with torch.no_grad():  # frozen renders: the targets, plus the originals for the schedule term
+                w_sched, w_mono = config.weights.intensity_schedule, config.weights.monotone
+                shape_path = bool(w_sched or w_mono)  # terms on a render at a random t' < T
+                with torch.no_grad():  # frozen renders: the targets, plus the originals for the path terms
                     adapter.enabled = False
-                    ref_src = torch.cat([batch.dst, batch.src[:k_l]]) if w_sched else batch.dst
-                    ref_views = torch.cat([batch.views, batch.views[:k_l]]) if w_sched else batch.views
+                    ref_src = torch.cat([batch.dst, batch.src[:k_l]]) if shape_path else batch.dst
+                    ref_views = torch.cat([batch.views, batch.views[:k_l]]) if shape_path else batch.views
                     ref_img, ref_feat = backend.synthesize(ref_src, ref_views, return_features=True)
                     adapter.enabled = True
                 adapter.set_t(config.ode.t_end)
@@ -198,14 +199,19 @@ def train_adapter(backend, w_u: torch.Tensor, config: ForgetConfig,
                 img, feat = backend.synthesize(batch.src, batch.views, return_features=True)
                 adapter.record_states = False
                 parts = step_losses(loss_fn, batch, img, feat, ref_img[:n], ref_feat[:n])
-                if w_sched:
+                if shape_path:
                     fraction = float(torch.rand((), generator=gen))
                     adapter.set_t(fraction * config.ode.t_end)
                     mid = backend.synthesize(batch.src[:k_l], batch.views[:k_l])
                     adapter.set_t(config.ode.t_end)
-                    parts["schedule"] = intensity_schedule(loss_fn.identity_net, ref_img[n:], img[:k_l], mid,
-                                                           fraction)
-                    parts["forget"] = parts["forget"] + w_sched * parts["schedule"]
+                    if w_sched:
+                        parts["schedule"] = intensity_schedule(loss_fn.identity_net, ref_img[n:], img[:k_l], mid,
+                                                               fraction)
+                        parts["forget"] = parts["forget"] + w_sched * parts["schedule"]
+                    if w_mono:
+                        parts["monotone"] = monotone_forgetting(loss_fn.identity_net, ref_img[n:], img[:k_l], mid,
+                                                                fraction, config.weights.monotone_margin)
+                        parts["forget"] = parts["forget"] + w_mono * parts["monotone"]
             traj = torch.stack([trajectory_consistency([s[:k_l] for s in adapter.states[name]])
                                 for name in traj_sites]).mean()
             total = parts["forget"] + parts["retain"] + config.weights.trajectory * traj

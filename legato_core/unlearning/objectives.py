@@ -33,6 +33,11 @@ class LossWeights:
     # evenly spread forgetting (not in the reference): at a random t' in (0, T) the loss network's similarity
     # to the original sits on the straight line from 1 at t = 0 to its value at T; 0 turns the term off
     intensity_schedule: float = 0.0
+    # monotone forgetting (not in the reference): a hinge that is zero unless the path comes back towards the
+    # person, i.e. the loss network's similarity at a random t' < T is not above its value at T by
+    # monotone_margin * (1 - t'/T); unlike the schedule it leaves curves that already fall alone
+    monotone: float = 0.0
+    monotone_margin: float = 0.1
 
 
 class ArcFaceFeatureDistance(nn.Module):
@@ -130,3 +135,20 @@ def intensity_schedule(identity_net: nn.Module, original: torch.Tensor, end: tor
         e0, s_end = e[: len(original)], (e[: len(original)] * e[len(original):]).sum(1)
     s_mid = (identity_net(mid) * e0).sum(1)
     return (s_mid - (1 - fraction * (1 - s_end))).square().mean()
+
+
+def monotone_forgetting(identity_net: nn.Module, original: torch.Tensor, end: torch.Tensor, mid: torch.Tensor,
+                        fraction: float, margin: float) -> torch.Tensor:
+    """Hinge relu(sim(end) - sim(mid) + margin * (1 - fraction)), similarities to ``original``.
+
+    A loss at T alone leaves the path free to overshoot and rebound: on the embedded generator the judge's
+    curve sometimes dips below its end value near T and comes back up. The hinge asks every intermediate
+    time t' = fraction * T to be at least as much the person as T is, with a margin that shrinks to 0 at T
+    (a minimum average slope); a path that already falls costs nothing. ``end`` and ``original`` are
+    constants: the term shapes the path, never the end point.
+    """
+    with torch.no_grad():
+        e = identity_net(torch.cat([original, end]))
+        e0, s_end = e[: len(original)], (e[: len(original)] * e[len(original):]).sum(1)
+    s_mid = (identity_net(mid) * e0).sum(1)
+    return torch.relu(s_end - s_mid + margin * (1 - fraction)).mean()
