@@ -4,6 +4,7 @@ so engine mechanics are tested without shipped weights; tests that need trained 
 from __future__ import annotations
 
 import os
+import socket
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spinning OpenMP threads stall badly on a busy 2-core box
 
@@ -85,3 +86,35 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_server():
+    """The Gradio app served on a free 127.0.0.1 port, as ``python app.py`` would; yields its local URL.
+
+    One torch thread (the tests' clients and the server share 2 cores) and a 3-view forgetting curve: the UI is
+    under test here, not the metric. Skips when the shipped weights are missing."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        import app
+        from legato_core.studio import get_resources
+
+        get_resources()
+    except FileNotFoundError as e:
+        pytest.skip(f"trained weights are missing: {e}")
+    app.STUDIO_OPTIONS["curve_views"] = 3
+    demo = app.build_demo()
+    _, url, _ = demo.queue().launch(prevent_thread_lock=True, server_port=free_port(), quiet=True,
+                                    max_file_size="5mb", **app.launch_options())
+    yield url
+    app.close_sessions()
+    app.STUDIO_OPTIONS.pop("curve_views", None)
+    demo.close()
+    torch.set_num_threads(threads)

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import socket
 import time
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from legato_core import faceworld
@@ -22,32 +20,9 @@ STATUS = 6  # index of the status text in the outputs of /add_image, /poll, /imp
 X0, Y0, CELL, GAP, N_TARGET = 112, 32, 128, 16, 3
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def url():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        import app
-        from legato_core.studio import get_resources
-
-        get_resources()
-    except FileNotFoundError as e:
-        pytest.skip(f"trained weights are missing: {e}")
-    app.STUDIO_OPTIONS["curve_views"] = 3  # a cheaper forgetting curve: the UI is under test, not the metric
-    demo = app.build_demo()
-    _, local_url, _ = demo.queue().launch(prevent_thread_lock=True, server_port=_free_port(), quiet=True,
-                                          max_file_size="5mb", **app.launch_options())
-    yield local_url
-    app.close_sessions()
-    app.STUDIO_OPTIONS.pop("curve_views", None)
-    demo.close()
-    torch.set_num_threads(threads)
+def url(app_server):
+    return app_server
 
 
 def _client(url) -> Client:

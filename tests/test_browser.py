@@ -8,13 +8,11 @@ from __future__ import annotations
 import io
 import os
 import shutil
-import socket
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from legato_core import faceworld
@@ -30,12 +28,6 @@ STEPS = int(os.environ.get("LEGATO_BROWSER_STEPS", 8))  # e.g. 100 for screensho
 X0, Y0, CELL, GAP, N_TARGET = 112, 32, 128, 16, 3  # grid layout, as in legato_core.studio.Studio
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def browser():
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
@@ -48,25 +40,8 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def app_url(browser):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        import app
-        from legato_core.studio import get_resources
-
-        get_resources()
-    except FileNotFoundError as e:
-        pytest.skip(f"trained weights are missing: {e}")
-    app.STUDIO_OPTIONS["curve_views"] = 3  # a cheaper forgetting curve: the UI is under test, not the metric
-    demo = app.build_demo()
-    _, url, _ = demo.queue().launch(prevent_thread_lock=True, server_port=_free_port(), quiet=True,
-                                    max_file_size="5mb", **app.launch_options())
-    yield url
-    app.close_sessions()
-    app.STUDIO_OPTIONS.pop("curve_views", None)
-    demo.close()
-    torch.set_num_threads(threads)
+def app_url(browser, app_server):
+    return app_server  # Chromium first, then the server
 
 
 def _grid(page) -> tuple[str, np.ndarray]:
