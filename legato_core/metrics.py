@@ -19,7 +19,6 @@ from typing import Protocol
 
 import numpy as np
 import torch
-from scipy import linalg
 
 from .identity.model import load_identity_model
 
@@ -99,9 +98,11 @@ def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
     a, b = a.double().numpy(), b.double().numpy()
     mu1, mu2 = a.mean(0), b.mean(0)
     s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    covmean, _ = linalg.sqrtm(s1 @ s2, disp=False)
-    covmean = covmean.real
-    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * covmean))
+    # tr sqrt(s1 s2) = tr sqrt(r s2 r) with r = s1^(1/2): a symmetric PSD matrix, so eigvalsh is exact and stable
+    ev, vec = np.linalg.eigh(s1)
+    r = (vec * np.sqrt(ev.clip(min=0))) @ vec.T
+    tr_covmean = np.sqrt(np.linalg.eigvalsh(r @ s2 @ r).clip(min=0)).sum()
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * tr_covmean)
 
 
 @torch.no_grad()
