@@ -1,6 +1,7 @@
 """The forget engine's mechanics (on a tiny random generator): jobs, progress, cancellation, determinism."""
 
 import threading
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -66,8 +67,8 @@ def test_targets(tiny_backend):
     w = _latent(tiny_backend)
     avg, _ = make_target(tiny_backend, w, TargetConfig("average"))
     assert torch.equal(avg[0], tiny_backend.w_avg)
-    ext, desc = make_target(tiny_backend, w, TargetConfig("extrapolated"))
-    # on the far side of w_avg, along the same line
+    ext, desc = make_target(tiny_backend, w, TargetConfig("extrapolated", stop_similarity=None))
+    # GUIDE's geometry: on the far side of w_avg, along the same line, at distance d
     d_u, d_t = w - tiny_backend.w_avg, ext - tiny_backend.w_avg
     assert torch.nn.functional.cosine_similarity(d_u, d_t).item() == pytest.approx(-1, abs=1e-4)
     assert d_t.norm().item() == pytest.approx(desc["distance"], rel=1e-4)
@@ -75,6 +76,47 @@ def test_targets(tiny_backend):
     assert prox.shape == w.shape and len(desc["pool_similarity"]) == 1
     with pytest.raises(ValueError, match="unknown target"):
         TargetConfig("nowhere")
+    with pytest.raises(ValueError, match="cosine"):
+        TargetConfig("extrapolated", stop_similarity=1.5)
+
+
+class _LatentIsImage:
+    """A 2-D latent space whose "image" is the latent shifted by (0, 0.5) and whose loss network is the image's
+    direction: cosines along GUIDE's line are known in closed form."""
+
+    w_avg = torch.zeros(2)
+
+    def sample_latents(self, n, generator):
+        return torch.nn.functional.normalize(torch.randn(n, 2, generator=generator), dim=1)  # typical radius 1
+
+    def canonical_views(self, k):
+        return torch.zeros(k, 1)
+
+    def render(self, latent, views):
+        return latent + torch.tensor([0.0, 0.5])
+
+    def loss_identity_model(self):
+        return SimpleNamespace(embed=lambda x: torch.nn.functional.normalize(x, dim=1))
+
+
+def test_extrapolated_target_stops_where_the_loss_network_reaches_the_stop_similarity():
+    backend, w = _LatentIsImage(), torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    target, desc = make_target(backend, w, TargetConfig("extrapolated", stop_points=65))
+    # row 0 runs (1, 0) -> (-1, 0): image (x, 0.5) is orthogonal to (1, 0.5) at x = -1/4, 5/8 of the way.
+    # row 1 runs (0, 1) -> (0, -1): the image flips direction at y = -1/2, 3/4 of the way
+    assert desc["stop_fraction"] == pytest.approx([5 / 8, 3 / 4], abs=1 / 64)
+    assert torch.allclose(target[0], torch.tensor([-0.25, 0.0]), atol=0.03)
+    assert target[1, 0] == 0, "the target stays on GUIDE's line"
+    never, desc = make_target(backend, w, TargetConfig("extrapolated", stop_similarity=-0.9))  # row 0 ends at -0.6
+    assert desc["stop_fraction"][0] == 1.0 and torch.allclose(never[0], -w[0]), "no crossing: the full distance"
+
+
+def test_backends_that_render_slowly_skip_the_stop_search(tiny_backend):
+    tiny_backend.renders_fast = False
+    w = _latent(tiny_backend)
+    target, desc = make_target(tiny_backend, w, TargetConfig("extrapolated"))
+    assert desc["stop_fraction"] is None
+    assert (target - tiny_backend.w_avg).norm().item() == pytest.approx(desc["distance"], rel=1e-4)
 
 
 def test_trajectory_consistency_is_kinetic_energy():

@@ -4,6 +4,9 @@ The engine (targets, objectives, ForgetJob, metrics) only talks to this interfac
 generator and the diffusers backends share one engine. A *latent* is the identity code (B, D); a *view* is
 everything else that changes between images of one person (pose/light for the embedded model; noise seed
 and timestep for diffusion models).
+
+Optional attributes: ``renders_fast`` (default True): whether rendering a few hundred images is cheap enough
+for searches done once per forget run (the extrapolated target's stop point); diffusion backends say False.
 """
 
 from __future__ import annotations

@@ -108,6 +108,7 @@ class DiffusionBackend(nn.Module):
     """What both diffusers backends share: device/dtype, adapter sites, hashing, adapter placement, losses glue."""
 
     base_model_id = "diffusers"
+    renders_fast = False  # a render is a full sampling loop: no per-run target search
 
     def __init__(self, unet: nn.Module, *, device: torch.device, dtype: torch.dtype, sites: str | list[str],
                  gradient_checkpointing: bool, identity: InsightFaceIdentity | None,

@@ -12,10 +12,20 @@ TARGETS = ("average", "extrapolated", "proximity")
 @dataclass
 class TargetConfig:
     kind: str = "extrapolated"
-    # GUIDE's d, as a multiple of the typical |w - w_avg| of this latent space. 0.5: a full radius sends the
-    # target to an "opposite" face (judge cosine down to -0.47) and spills onto other people; half of it still
-    # forgets (validation ids 100,503-100,506: retention 0.943 -> 0.953, p5 0.829 -> 0.862 at 100 steps)
+    # GUIDE's d, as a multiple of the typical |w - w_avg| of this latent space, where no stop is searched for
+    # (stop_similarity None, or a backend that cannot render fast). 0.5: a full radius sends the target to an
+    # "opposite" face (judge cosine down to -0.47) and spills onto other people (docs/engine.md)
     distance_scale: float = 0.5
+    # extrapolated: search the line from w_u to the target at search_scale radii for the first latent the loss
+    # network (arcface, never the judge) finds this similar to the person (mean cosine over stop_views
+    # canonical views), and stop there. A fixed d overshoots for some people: past a point the judge's
+    # similarity rises again along the line (an "opposite" face looks less unlike the person than the average
+    # face does) and the adapter's forgetting curve rebounds with it. Cosine 0 ("unrelated") stops before
+    # that on 29/30 validation ids (100,520-100,549; docs/engine.md). None: no search, d = distance_scale
+    stop_similarity: float | None = 0.0
+    search_scale: float = 1.0
+    stop_views: int = 4
+    stop_points: int = 33  # candidate points on the line from w_u to the full-distance target
     pool_size: int = 256  # proximity: reference identities drawn from the prior
     pool_seed: int = 7
     margin: float = 0.05  # proximity: stay this far below the arcface threshold
@@ -23,6 +33,8 @@ class TargetConfig:
     def __post_init__(self):
         if self.kind not in TARGETS:
             raise ValueError(f"unknown target {self.kind!r}; choose from {TARGETS}")
+        if self.stop_similarity is not None and not -1 <= self.stop_similarity < 1:
+            raise ValueError(f"stop_similarity must be a cosine in [-1, 1), got {self.stop_similarity}")
 
 
 @torch.no_grad()
@@ -40,11 +52,17 @@ def make_target(backend, w_u: torch.Tensor, cfg: TargetConfig) -> tuple[torch.Te
     if cfg.kind == "average":
         return w_avg.clone(), desc
     if cfg.kind == "extrapolated":
-        d = cfg.distance_scale * typical_radius(backend)
+        search = cfg.stop_similarity is not None and getattr(backend, "renders_fast", True)
+        d = (cfg.search_scale if search else cfg.distance_scale) * typical_radius(backend)
         direction = w_u - w_avg
         w_t = w_avg - d * direction / direction.norm(dim=1, keepdim=True).clamp(min=1e-8)
         desc["distance"] = d
-        return w_t, desc
+        if not search:  # the search renders stop_points x stop_views images per latent: too slow on some backends
+            desc["stop_fraction"] = None
+            return w_t, desc
+        frac = stop_fraction(backend, w_u, w_t, cfg)
+        desc["stop_fraction"] = frac.tolist()  # of the way from w_u to the target at distance d
+        return w_u + frac[:, None] * (w_t - w_u), desc
     # proximity: nearest reference identity that the training identity network still calls someone else
     arcface = backend.loss_identity_model()
     view = backend.canonical_views(1).expand(len(w_u), -1)
@@ -60,3 +78,26 @@ def make_target(backend, w_u: torch.Tensor, cfg: TargetConfig) -> tuple[torch.Te
     desc["pool_similarity"] = sim.gather(1, idx[:, None]).squeeze(1).tolist()
     desc["pool_index"] = idx.tolist()
     return pool[idx].clone(), desc
+
+
+@torch.no_grad()
+def stop_fraction(backend, w_u: torch.Tensor, w_far: torch.Tensor, cfg: TargetConfig) -> torch.Tensor:
+    """Per row, the first fraction f of the way from w_u to w_far where the loss network's mean cosine to the
+    person drops to ``cfg.stop_similarity`` (linear between candidate points; 1 if it never does) -> (B,)."""
+    arcface = backend.loss_identity_model()
+    b, p, k = len(w_u), cfg.stop_points, cfg.stop_views
+    fr = torch.linspace(0, 1, p, dtype=w_u.dtype, device=w_u.device)
+    line = (w_u[:, None] + fr[None, :, None] * (w_far - w_u)[:, None]).reshape(b * p, -1)  # (B*P, D)
+    views = backend.canonical_views(k)
+    emb = torch.cat([arcface.embed(backend.render(line[i:i + 32].repeat_interleave(k, 0),
+                                                  views.repeat(len(line[i:i + 32]), 1)))
+                     for i in range(0, len(line), 32)]).view(b, p, k, -1)
+    sim = (emb * emb[:, :1]).sum(-1).mean(-1)  # (B, P): cosine to the person in the same view, at fraction 0
+    out = torch.ones(b, dtype=w_u.dtype, device=w_u.device)
+    for r in range(b):
+        below = (sim[r] <= cfg.stop_similarity).nonzero()
+        if len(below):
+            i = int(below[0])  # >= 1: at fraction 0 the cosine is 1
+            s0, s1 = float(sim[r, i - 1]), float(sim[r, i])
+            out[r] = fr[i - 1] + (fr[i] - fr[i - 1]) * (s0 - cfg.stop_similarity) / max(s0 - s1, 1e-8)
+    return out
