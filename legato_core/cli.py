@@ -211,7 +211,10 @@ def _cmd_forget(args) -> int:
     judge = None if judge_name == "embedded" else spec.judge(backend, judge_name)  # None: unlearning_report's own
     t0 = time.time()
     w, ow, ov, desc = _target_input(args, backend, spec.kind)
-    cfg = ForgetConfig(seed=args.seed, target=TargetConfig(kind=args.target))
+    target = TargetConfig(kind=args.target)
+    if args.stop_similarity is not None:
+        target.stop_similarity = None if args.stop_similarity == "none" else args.stop_similarity
+    cfg = ForgetConfig(seed=args.seed, target=target)
     if args.steps:
         cfg.steps = args.steps
     if args.lr:
@@ -229,6 +232,7 @@ def _cmd_forget(args) -> int:
     finally:
         res.adapter.detach()
     rep.update({"seconds": round(seconds, 2), "steps": cfg.steps, "seed": cfg.seed, "target": args.target,
+                "target_stop_fraction": res.adapter.description["target"].get("stop_fraction"),
                 "adapter": str(args.out), "backend": spec.label(backend), "judge": judge_name, **desc})
     if args.report:
         Path(args.report).parent.mkdir(parents=True, exist_ok=True)
@@ -305,7 +309,22 @@ def _cmd_bench(args) -> int:
     return 0
 
 
+def _cosine_or_none(text: str) -> float | str:
+    if text == "none":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not -1 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a cosine in [-1, 1) or 'none', got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from .unlearning.engine import ForgetConfig
+    from .unlearning.targets import TargetConfig
+
     ap = argparse.ArgumentParser(prog="legato", description="Continuous identity unlearning with Neural-ODE adapters")
     sub = ap.add_subparsers(dest="command", required=True)
 
@@ -350,10 +369,13 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--identity", type=int, help="a face-world identity id")
     fg.add_argument("--out", required=True, help="adapter .safetensors to write")
     fg.add_argument("--report", help="JSON report to write")
-    fg.add_argument("--steps", type=int, help="training steps (default: ForgetConfig's, 100)")
+    fg.add_argument("--steps", type=int, help=f"training steps (default {ForgetConfig.steps})")
     fg.add_argument("--seed", type=int, default=0)
     fg.add_argument("--lr", type=float)
     fg.add_argument("--target", choices=["average", "extrapolated", "proximity"], default="extrapolated")
+    fg.add_argument("--stop-similarity", metavar="COS|none", type=_cosine_or_none,
+                    help=f"extrapolated: stop on GUIDE's line where arcface's cosine to the person falls to COS "
+                         f"(default {TargetConfig.stop_similarity}); 'none': a fixed distance")
     fg.add_argument("--threads", type=int, default=2)
     fg.add_argument("--quiet", action="store_true")
     fg.add_argument("--eval-samples", type=int,

@@ -1,6 +1,8 @@
 """End to end in Chromium (Playwright): drop a face, forget it, move the slider, get an error toast for a bad file.
 
-Screenshots of the main states go to docs/screenshots/. Skipped when Playwright or /usr/bin/chromium is missing.
+Screenshots of the main states go to $LEGATO_SCREENSHOTS (docs/screenshots/ is made with
+``LEGATO_SCREENSHOTS=docs/screenshots LEGATO_BROWSER_STEPS=100``), else to a temporary folder so a test run leaves
+the tree clean. Skipped when Playwright or /usr/bin/chromium is missing.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ pytestmark = pytest.mark.browser
 CHROMIUM = os.environ.get("LEGATO_CHROMIUM", "/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--no-first-run"]
-SHOTS = Path(__file__).resolve().parents[1] / "docs" / "screenshots"
+SHOTS = os.environ.get("LEGATO_SCREENSHOTS")
 STEPS = int(os.environ.get("LEGATO_BROWSER_STEPS", 8))  # e.g. 100 for screenshots that show real forgetting
 X0, Y0, CELL, GAP, N_TARGET = 112, 32, 128, 16, 3  # grid layout, as in legato_core.studio.Studio
 
@@ -64,12 +66,18 @@ def _status(page) -> str:
     return page.locator("#status textarea").input_value()
 
 
-def _shot(page, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / name), full_page=True)
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory) -> Path:
+    folder = Path(SHOTS) if SHOTS else tmp_path_factory.mktemp("screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
-def test_drop_forget_slide_and_bad_file(app_url, browser, tmp_path):
+def _shot(page, folder: Path, name: str) -> None:
+    page.screenshot(path=str(folder / name), full_page=True)
+
+
+def test_drop_forget_slide_and_bad_file(app_url, browser, shots, tmp_path):
     face = tmp_path / "my-face.png"
     to_pil(faceworld.render([200_003], 0)[0]).resize((256, 256), Image.BICUBIC).save(face)
     page = browser.new_page(viewport={"width": 1500, "height": 1000})
@@ -78,7 +86,7 @@ def test_drop_forget_slide_and_bad_file(app_url, browser, tmp_path):
             else outside.append(r.url))
     page.goto(app_url)
     page.wait_for_selector("#examples img")
-    _shot(page, "01_start.png")
+    _shot(page, shots, "01_start.png")
 
     # drop a face: it is inverted and shown beside its inversion, with the grid at t = 0
     t0 = time.time()
@@ -90,7 +98,7 @@ def test_drop_forget_slide_and_bad_file(app_url, browser, tmp_path):
     _, grid0 = _grid(page)
     top, bottom = _rows(grid0)
     assert np.abs(top - bottom).max() <= 2
-    _shot(page, "02_face_added.png")
+    _shot(page, shots, "02_face_added.png")
 
     # forget with a few steps: live status, loss curve, preview; then the slider comes alive at t = T
     steps = page.locator("#steps input[type=number]")
@@ -102,7 +110,7 @@ def test_drop_forget_slide_and_bad_file(app_url, browser, tmp_path):
     page.click("#forget_btn")  # a second job in the same session is refused politely
     page.wait_for_selector(".toast-body:has-text('Only one job per session')", timeout=10_000)
     page.wait_for_selector("#loss_plot .js-plotly-plot", timeout=30_000)
-    _shot(page, "03_training.png")
+    _shot(page, shots, "03_training.png")
     page.wait_for_function("document.querySelector('#status textarea').value.startsWith('Done')",
                            timeout=180_000 + 2_000 * STEPS)
     forget_seconds = time.time() - t0
@@ -113,7 +121,7 @@ def test_drop_forget_slide_and_bad_file(app_url, browser, tmp_path):
     top, bottom = _rows(grid_t)
     w = N_TARGET * CELL
     assert np.abs(top[:, :w] - bottom[:, :w]).mean() > 1, "at t = T the forgotten face must look different"
-    _shot(page, "04_forgotten_t_max.png")
+    _shot(page, shots, "04_forgotten_t_max.png")
 
     # slide to t = 0.8, then t = 0: the images change with t and are the originals at t = 0
     slider = page.locator("#t_slider input[type=range]")
@@ -132,12 +140,12 @@ def test_drop_forget_slide_and_bad_file(app_url, browser, tmp_path):
         if value == "0.8":
             _, grid_mid = _grid(page)
             assert np.abs(grid_mid - grid_t).mean() > 0.1, "the grid must change with t"
-            _shot(page, "05_slider_t0.8.png")
+            _shot(page, shots, "05_slider_t0.8.png")
     _, grid_zero = _grid(page)
     top, bottom = _rows(grid_zero)
     assert np.abs(top - bottom).max() <= 2, "t = 0 must show exactly the original model"
     assert np.abs(grid_zero[Y0:] - grid0[Y0:]).max() <= 2, "t = 0 equals the grid from before training"
-    _shot(page, "06_slider_t0.png")
+    _shot(page, shots, "06_slider_t0.png")
 
     # a bad file: clear error toast, nothing added
     bad = tmp_path / "broken.png"
@@ -146,7 +154,7 @@ def test_drop_forget_slide_and_bad_file(app_url, browser, tmp_path):
     toast = page.wait_for_selector(".toast-body:has-text('Cannot use this file')", timeout=30_000)
     assert "truncated" in toast.inner_text()
     time.sleep(1.0)  # let the toast finish sliding in
-    _shot(page, "07_bad_file.png")
+    _shot(page, shots, "07_bad_file.png")
     assert page.locator("#status textarea").count() == 1, "only the upload box may show the error"
     assert page.locator("#grid img").count() == 1
     page.locator("#face_upload input[type=file]").set_input_files(str(face))  # and a good file still works

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from legato_core.cli import main
 
 
@@ -36,6 +38,23 @@ def test_forget_then_render(tmp_path, capsys):
     assert len(rep["curve"]) == 9 and rep["curve"][0][0] == 0
     assert main(["render", "--adapter", str(adapter), "--t", "0.8", "--identity", "200030", "--out", str(png)]) == 0
     assert png.stat().st_size > 1000
+
+
+def test_forget_reports_where_the_extrapolated_target_stopped(tmp_path):
+    fixed, stopped = tmp_path / "fixed.json", tmp_path / "stopped.json"
+    base = ["forget", "--identity", "200032", "--steps", "1", "--quiet", "--out", str(tmp_path / "a.safetensors")]
+    assert main([*base, "--report", str(stopped), "--stop-similarity", "0.5"]) == 0
+    assert main([*base, "--report", str(fixed), "--stop-similarity", "none"]) == 0
+    (frac,) = json.loads(stopped.read_text())["target_stop_fraction"]
+    assert 0 < frac < 1, "cosine 0.5 is reached part of the way to the far target"
+    assert json.loads(fixed.read_text())["target_stop_fraction"] is None
+
+
+@pytest.mark.parametrize("bad", ["1", "-3", "far"])
+def test_forget_refuses_a_stop_similarity_that_is_not_a_cosine(tmp_path, capsys, bad):
+    with pytest.raises(SystemExit) as exit_:
+        main(["forget", "--identity", "1", "--out", str(tmp_path / "a.safetensors"), "--stop-similarity", bad])
+    assert exit_.value.code == 2 and "expected a cosine" in capsys.readouterr().err
 
 
 def test_render_refuses_t_outside_range(tmp_path, capsys):

@@ -101,7 +101,7 @@ class _LatentIsImage:
 
 def test_extrapolated_target_stops_where_the_loss_network_reaches_the_stop_similarity():
     backend, w = _LatentIsImage(), torch.tensor([[1.0, 0.0], [0.0, 1.0]])
-    target, desc = make_target(backend, w, TargetConfig("extrapolated", stop_points=65))
+    target, desc = make_target(backend, w, TargetConfig("extrapolated", stop_similarity=0.0, stop_points=65))
     # row 0 runs (1, 0) -> (-1, 0): image (x, 0.5) is orthogonal to (1, 0.5) at x = -1/4, 5/8 of the way.
     # row 1 runs (0, 1) -> (0, -1): the image flips direction at y = -1/2, 3/4 of the way
     assert desc["stop_fraction"] == pytest.approx([5 / 8, 3 / 4], abs=1 / 64)
