@@ -174,3 +174,27 @@ def test_monotone_term_trains_deterministically_and_only_when_asked(tiny_backend
     cfg.weights.monotone = 1.0
     a, b = train_adapter(tiny_backend, w, cfg), train_adapter(tiny_backend, w, cfg)
     assert "monotone" in a.history[-1] and "schedule" not in a.history[-1] and a.history == b.history
+
+
+def _invert_by_pooling(backend):
+    """A stand-in inversion for the tiny generator: a fixed projection of the image's pooled colours."""
+    proj = torch.randn(3 * 16, backend.w_avg.numel(), generator=torch.Generator().manual_seed(0))
+
+    def invert(images):
+        pooled = torch.nn.functional.adaptive_avg_pool2d(images, 4).flatten(1)
+        return pooled @ proj, backend.sample_views(len(images))
+    return invert
+
+
+def test_view_anchors_train_the_person_in_other_views_with_their_own_targets(tiny_backend):
+    tiny_backend.invert = _invert_by_pooling(tiny_backend)
+    w = _latent(tiny_backend)
+    cfg = ForgetConfig(steps=2, view_anchors=3)
+    a, b = train_adapter(tiny_backend, w, cfg), train_adapter(tiny_backend, w, cfg)
+    assert a.latent.shape == (4, w.shape[1]) and torch.equal(a.latent[:1], w), "the person first, then 3 anchors"
+    assert a.target_latent.shape == a.latent.shape, "every anchor gets its own target"
+    assert torch.equal(a.latent, b.latent) and a.history == b.history, "deterministic under the seed"
+    assert len(train_adapter(tiny_backend, w, ForgetConfig(steps=1)).latent) == 1, "off by default"
+    tiny_backend.renders_fast = False
+    assert len(train_adapter(tiny_backend, w, ForgetConfig(steps=1, view_anchors=3)).latent) == 1, \
+        "skipped where a render is a sampling loop"

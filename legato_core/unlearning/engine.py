@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from ..adapters import ODEAdapter, ODEConfig
+from .anchors import view_anchors
 from .objectives import ImageLoss, LossWeights, intensity_schedule, monotone_forgetting, trajectory_consistency
 from .targets import TargetConfig, make_target, typical_radius
 
@@ -39,6 +40,9 @@ class ForgetConfig:
     # adjacency radius (w_u + lam (w_r - w_u), lam ~ U(0.5, 1)): the people most at risk of being forgotten too
     preservation_near: int = 0
     adjacency_radius: float = 0.5  # alpha ~ U(0, r * typical |w - w_avg|): GUIDE's U(0, 15) rescaled
+    # re-inverted renders of the person in this many other views join w_u as forget anchors, each with its
+    # own target (anchors.py); backends that render slowly skip them
+    view_anchors: int = 0
     trajectory_sites: str | list[str] = "all"
     sites: list[str] | None = None  # None: every adapter site of the backend
     target: TargetConfig = field(default_factory=TargetConfig)
@@ -77,7 +81,7 @@ class Cancelled(Exception):  # noqa: N818 - reads better at call sites than Canc
 @dataclass
 class ForgetResult:
     adapter: ODEAdapter
-    latent: torch.Tensor
+    latent: torch.Tensor  # every latent trained as the person: the given ones, then any view anchors
     target_latent: torch.Tensor
     history: list[dict]
     seconds: float
@@ -151,6 +155,8 @@ def train_adapter(backend, w_u: torch.Tensor, config: ForgetConfig,
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
     sites = config.sites or list(backend.adapter_sites)
+    if config.view_anchors and getattr(backend, "renders_fast", True):
+        w_u = torch.cat([w_u, view_anchors(backend, w_u, config.view_anchors, gen)])
     w_t, target_desc = make_target(backend, w_u, config.target)
     radius = config.adjacency_radius * typical_radius(backend)
     adapter = ODEAdapter({s: backend.adapter_sites[s].channels for s in sites}, config.ode,
