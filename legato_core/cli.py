@@ -211,10 +211,7 @@ def _cmd_forget(args) -> int:
     judge = None if judge_name == "embedded" else spec.judge(backend, judge_name)  # None: unlearning_report's own
     t0 = time.time()
     w, ow, ov, desc = _target_input(args, backend, spec.kind)
-    target = TargetConfig(kind=args.target)
-    if args.stop_similarity is not None:
-        target.stop_similarity = None if args.stop_similarity == "none" else args.stop_similarity
-    cfg = ForgetConfig(seed=args.seed, target=target)
+    cfg = ForgetConfig(seed=args.seed, target=TargetConfig(kind=args.target, stop_similarity=args.stop_similarity))
     if args.steps:
         cfg.steps = args.steps
     if args.lr:
@@ -309,15 +306,15 @@ def _cmd_bench(args) -> int:
     return 0
 
 
-def _cosine_or_none(text: str) -> float | str:
-    if text == "none":
-        return text
+def _stop_similarity(text: str) -> float | None:
+    """--stop-similarity: a cosine TargetConfig accepts, or 'none'."""
+    from .unlearning.targets import TargetConfig
+
     try:
-        value = float(text)
+        value = None if text == "none" else float(text)
+        TargetConfig(stop_similarity=value)
     except ValueError:
-        value = float("nan")
-    if not -1 <= value < 1:
-        raise argparse.ArgumentTypeError(f"expected a cosine in [-1, 1) or 'none', got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a cosine in [-1, 1) or 'none', got {text!r}") from None
     return value
 
 
@@ -373,7 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
     fg.add_argument("--seed", type=int, default=0)
     fg.add_argument("--lr", type=float)
     fg.add_argument("--target", choices=["average", "extrapolated", "proximity"], default="extrapolated")
-    fg.add_argument("--stop-similarity", metavar="COS|none", type=_cosine_or_none,
+    fg.add_argument("--stop-similarity", metavar="COS|none", type=_stop_similarity,
+                    default=TargetConfig.stop_similarity,
                     help=f"extrapolated: stop on GUIDE's line where arcface's cosine to the person falls to COS "
                          f"(default {TargetConfig.stop_similarity}); 'none': a fixed distance")
     fg.add_argument("--threads", type=int, default=2)

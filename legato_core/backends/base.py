@@ -5,8 +5,9 @@ generator and the diffusers backends share one engine. A *latent* is the identit
 everything else that changes between images of one person (pose/light for the embedded model; noise seed
 and timestep for diffusion models).
 
-Optional attributes: ``renders_fast`` (default True): whether rendering a few hundred images is cheap enough
-for searches done once per forget run (the extrapolated target's stop point); diffusion backends say False.
+Optional attributes: ``renders_fast`` (default True, read through ``renders_fast()``): whether rendering a few
+hundred images is cheap enough for work done once per forget run (the extrapolated target's stop search, view
+anchors); diffusion backends say False.
 """
 
 from __future__ import annotations
@@ -43,3 +44,8 @@ class GeneratorBackend(Protocol):
     def parameter_count(self) -> int: ...
 
     def loss_identity_model(self) -> nn.Module: ...
+
+
+def renders_fast(backend) -> bool:
+    """Whether a few hundred renders per forget run are affordable on ``backend`` (see the module docstring)."""
+    return getattr(backend, "renders_fast", True)

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from ..adapters import ODEAdapter, ODEConfig
+from ..backends.base import renders_fast
 from .anchors import view_anchors
 from .objectives import ImageLoss, LossWeights, intensity_schedule, monotone_forgetting, trajectory_consistency
 from .targets import TargetConfig, make_target, typical_radius
@@ -155,7 +156,7 @@ def train_adapter(backend, w_u: torch.Tensor, config: ForgetConfig,
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
     sites = config.sites or list(backend.adapter_sites)
-    if config.view_anchors and getattr(backend, "renders_fast", True):
+    if config.view_anchors and renders_fast(backend):
         w_u = torch.cat([w_u, view_anchors(backend, w_u, config.view_anchors, gen)])
     w_t, target_desc = make_target(backend, w_u, config.target)
     radius = config.adjacency_radius * typical_radius(backend)

@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from ..backends.base import renders_fast
+
 TARGETS = ("average", "extrapolated", "proximity")
 
 
@@ -54,7 +56,7 @@ def make_target(backend, w_u: torch.Tensor, cfg: TargetConfig) -> tuple[torch.Te
     if cfg.kind == "average":
         return w_avg.clone(), desc
     if cfg.kind == "extrapolated":
-        search = cfg.stop_similarity is not None and getattr(backend, "renders_fast", True)
+        search = cfg.stop_similarity is not None and renders_fast(backend)
         d = (cfg.search_scale if search else cfg.distance_scale) * typical_radius(backend)
         direction = w_u - w_avg
         w_t = w_avg - d * direction / direction.norm(dim=1, keepdim=True).clamp(min=1e-8)
@@ -91,9 +93,8 @@ def stop_fraction(backend, w_u: torch.Tensor, w_far: torch.Tensor, cfg: TargetCo
     fr = torch.linspace(0, 1, p, dtype=w_u.dtype, device=w_u.device)
     line = (w_u[:, None] + fr[None, :, None] * (w_far - w_u)[:, None]).reshape(b * p, -1)  # (B*P, D)
     views = backend.canonical_views(k)
-    emb = torch.cat([arcface.embed(backend.render(line[i:i + 32].repeat_interleave(k, 0),
-                                                  views.repeat(len(line[i:i + 32]), 1)))
-                     for i in range(0, len(line), 32)]).view(b, p, k, -1)
+    emb = torch.cat([arcface.embed(backend.render(chunk.repeat_interleave(k, 0), views.repeat(len(chunk), 1)))
+                     for chunk in line.split(32)]).view(b, p, k, -1)
     sim = (emb * emb[:, :1]).sum(-1).mean(-1)  # (B, P): cosine to the person in the same view, at fraction 0
     out = torch.ones(b, dtype=w_u.dtype, device=w_u.device)
     for r in range(b):
