@@ -97,6 +97,25 @@ def _cmd_identity_evaluate(args) -> int:
     return 0
 
 
+def _cmd_identity_sensitivity(args) -> int:
+    from .identity import load_identity_model
+    from .identity.sensitivity import factor_sensitivity
+    from .ranges import check_evaluation_ids
+
+    check_evaluation_ids([args.first_identity])
+    model = load_identity_model(args.model)
+    rows = factor_sensitivity(model, list(range(args.first_identity, args.first_identity + args.identities)))
+    out = {"model": args.model, "identities": args.identities, "first_identity": args.first_identity,
+           "threshold": model.threshold, "factors": rows}
+    if args.json:
+        _print_json(out)
+    else:
+        for r in rows:
+            print(f"{r['factor']:>40}: mean {r['mean_cosine']:.3f}  min {r['min_cosine']:.3f}  "
+                  f"same person {r['same_person_rate']:.2f}  ({r['faces']} faces)")
+    return 0
+
+
 def _load_backend():
     """The embedded backend, for the commands that only exist for it (generator evaluate / sheet)."""
     from .backends.embedded import EmbeddedFaceBackend
@@ -345,6 +364,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--allow-dev-ids", action="store_true", help="allow ids below 1,000,000 (not for reporting)")
     ev.add_argument("--json", action="store_true")
     ev.set_defaults(func=_cmd_identity_evaluate)
+    se = idp.add_parser("sensitivity", help="cosine between a face and the same face with one factor changed")
+    se.add_argument("--model", choices=["arcface", "judge"], required=True)
+    se.add_argument("--identities", type=int, default=200)
+    se.add_argument("--first-identity", type=int, default=1_000_000)
+    se.add_argument("--json", action="store_true")
+    se.set_defaults(func=_cmd_identity_sensitivity)
 
     gp = sub.add_parser("generator", help="the embedded generator").add_subparsers(dest="action", required=True)
     ge = gp.add_parser("evaluate", help="inversion, new views, prior distinctness/consistency, speed")

@@ -3,6 +3,7 @@
     python scripts/train_generator.py data           # render ids [20000, 26000) x 12 views (cached in runs/)
     python scripts/train_generator.py view-encoder   # regression of view factors, seed 0
     python scripts/train_generator.py generator      # needs assets/arcface; seed 0
+    python scripts/train_generator.py factor-generator --resume --threads 1   # fresh renders, resumable
 
 Evaluate with `python -m legato_core generator evaluate --identities 200 --first-identity 1000000 --json`.
 """
@@ -11,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -19,6 +22,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from legato_core.generator.factor_training import (  # noqa: E402
+    FaceEncoderTrainingConfig,
+    FactorTrainingConfig,
+    train_face_encoder,
+    train_factor_generator,
+)
 from legato_core.generator.training import (  # noqa: E402
     GeneratorTrainingConfig,
     embed_all,
@@ -30,12 +39,14 @@ from legato_core.identity import IdentityModel  # noqa: E402
 from legato_core.ranges import GENERATOR_TRAIN  # noqa: E402
 
 IDS = range(GENERATOR_TRAIN.start, GENERATOR_TRAIN.start + 6000)
+COMMITTED_CHECKPOINT = ROOT / "checkpoints" / "factor_generator"  # EMA weights + state, committed to resume from
 VIEWS = 12
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("stage", choices=["data", "view-encoder", "generator"])
+    ap.add_argument("stage", choices=["data", "view-encoder", "generator", "factor-generator",
+                                          "face-encoder"])
     ap.add_argument("--cache", type=Path, default=ROOT / "runs" / "generator_data.safetensors")
     ap.add_argument("--out", type=Path, default=ROOT / "assets" / "generator")
     ap.add_argument("--steps", type=int)
@@ -43,8 +54,21 @@ def main() -> None:
     ap.add_argument("--time-budget", type=float, help="fit the generator's schedule to this many seconds")
     ap.add_argument("--init-from", help="continue training from a saved generator directory")
     ap.add_argument("--lr", type=float)
+    ap.add_argument("--resume", action="store_true", help="factor-generator: continue from --checkpoint-dir")
+    ap.add_argument("--checkpoint-dir", type=Path, default=ROOT / "runs" / "factor_generator")
+    ap.add_argument("--stop-after", type=float, help="factor-generator: stop (with a checkpoint) after S seconds")
+    ap.add_argument("--decay-start", type=int, help="factor-generator: step where the lr starts its cosine decay")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.stage == "factor-generator":
+        train_factor(args)
+        return
+    if args.stage == "face-encoder":  # identity factors + view from an image, for the factor generator's inversion
+        cfg = FaceEncoderTrainingConfig(**({"steps": args.steps} if args.steps else {}))
+        enc = train_face_encoder(cfg)
+        enc.save_pretrained(args.out, name="face_encoder", extra={"training": asdict(cfg), "outputs": [
+            "identity factors (legato_core.faceworld.factors)", "view vector"]})
+        return
     data = render_training_data(IDS, VIEWS, args.cache)
     if args.stage == "view-encoder":
         enc = train_view_encoder(data, steps=args.steps or 3000)
@@ -62,6 +86,32 @@ def main() -> None:
                                                "steps_done": info["steps_done"], "train_seconds": info["train_seconds"],
                                                "identity_model": "arcface"})
         (args.out / "training_log.json").write_text(json.dumps(info, indent=2) + "\n")
+
+
+def train_factor(args) -> None:
+    """The factor-conditioned generator: seeded fresh renders, checkpoints in --checkpoint-dir, a JSON-lines log."""
+    cfg = FactorTrainingConfig()
+    if args.steps:
+        cfg.steps = args.steps
+    if args.lr:
+        cfg.lr = args.lr
+    if args.decay_start is not None:
+        cfg.decay_start = args.decay_start
+    seed_dir = COMMITTED_CHECKPOINT
+    if args.resume and not (args.checkpoint_dir / "state.json").exists() and (seed_dir / "state.json").exists():
+        args.checkpoint_dir.mkdir(parents=True, exist_ok=True)  # start from the last committed checkpoint
+        for name in ("ema.safetensors", "state.json"):
+            shutil.copy(seed_dir / name, args.checkpoint_dir / name)
+        shutil.copy(seed_dir / "ema.safetensors", args.checkpoint_dir / "model.safetensors")
+    log_path = args.checkpoint_dir / "train.log"
+    args.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+
+    def log(msg: str) -> None:
+        print(msg, flush=True)
+        with open(log_path, "a") as f:
+            f.write(msg + "\n")
+
+    train_factor_generator(cfg, args.checkpoint_dir, resume=args.resume, stop_after_s=args.stop_after, log=log)
 
 
 if __name__ == "__main__":

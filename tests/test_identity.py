@@ -61,3 +61,20 @@ def test_verification_metrics_on_known_scores():
     genuine, impostor = np.array([0.9, 0.8, 0.7]), np.array([0.1, 0.2, 0.75])
     assert roc_auc(genuine, impostor) == pytest.approx(8 / 9)
     assert threshold_at_far(np.linspace(0, 1, 1001), 1e-2) == pytest.approx(0.99, abs=1e-3)
+
+
+def test_sensitivity_table_has_a_row_per_factor_and_brackets_them_with_references():
+    from legato_core.faceworld import IDENTITY_KEYS
+    from legato_core.identity import load_identity_model
+    from legato_core.identity.sensitivity import factor_sensitivity
+
+    rows = factor_sensitivity(load_identity_model("judge"), list(range(300_000, 300_024)))
+    by = {r["factor"]: r for r in rows}
+    assert [r["factor"] for r in rows[:len(IDENTITY_KEYS)]] == list(IDENTITY_KEYS)
+    assert by["mole_x"]["faces"] < 24  # measured only on faces that have a mole
+    other_person = by["(reference) another person, same view"]["mean_cosine"]
+    assert other_person < 0.3
+    # every single-factor change keeps the face closer to itself than another person is
+    assert all(r["mean_cosine"] > other_person for r in rows[:len(IDENTITY_KEYS)])
+    # the judge sees a new skin tone far more than a new nose width
+    assert by["skin"]["mean_cosine"] < by["nose_w"]["mean_cosine"] - 0.2

@@ -4,6 +4,9 @@ Runs offline on a laptop CPU from the weights in ``assets/``. Inversion = arcfac
 (identity latent) + view encoder (view), refined by a few steps of gradient descent on the pixels plus a
 multi-view identity term: renders of the latent in a few *other* (fixed, seeded) views must keep the image's
 arcface embedding. Pixels alone fit the one uploaded view and let the identity drift in views never seen.
+
+A factor-conditioned generator (``GeneratorConfig.conditioning == "factors"``) is inverted the same way, except
+that its face encoder reads the identity factors and the view from the image in one pass.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ class EmbeddedFaceBackend(nn.Module):
                  identity_weight: float = 0.5):
         super().__init__()
         self.generator, self.view_encoder, self.arcface = generator.eval(), view_encoder.eval(), arcface.eval()
+        # a factor-conditioned generator's encoder returns [identity factors, view] in one vector
+        self.factor_dim = generator.config.embedding_dim if generator.factor_conditioned else 0
         for p in self.parameters():
             p.requires_grad_(False)
         self.refine_steps, self.refine_lr = refine_steps, refine_lr
@@ -42,8 +47,10 @@ class EmbeddedFaceBackend(nn.Module):
     @classmethod
     def from_pretrained(cls, directory: str | Path | None = None, **kwargs) -> EmbeddedFaceBackend:
         directory = Path(directory) if directory else asset_path("generator")
-        return cls(StyleFaceGenerator.from_pretrained(directory), ViewEncoder.from_pretrained(directory),
-                   load_identity_model("arcface"), **kwargs)
+        generator = StyleFaceGenerator.from_pretrained(directory)
+        encoder = ViewEncoder.from_pretrained(directory, "face_encoder" if generator.factor_conditioned else
+                                              "view_encoder")
+        return cls(generator, encoder, load_identity_model("arcface"), **kwargs)
 
     # -- latent space --------------------------------------------------------------------------------------
     @property
@@ -90,7 +97,13 @@ class EmbeddedFaceBackend(nn.Module):
 
     @torch.no_grad()
     def encode_identity(self, images: torch.Tensor) -> torch.Tensor:
+        if self.factor_dim:
+            return self.generator.map_identity(self.view_encoder(images)[:, :self.factor_dim])
         return self.generator.map_identity(self.arcface.embed(images))
+
+    @torch.no_grad()
+    def encode_view(self, images: torch.Tensor) -> torch.Tensor:
+        return self.view_encoder(images)[:, self.factor_dim:]
 
     def invert(self, images: torch.Tensor, refine_steps: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Images (B, 3, H, W) in [0, 1] -> (identity latent, view) whose render reproduces them."""
@@ -100,7 +113,7 @@ class EmbeddedFaceBackend(nn.Module):
             images = F.interpolate(images, size=(64, 64), mode="bilinear", antialias=True, align_corners=False)
         with torch.no_grad():
             w = self.encode_identity(images)
-            v = self.view_encoder(images)
+            v = self.encode_view(images)
         steps = self.refine_steps if refine_steps is None else refine_steps
         if steps <= 0:
             return w, v

@@ -13,16 +13,57 @@ from ..identity.model import load_identity_model
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-image PSNR in dB of images in [0, 1]."""
     mse = (a - b).square().mean(dim=(1, 2, 3)).clamp(min=1e-10)
     return 10 * torch.log10(1 / mse)
 
 
+def central_crop(images: torch.Tensor, fraction: float = 0.5) -> torch.Tensor:
+    """The central ``fraction`` of each side (32x32 of a 64-px face: eyes, nose, mouth)."""
+    h, w = images.shape[-2:]
+    ch, cw = round(h * fraction), round(w * fraction)
+    top, left = (h - ch) // 2, (w - cw) // 2
+    return images[..., top:top + ch, left:left + cw]
+
+
+def gradient_energy(images: torch.Tensor) -> torch.Tensor:
+    """Mean squared finite-difference gradient: how much edge a set of images holds (blur lowers it)."""
+    dx = images[..., :, 1:] - images[..., :, :-1]
+    dy = images[..., 1:, :] - images[..., :-1, :]
+    return dx.square().mean() + dy.square().mean()
+
+
+def high_frequency_energy(images: torch.Tensor) -> torch.Tensor:
+    """Spectral energy above half the Nyquist frequency (radial frequency > 0.25 cycles per pixel)."""
+    h, w = images.shape[-2:]
+    spec = torch.fft.fft2(images - images.mean(dim=(-2, -1), keepdim=True)).abs().square()
+    fy = torch.fft.fftfreq(h).abs().view(-1, 1)
+    fx = torch.fft.fftfreq(w).abs().view(1, -1)
+    mask = (fx.square() + fy.square()).sqrt() > 0.25
+    return spec[..., mask].sum() / images[..., 0, 0].numel()
+
+
+def pixel_fidelity(renders: torch.Tensor, truth: torch.Tensor) -> dict[str, float]:
+    """Pixel figures of renders against the face world's own images of the same faces and views."""
+    return {
+        "psnr_db": float(psnr(renders, truth).mean()),
+        "central_psnr_db": float(psnr(central_crop(renders), central_crop(truth)).mean()),
+        "sharpness_ratio": float(gradient_energy(renders) / gradient_energy(truth)),
+        "high_frequency_ratio": float(high_frequency_energy(renders) / high_frequency_energy(truth)),
+    }
+
+
 @torch.no_grad()
 def evaluate_generator(backend, identities: int = 200, first_identity: int = 1_000_000, new_views: int = 5,
-                       random_pairs: int = 500, batch: int = 50, progress: bool = True) -> dict:
+                       random_pairs: int = 500, batch: int = 50, progress: bool = True,
+                       pixel_views: int = 3) -> dict:
+    """Judge figures (same person on re-render and in new views, prior distinct/consistent) and pixel figures
+    against the face world's own pictures: the inverted view re-rendered, and the inverted identity drawn in
+    ``pixel_views`` other views (with their true view vectors) next to the face world's images of them."""
     judge = load_identity_model("judge")
     thr = judge.threshold
-    same, new_same, psnrs, inv_times = [], [], [], []
+    same, new_same, inv_times = [], [], []
+    renders, truths, new_renders, new_truths = [], [], [], []
     ids = list(range(first_identity, first_identity + identities))
     for s in tqdm(range(0, len(ids), batch), desc="inversion", disable=not progress):
         chunk = ids[s:s + batch]
@@ -32,13 +73,21 @@ def evaluate_generator(backend, identities: int = 200, first_identity: int = 1_0
             w, v = backend.invert(img)
         inv_times.append((time.perf_counter() - t0) / len(chunk))
         rec = backend.render(w, v)
+        renders.append(rec)
+        truths.append(img)
         e_img = judge.embed(img)
         same.append((e_img * judge.embed(rec)).sum(1))
-        psnrs.append(psnr(rec, img))
         for k in range(1, new_views + 1):
             nv = faceworld.encode_view(faceworld.sample_views(chunk, [1000 + k] * len(chunk)))
-            new_same.append((e_img * judge.embed(backend.render(w, nv))).sum(1))
-    same, new_same, psnrs = torch.cat(same), torch.cat(new_same), torch.cat(psnrs)
+            out = backend.render(w, nv)
+            new_same.append((e_img * judge.embed(out)).sum(1))
+            if k <= pixel_views:
+                new_renders.append(out)
+                new_truths.append(faceworld.render(chunk, [1000 + k] * len(chunk)))
+    same, new_same = torch.cat(same), torch.cat(new_same)
+    rerender = pixel_fidelity(torch.cat(renders), torch.cat(truths))
+    new_view = pixel_fidelity(torch.cat(new_renders), torch.cat(new_truths))
+    both = pixel_fidelity(torch.cat(renders + new_renders), torch.cat(truths + new_truths))
 
     gen = torch.Generator().manual_seed(99)
     a = backend.sample_latents(random_pairs, gen)
@@ -72,7 +121,12 @@ def evaluate_generator(backend, identities: int = 200, first_identity: int = 1_0
         "new_view_same_person_rate": float((new_same > thr).float().mean()),
         "random_pair_distinct_rate": float((distinct < thr).float().mean()),
         "consistency_rate": float((consistent > thr).float().mean()),
-        "psnr_db": float(psnrs.mean()),
+        "psnr_db": rerender["psnr_db"],
+        "central_psnr_db": rerender["central_psnr_db"],
+        "new_view_psnr_db": new_view["psnr_db"],
+        "new_view_central_psnr_db": new_view["central_psnr_db"],
+        "sharpness_ratio": both["sharpness_ratio"],
+        "high_frequency_ratio": both["high_frequency_ratio"],
         "same_person_cosine_mean": float(same.mean()),
         "new_view_cosine_mean": float(new_same.mean()),
         "ms_per_batch8": statistics.median(times),

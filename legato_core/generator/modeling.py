@@ -21,6 +21,10 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ..faceworld.attributes import decode_view, sample_identities
+from ..faceworld.factors import identity_vector
+from ..ranges import GENERATOR_TRAIN
+
 
 @dataclass
 class GeneratorConfig:
@@ -31,6 +35,11 @@ class GeneratorConfig:
     mapping_layers: int = 4
     channels: dict[int, int] = field(default_factory=lambda: {4: 256, 8: 128, 16: 80, 32: 40, 64: 20})
     resolution: int = 64
+    # "arcface": the identity input is a unit arcface embedding; "factors": the face world's factor vector
+    conditioning: str = "arcface"
+    # > 0: every block after the first also sees the face-frame coordinates of its pixels (from the view's
+    # roll, scale and shift) with this many sine/cosine octaves, so small features can be placed exactly
+    coord_octaves: int = 0
 
     @classmethod
     def from_dict(cls, d: dict) -> GeneratorConfig:
@@ -90,8 +99,29 @@ class AdapterSite(nn.Identity):
         self.site_name, self.channels, self.resolution = name, channels, resolution
 
 
+def face_frame_features(view: torch.Tensor, size: int, octaves: int) -> torch.Tensor:
+    """(B, 2 + 4 * octaves, size, size): face-frame x, y of each pixel and their sine/cosine octaves.
+
+    The face world places the whole face by roll, scale and shift; giving the synthesis the resulting
+    coordinates turns "where is the eye" from something the convolutions must learn into an input.
+    """
+    v = decode_view(view)
+    lin = (torch.arange(size, dtype=view.dtype, device=view.device) + 0.5) / size * 2 - 1
+    gy, gx = torch.meshgrid(lin, lin, indexing="ij")
+    scale = v["scale"].view(-1, 1, 1)
+    dx, dy = (gx - v["shift_x"].view(-1, 1, 1)) / scale, (gy - v["shift_y"].view(-1, 1, 1)) / scale
+    cr, sr = torch.cos(v["roll"]).view(-1, 1, 1), torch.sin(v["roll"]).view(-1, 1, 1)
+    x, y = cr * dx + sr * dy, -sr * dx + cr * dy
+    feats = [x, y]
+    for k in range(octaves):
+        f = math.pi * 2**k
+        feats += [torch.sin(f * x), torch.cos(f * x), torch.sin(f * y), torch.cos(f * y)]
+    return torch.stack(feats, dim=1).contiguous(memory_format=torch.channels_last)
+
+
 class SynthesisBlock(nn.Module):
-    def __init__(self, cin: int, cout: int, style_dim: int, resolution: int, first: bool = False):
+    def __init__(self, cin: int, cout: int, style_dim: int, resolution: int, first: bool = False,
+                 coord_dim: int = 0):
         super().__init__()
         self.first = first
         if first:
@@ -103,13 +133,18 @@ class SynthesisBlock(nn.Module):
             self.conv2 = ModulatedConv(cout, cout, style_dim)
         self.site = AdapterSite(f"b{resolution}", cout, resolution)
         self.to_rgb = ModulatedConv(cout, 3, style_dim, kernel=1, demodulate=False, activate=False)
+        self.coord = nn.Conv2d(coord_dim, cout, 1) if coord_dim and not first else None
 
-    def forward(self, x: torch.Tensor | None, rgb: torch.Tensor | None, style: torch.Tensor):
+    def forward(self, x: torch.Tensor | None, rgb: torch.Tensor | None, style: torch.Tensor,
+                coords: torch.Tensor | None = None):
         if self.first:
             x = self.const.expand(style.shape[0], -1, -1, -1)
             x = self.conv1(x, style)
         else:
-            x = self.conv2(self.conv1(x, style), style)
+            x = self.conv1(x, style)
+            if self.coord is not None:
+                x = x + self.coord(coords)
+            x = self.conv2(x, style)
             x = self.site(x)
         out = self.to_rgb(x, style)
         if rgb is not None:
@@ -128,8 +163,9 @@ class StyleFaceGenerator(nn.Module):
         style_dim = c.w_dim + c.view_code_dim
         resolutions = sorted(c.channels)
         blocks, cin = [], c.channels[resolutions[0]]
+        coord_dim = 2 + 4 * c.coord_octaves if c.coord_octaves else 0
         for i, r in enumerate(resolutions):
-            blocks.append(SynthesisBlock(cin, c.channels[r], style_dim, r, first=i == 0))
+            blocks.append(SynthesisBlock(cin, c.channels[r], style_dim, r, first=i == 0, coord_dim=coord_dim))
             cin = c.channels[r]
         self.blocks = nn.ModuleList(blocks)
         self.register_buffer("w_avg", torch.zeros(c.w_dim))
@@ -141,14 +177,26 @@ class StyleFaceGenerator(nn.Module):
         self.to(memory_format=torch.channels_last)
 
     # -- latent space ------------------------------------------------------------------------------------
+    @property
+    def factor_conditioned(self) -> bool:
+        return self.config.conditioning == "factors"
+
     def map_identity(self, embedding: torch.Tensor) -> torch.Tensor:
-        """Identity embedding (B, E), unit norm -> identity latent w (B, W)."""
+        """Identity input (B, E) -> identity latent w (B, W): a unit embedding, or a face-world factor vector."""
+        if self.factor_conditioned:
+            return self.mapping(embedding)
         return self.mapping(F.normalize(embedding, dim=1) * math.sqrt(embedding.shape[1]))
 
     def sample_embeddings(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Random identity embeddings from the fitted Gaussian prior, projected to the unit sphere."""
+        """Random identity inputs: for embeddings, the fitted Gaussian prior projected to the unit sphere; for
+        factors, the factor vectors of random face-world people of the generator's training range (the exact
+        prior: a Gaussian over one-hot categories would draw half-glasses)."""
+        if self.factor_conditioned:
+            ids = GENERATOR_TRAIN.start + torch.randint(len(GENERATOR_TRAIN), (n,), generator=generator)
+            return identity_vector(sample_identities(ids.tolist()))
         z = torch.randn(n, self.config.embedding_dim, generator=generator)
-        return F.normalize(self.prior_mean + z @ self.prior_chol.T, dim=1)
+        e = self.prior_mean + z @ self.prior_chol.T
+        return e if self.factor_conditioned else F.normalize(e, dim=1)
 
     def sample_latents(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         with torch.no_grad():
@@ -157,7 +205,7 @@ class StyleFaceGenerator(nn.Module):
     @torch.no_grad()
     def fit_prior(self, embeddings: torch.Tensor) -> None:
         """Fit the identity prior (Gaussian on embeddings) and the latent mean w_avg."""
-        e = F.normalize(embeddings.float(), dim=1)
+        e = embeddings.float() if self.factor_conditioned else F.normalize(embeddings.float(), dim=1)
         self.prior_mean.copy_(e.mean(0))
         cov = torch.cov(e.T) + 1e-5 * torch.eye(e.shape[1])
         self.prior_chol.copy_(torch.linalg.cholesky(cov))
@@ -172,7 +220,10 @@ class StyleFaceGenerator(nn.Module):
         style = torch.cat([w, self.view_mapping(view)], dim=1)
         x = rgb = None
         for block in self.blocks:
-            x, rgb = block(x, rgb, style)
+            coords = None
+            if block.coord is not None:
+                coords = face_frame_features(view, block.site.resolution, self.config.coord_octaves)
+            x, rgb = block(x, rgb, style, coords)
         img = rgb * 0.5 + 0.5
         return (img, x) if return_features else img
 

@@ -1,7 +1,8 @@
 """View encoder: image -> normalised view vector (pose, expression, light, background, framing).
 
 Half of inversion: the identity half comes from the ``arcface`` embedding, the view half from this network,
-trained by regression on face-world images whose view factors are known.
+trained by regression on face-world images whose view factors are known. The factor-conditioned generator uses
+the same network, wider, to read identity factors and view together (``name="face_encoder"``).
 """
 
 from __future__ import annotations
@@ -33,17 +34,17 @@ class ViewEncoder(nn.Module):
             images = nn.functional.interpolate(images, size=(64, 64), mode="bilinear", antialias=True)
         return torch.tanh(self.head(self.features(images * 2 - 1))) * 1.05
 
-    def save_pretrained(self, directory: str | Path, extra: dict | None = None) -> None:
+    def save_pretrained(self, directory: str | Path, extra: dict | None = None, name: str = "view_encoder") -> None:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, directory / "view_encoder.safetensors")
-        (directory / "view_encoder.json").write_text(
+        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, directory / f"{name}.safetensors")
+        (directory / f"{name}.json").write_text(
             json.dumps({"view_dim": self.view_dim, "width": self.width, **(extra or {})}, indent=2) + "\n")
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path) -> ViewEncoder:
+    def from_pretrained(cls, directory: str | Path, name: str = "view_encoder") -> ViewEncoder:
         directory = Path(directory)
-        meta = json.loads((directory / "view_encoder.json").read_text())
+        meta = json.loads((directory / f"{name}.json").read_text())
         enc = cls(meta["view_dim"], meta["width"])
-        enc.load_state_dict(load_file(directory / "view_encoder.safetensors"))
+        enc.load_state_dict(load_file(directory / f"{name}.safetensors"))
         return enc.eval()

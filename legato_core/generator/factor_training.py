@@ -1,0 +1,205 @@
+"""Training the factor-conditioned face-world generator on fresh renders, resumable across sessions.
+
+The face world knows the exact identity factors and view of every picture and renders hundreds of faces per
+second, so every step draws new people and new views (no pool to overfit) and the generator regresses the
+picture from its true factors. Losses reward edges, and none can be gamed: L1 at two scales plus L1 between
+the images' finite-difference gradients. Checkpoints (model, EMA, optimiser) go to one folder with a JSON log;
+``resume`` continues from it, and the data stream is a function of (seed, step), so a resumed run sees what
+an uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from ..faceworld import VIEW_DIM, encode_view, render_faces, sample_identities, sample_views
+from ..faceworld.factors import FACTOR_DIM, identity_vector
+from ..ranges import GENERATOR_TRAIN, VALIDATION
+from .evaluation import pixel_fidelity
+from .modeling import GeneratorConfig, StyleFaceGenerator
+from .view_encoder import ViewEncoder
+
+CHECKPOINT_FILES = ("model.safetensors", "ema.safetensors", "optimizer.safetensors", "state.json")
+
+
+def factor_generator_config() -> GeneratorConfig:
+    """The architecture of the factor-conditioned generator: more channels at 16-64 px, face-frame coords."""
+    return GeneratorConfig(embedding_dim=FACTOR_DIM, conditioning="factors", coord_octaves=3,
+                           channels={4: 256, 8: 128, 16: 96, 32: 64, 64: 24})
+
+
+@dataclass
+class FactorTrainingConfig:
+    steps: int = 40_000
+    batch_size: int = 32
+    lr: float = 2e-3
+    warmup: int = 200
+    decay_start: int | None = None  # from here the lr falls (cosine) to lr_floor * lr at ``steps``
+    lr_floor: float = 0.05
+    ema: float = 0.999
+    gradient_weight: float = 1.0
+    seed: int = 0
+    checkpoint_every: int = 250
+    eval_every: int = 250
+    eval_images: int = 64
+    generator: dict = field(default_factory=lambda: asdict(factor_generator_config()))
+
+
+def training_batch(step: int, batch: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(factor vectors, view vectors, images) for one step: a function of (seed, step) alone."""
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    ids = (GENERATOR_TRAIN.start + torch.randint(len(GENERATOR_TRAIN), (batch,), generator=gen)).tolist()
+    views = torch.randint(1_000_000_000, (batch,), generator=gen).tolist()
+    identity, view = sample_identities(ids), sample_views(ids, views)
+    return identity_vector(identity), encode_view(view), render_faces(identity, view)
+
+
+def validation_batch(n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Fixed monitoring faces from the validation range (never the evaluation range)."""
+    ids = list(range(VALIDATION.start + 90_000, VALIDATION.start + 90_000 + n))
+    identity, view = sample_identities(ids), sample_views(ids, list(range(n)))
+    return identity_vector(identity), encode_view(view), render_faces(identity, view)
+
+
+def image_loss(out: torch.Tensor, target: torch.Tensor, gradient_weight: float) -> torch.Tensor:
+    l1 = (out - target).abs().mean() + (F.avg_pool2d(out, 2) - F.avg_pool2d(target, 2)).abs().mean()
+    gx = (out[..., :, 1:] - out[..., :, :-1]) - (target[..., :, 1:] - target[..., :, :-1])
+    gy = (out[..., 1:, :] - out[..., :-1, :]) - (target[..., 1:, :] - target[..., :-1, :])
+    return l1 + gradient_weight * (gx.abs().mean() + gy.abs().mean())
+
+
+def learning_rate(cfg: FactorTrainingConfig, step: int) -> float:
+    lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup)
+    if cfg.decay_start is not None and step >= cfg.decay_start:
+        frac = min(1.0, (step - cfg.decay_start) / max(1, cfg.steps - cfg.decay_start))
+        lr *= cfg.lr_floor + (1 - cfg.lr_floor) * 0.5 * (1 + torch.cos(torch.tensor(frac * torch.pi)).item())
+    return lr
+
+
+def _save_optimizer(opt: torch.optim.Optimizer, path: Path) -> None:
+    tensors = {}
+    for i, st in opt.state_dict()["state"].items():
+        for k, v in st.items():
+            tensors[f"{i}.{k}"] = torch.as_tensor(v).contiguous()
+    save_file(tensors, path)
+
+
+def _load_optimizer(opt: torch.optim.Optimizer, path: Path) -> None:
+    flat = load_file(path)
+    state: dict[int, dict] = {}
+    for key, v in flat.items():
+        i, k = key.split(".", 1)
+        state.setdefault(int(i), {})[k] = v
+    sd = opt.state_dict()
+    sd["state"] = state
+    opt.load_state_dict(sd)
+
+
+def save_checkpoint(directory: Path, model: StyleFaceGenerator, ema: StyleFaceGenerator,
+                    opt: torch.optim.Optimizer, state: dict) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / "tmp"
+    tmp.mkdir(exist_ok=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp / "model.safetensors")
+    save_file({k: v.contiguous() for k, v in ema.state_dict().items()}, tmp / "ema.safetensors")
+    _save_optimizer(opt, tmp / "optimizer.safetensors")
+    (tmp / "state.json").write_text(json.dumps(state, indent=2) + "\n")
+    for name in CHECKPOINT_FILES:  # replace file by file only once all are written
+        (tmp / name).replace(directory / name)
+    tmp.rmdir()
+
+
+@torch.no_grad()
+def monitor(ema: StyleFaceGenerator, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> dict[str, float]:
+    factors, views, truth = batch
+    return pixel_fidelity(ema.render(ema.map_identity(factors), views), truth)
+
+
+def train_factor_generator(cfg: FactorTrainingConfig, directory: Path, resume: bool = False,
+                           stop_after_s: float | None = None, log=print) -> StyleFaceGenerator:
+    """Train (or resume) into ``directory``; returns the EMA generator. Stops at ``cfg.steps`` or the budget."""
+    directory = Path(directory)
+    torch.manual_seed(cfg.seed)
+    model = StyleFaceGenerator(GeneratorConfig.from_dict(cfg.generator)).train()
+    ema = copy.deepcopy(model).eval()
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
+    step, history, seconds = 0, [], 0.0
+    if resume and (directory / "state.json").exists():
+        model.load_state_dict(load_file(directory / "model.safetensors"))
+        ema.load_state_dict(load_file(directory / "ema.safetensors"))
+        if (directory / "optimizer.safetensors").exists():
+            _load_optimizer(opt, directory / "optimizer.safetensors")
+        state = json.loads((directory / "state.json").read_text())
+        step, history, seconds = state["step"], state["history"], state["train_seconds"]
+        log(f"resumed at step {step} ({seconds / 60:.0f} min trained)")
+    val = validation_batch(cfg.eval_images)
+    t0, start_seconds = time.time(), seconds
+
+    def state_now() -> dict:
+        return {"step": step, "train_seconds": round(seconds, 1), "config": asdict(cfg), "history": history,
+                "torch_threads": torch.get_num_threads()}
+
+    while step < cfg.steps:
+        for group in opt.param_groups:
+            group["lr"] = learning_rate(cfg, step)
+        factors, views, target = training_batch(step, cfg.batch_size, cfg.seed)
+        out = model.synthesize(model.map_identity(factors), views)
+        loss = image_loss(out, target, cfg.gradient_weight)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            decay = min(cfg.ema, (1 + step) / (10 + step))
+            for pe, p in zip(ema.parameters(), model.parameters(), strict=True):
+                pe.lerp_(p, 1 - decay)
+        step += 1
+        seconds = start_seconds + time.time() - t0
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            row = {"step": step, "loss": round(loss.item(), 5), "minutes": round(seconds / 60, 1),
+                   **{k: round(v, 3) for k, v in monitor(ema, val).items()}}
+            history.append(row)
+            log(json.dumps(row))
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            save_checkpoint(directory, model, ema, opt, state_now())
+        if stop_after_s is not None and time.time() - t0 > stop_after_s:
+            save_checkpoint(directory, model, ema, opt, state_now())
+            log(f"time budget reached at step {step}")
+            break
+    ema.fit_prior(torch.cat([training_batch(10_000_000 + i, 256, cfg.seed)[0] for i in range(8)]))
+    return ema
+
+
+@dataclass
+class FaceEncoderTrainingConfig:
+    steps: int = 5000
+    batch_size: int = 64
+    lr: float = 2e-3
+    width: int = 32
+    seed: int = 1
+
+
+def train_face_encoder(cfg: FaceEncoderTrainingConfig, log=print) -> ViewEncoder:
+    """Image -> (identity factors, view) by regression on fresh renders with known factors (for inversion)."""
+    torch.manual_seed(cfg.seed)
+    enc = ViewEncoder(FACTOR_DIM + VIEW_DIM, cfg.width).train()
+    opt = torch.optim.AdamW(enc.parameters(), lr=cfg.lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.05)
+    t0 = time.time()
+    for step in range(cfg.steps):
+        factors, views, images = training_batch(step, cfg.batch_size, cfg.seed + 100)
+        loss = F.mse_loss(enc(images), torch.cat([factors, views], dim=1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % 250 == 0 or step == cfg.steps - 1:
+            log(json.dumps({"step": step, "mse": round(loss.item(), 5), "minutes": round((time.time() - t0) / 60, 1)}))
+    return enc.eval()

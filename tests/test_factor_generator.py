@@ -1,0 +1,129 @@
+"""The factor-conditioned generator: its conditioning vector, face-frame coordinates, resumable training, and
+the pixel figures it is judged by."""
+
+import json
+
+import pytest
+import torch
+
+from legato_core import faceworld
+from legato_core.backends.embedded import EmbeddedFaceBackend
+from legato_core.faceworld.factors import FACTOR_DIM, identity_vector
+from legato_core.generator.evaluation import central_crop, gradient_energy, high_frequency_energy, pixel_fidelity
+from legato_core.generator.factor_training import (
+    FactorTrainingConfig,
+    image_loss,
+    learning_rate,
+    train_factor_generator,
+    training_batch,
+)
+from legato_core.generator.modeling import GeneratorConfig, StyleFaceGenerator, face_frame_features
+from legato_core.generator.view_encoder import ViewEncoder
+from legato_core.identity.model import IdentityModel
+
+
+def tiny_factor_config() -> GeneratorConfig:
+    return GeneratorConfig(embedding_dim=FACTOR_DIM, conditioning="factors", coord_octaves=2, w_dim=32,
+                           view_code_dim=16, mapping_layers=2, channels={4: 32, 8: 16, 16: 8, 32: 8, 64: 4})
+
+
+def test_factor_vectors_are_bounded_one_hot_and_drop_what_is_not_drawn():
+    ids = list(range(300_000, 300_200))
+    ident = faceworld.sample_identities(ids)
+    vec = identity_vector(ident)
+    assert vec.shape == (200, FACTOR_DIM)
+    assert vec.abs().max() <= 1.0 + 1e-6
+    onehots = vec[:, -14:]
+    assert torch.equal(onehots.sum(1), torch.full((200,), 3.0))  # hair style, facial hair, glasses
+    no_mole = ident["mole"] == 0
+    assert no_mole.any() and (no_mole.logical_not()).any()
+    # a mole's position is zeroed when there is no mole, and kept when there is one
+    different_position = dict(ident, mole_x=ident["mole_x"] * 0 + 0.2)
+    moved = identity_vector(different_position)
+    assert torch.equal(moved[no_mole], vec[no_mole])
+    assert not torch.equal(moved[~no_mole], vec[~no_mole])
+
+
+def test_face_frame_coordinates_follow_the_views_shift():
+    centred = faceworld.encode_view(faceworld.frontal_view(1))
+    shifted = centred.clone()
+    k = list(faceworld.VIEW_RANGES).index("shift_x")
+    k = sum(faceworld.VIEW_RANGES[n][2] for n in list(faceworld.VIEW_RANGES)[:k])
+    shifted[0, k] = 1.0  # the face moves right by 0.07 image units
+    a, b = face_frame_features(centred, 64, 2), face_frame_features(shifted, 64, 2)
+    assert a.shape == (1, 2 + 8, 64, 64)
+    scale = faceworld.decode_view(centred)["scale"].item()
+    assert torch.allclose(a[0, 0] - b[0, 0], torch.full((64, 64), 0.07 / scale), atol=1e-5)
+
+
+def test_factor_generator_renders_any_face_world_person_and_samples_real_ones():
+    torch.manual_seed(0)
+    g = StyleFaceGenerator(tiny_factor_config()).eval()
+    f, v, _ = training_batch(0, 3, seed=0)
+    img = g.render(g.map_identity(f), v)
+    assert img.shape == (3, 3, 64, 64) and 0 <= img.min() and img.max() <= 1
+    prior = g.sample_embeddings(4, torch.Generator().manual_seed(1))
+    assert prior.shape == (4, FACTOR_DIM)
+    assert torch.equal(prior[:, -14:].sum(1), torch.full((4,), 3.0))  # whole categories, never blends
+    assert list(g.adapter_sites) == ["b8", "b16", "b32", "b64"]
+
+
+def test_training_batches_are_a_function_of_seed_and_step():
+    a, b, c = training_batch(5, 4, seed=0), training_batch(5, 4, seed=0), training_batch(6, 4, seed=0)
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+    assert not torch.equal(a[2], c[2])
+
+
+def test_learning_rate_warms_up_then_holds_then_decays_to_its_floor():
+    cfg = FactorTrainingConfig(steps=1000, warmup=100, decay_start=500, lr=1e-3, lr_floor=0.1)
+    assert learning_rate(cfg, 0) == pytest.approx(1e-5)
+    assert learning_rate(cfg, 300) == pytest.approx(1e-3)
+    assert learning_rate(cfg, 999) == pytest.approx(1e-4, rel=1e-2)
+
+
+def test_an_interrupted_run_resumes_where_it_stopped(tmp_path, one_thread):
+    cfg = FactorTrainingConfig(steps=4, batch_size=2, checkpoint_every=2, eval_every=2, eval_images=2,
+                               generator=tiny_factor_config().__dict__)
+    straight = train_factor_generator(cfg, tmp_path / "straight", log=lambda m: None)
+    cfg_half = FactorTrainingConfig(**{**cfg.__dict__, "steps": 2})
+    train_factor_generator(cfg_half, tmp_path / "halves", log=lambda m: None)
+    state = json.loads((tmp_path / "halves" / "state.json").read_text())
+    assert state["step"] == 2 and [r["step"] for r in state["history"]] == [2]
+    resumed = train_factor_generator(cfg, tmp_path / "halves", resume=True, log=lambda m: None)
+    for (k, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6), k
+
+
+def test_image_loss_rewards_edges_that_l1_alone_would_blur():
+    target = torch.zeros(1, 3, 16, 16)
+    target[..., :, 8:] = 1.0
+    blurred = torch.nn.functional.avg_pool2d(target, 5, 1, 2, count_include_pad=False)
+    assert image_loss(blurred, target, 1.0) - image_loss(blurred, target, 0.0) > 0.01
+    assert image_loss(target, target, 1.0) == 0
+
+
+def test_pixel_figures_see_blur_and_detail():
+    truth = faceworld.render(list(range(300_000, 300_008)), 0)
+    blurred = torch.nn.functional.avg_pool2d(truth, 3, 1, 1, count_include_pad=False)
+    same = pixel_fidelity(truth, truth)
+    assert same["sharpness_ratio"] == pytest.approx(1.0) and same["high_frequency_ratio"] == pytest.approx(1.0)
+    soft = pixel_fidelity(blurred, truth)
+    assert soft["sharpness_ratio"] < 0.7 and soft["high_frequency_ratio"] < 0.5 and soft["psnr_db"] < 40
+    assert central_crop(truth).shape[-2:] == (32, 32)
+    assert gradient_energy(blurred) < gradient_energy(truth)
+    assert high_frequency_energy(blurred) < high_frequency_energy(truth)
+
+
+def test_a_factor_generator_backend_inverts_through_its_face_encoder():
+    torch.manual_seed(0)
+    g = StyleFaceGenerator(tiny_factor_config()).eval()
+    g.fit_prior(torch.zeros(8, FACTOR_DIM))
+    enc = ViewEncoder(FACTOR_DIM + faceworld.VIEW_DIM, 8)
+    arc = IdentityModel("arcface", {"embedding_dim": 16, "widths": (8, 8, 8, 8)}).eval()
+    backend = EmbeddedFaceBackend(g, enc, arc, refine_steps=1)
+    img = faceworld.render([300_001], 0)
+    w, v = backend.invert(img)
+    assert w.shape == (1, 32) and v.shape == (1, faceworld.VIEW_DIM)
+    with torch.no_grad():
+        expected = g.map_identity(enc(img)[:, :FACTOR_DIM])
+    assert torch.allclose(backend.encode_identity(img), expected)
