@@ -197,7 +197,8 @@ def _target_input(args, backend, kind: str = "embedded"):
 
 # report sizes for the diffusers backends: every sample is a full sampling run (seconds each on a GPU), and DDPM
 # has no views (DDIM from x_T is deterministic), so one view is enough
-DIFFUSION_REPORT = {"arc2face": {"n_views": 4, "curve_points": 5}, "ddpm": {"n_views": 1, "curve_points": 5}}
+DIFFUSION_REPORT = {"arc2face": {"n_views": 4, "curve_points": 5, "pixel_others": 4},
+                    "ddpm": {"n_views": 1, "curve_points": 5, "pixel_others": 4}}
 DIFFUSION_EVAL_SAMPLES = 32
 
 
@@ -241,12 +242,8 @@ def _cmd_forget(args) -> int:
     seconds = time.time() - t0
     res.adapter.description.update(desc)
     res.adapter.save(args.out)
-    res.adapter.attach(backend)
-    try:
-        rep = unlearning_report(backend, AdapterKnob(backend, [res.adapter]), w, cfg.ode.t_end, ow, ov,
-                                judge=judge, **_report_sizes(spec.kind, args.eval_samples))
-    finally:
-        res.adapter.detach()
+    rep = unlearning_report(backend, AdapterKnob(backend, [res.adapter]), w, cfg.ode.t_end, ow, ov,
+                            judge=judge, **_report_sizes(spec.kind, args.eval_samples))
     rep.update({"seconds": round(seconds, 2), "steps": cfg.steps, "seed": cfg.seed, "target": args.target,
                 "target_stop_fraction": res.adapter.description["target"].get("stop_fraction"),
                 "adapter": str(args.out), "backend": spec.label(backend), "judge": judge_name, **desc})
@@ -261,7 +258,7 @@ def _cmd_forget(args) -> int:
 
 def _cmd_render(args) -> int:
     from . import faceworld
-    from .adapters import ODEAdapter
+    from .adapters import ODEAdapter, active
 
     spec = BackendSpec.from_args(args)
     _check_identity_flag(args, spec)
@@ -276,12 +273,8 @@ def _cmd_render(args) -> int:
     lat = w.expand(len(views), -1)
     with torch.no_grad():
         before = backend.render(lat, views)
-        adapter.attach(backend)
-        try:
-            adapter.set_t(args.t)
+        with active(backend, [(adapter, args.t)]):
             after = backend.render(lat, views)
-        finally:
-            adapter.detach()
     upscale = max(1, 192 // before.shape[-1])  # 3x for the embedded 64 px renders, as before
     sheet = faceworld.contact_sheet(torch.cat([before, after]), rows=2, upscale=upscale)
     faceworld.save_png(sheet, args.out)

@@ -4,15 +4,11 @@ One :class:`Studio` per browser session holds the identities being forgotten. Ea
 image, inverted latent and view, its background training task, its trained :class:`ODEAdapter`, its own
 intensity ``t`` and its forgetting curve.
 
-Isolation. The base generator is shared by every session, and adapters act through forward hooks on its
-modules, so whatever is attached is seen by every forward pass. Three kinds of backend keep sessions apart:
-
-- ``Resources.base``: the pristine backend. Nothing is ever attached to it, so any thread may use it at any
-  time for base-model work (inversion, the cached t = 0 renders).
-- ``Resources.render_backend``: the shared render backend. A session's adapters are attached to it only
-  inside ``Resources.render_lock``, for one batched render, and detached before the lock is released.
-- each training task gets its own private copy of the base (``copy.deepcopy``, ~40 ms, ~15 MB), so the
-  engine can keep its adapter attached for the whole run without touching anybody else's renders.
+Isolation. One frozen base generator, ``Resources.base``, serves every session and every training task at once.
+Which adapters run is an argument of each render (``adapters.active``, a per-thread context value read by the
+base's permanent site hooks), never state on the base: a session's slider render, another session's and a
+training job on the same base cannot see each other's adapters, so there is no render lock and no copy of the
+base per task.
 
 Server-wide, a :class:`JobQueue` lets at most ``max_jobs`` tasks train at once (FIFO, with queue positions).
 """
@@ -40,7 +36,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
 from . import faceworld
-from .adapters import AdapterMismatchError, AdapterStack, ODEAdapter, ODEConfig
+from .adapters import AdapterMismatchError, ODEAdapter, ODEConfig, active
 from .images import ImageError, open_image, to_pil, to_tensor
 from .metrics import AdapterKnob, identity_similarity
 from .ranges import DEVELOPMENT
@@ -151,10 +147,7 @@ class Resources:
         if judge is None and self.kind != "embedded":
             judge = getattr(backend, "identity", None)
         self.backend_label = label or backend_label(backend)
-        self.base.weight_hash()  # computed once here; every copy inherits the cached value
-        self._copy_lock = threading.Lock()
-        self.render_backend = self.private_backend()
-        self.render_lock = threading.Lock()
+        self.base.weight_hash()  # computed once here: adapters are checked against it on every render
         gen = torch.Generator().manual_seed(seed)
         if self.face_world:
             # the grid's "retained" column: face-world people (development ids, never trained on), inverted by the
@@ -181,22 +174,6 @@ class Resources:
         if self.kind == "ddpm":
             return int(self.base.size)
         return 512 if self.kind == "arc2face" else 64
-
-    def private_backend(self):
-        """A private copy of the pristine base (nothing is ever attached to ``base``, so copies are clean).
-
-        Diffusers backends share their frozen tensors and insightface models with the base: only the module
-        structure (where adapter hooks go) is copied, not gigabytes of weights per training task.
-        """
-        with self._copy_lock:
-            if self.face_world:
-                return copy.deepcopy(self.base)
-            memo = {id(t): t for t in itertools.chain(self.base.parameters(), self.base.buffers())}
-            for name in ("identity", "arcface_torch", "tokenizer"):
-                shared = getattr(self.base, name, None)
-                if shared is not None:
-                    memo[id(shared)] = shared
-            return copy.deepcopy(self.base, memo)
 
     @property
     def judge(self):
@@ -256,30 +233,23 @@ def _base_embeddings(backend, judge, latents: torch.Tensor, views: torch.Tensor)
 def forgetting_curve(backend, adapter: ODEAdapter, latent: torch.Tensor | None, judge, retained: torch.Tensor,
                      n_views: int = 6, points: int = CURVE_POINTS,
                      should_stop: Callable[[], bool] | None = None) -> dict:
-    """ID_target(t) and retention(t) at ``points`` t's in [0, t_max], scored by the judge only.
-
-    ``backend`` must be private to the caller: the adapter is attached to it for the duration.
-    """
+    """ID_target(t) and retention(t) at ``points`` t's in [0, t_max], scored by the judge only."""
     ts = [round(float(t), 4) for t in np.linspace(0.0, adapter.config.t_max, points)]
     knob = AdapterKnob(backend, [adapter])
     views = backend.canonical_views(n_views)
     frontal = backend.canonical_views(1)
     out = {"t": ts, "id_target": [], "retention": [], "retention_min": [], "threshold": float(judge.threshold),
            "views": n_views, "retained": len(retained)}
-    base_t = _base_embeddings(backend, judge, latent, views) if latent is not None else None  # before attaching
+    base_t = _base_embeddings(backend, judge, latent, views) if latent is not None else None
     base_r = _base_embeddings(backend, judge, retained, frontal)
-    adapter.attach(backend)
-    try:
-        for t in ts:
-            if should_stop is not None and should_stop():
-                raise InterruptedError("cancelled while computing the forgetting curve")
-            if latent is not None:
-                out["id_target"].append(float(identity_similarity(knob, latent, views, t, judge, base_t).mean()))
-            ret = identity_similarity(knob, retained, frontal, t, judge, base_r)
-            out["retention"].append(float(ret.mean()))
-            out["retention_min"].append(float(ret.min()))
-    finally:
-        adapter.detach()
+    for t in ts:
+        if should_stop is not None and should_stop():
+            raise InterruptedError("cancelled while computing the forgetting curve")
+        if latent is not None:
+            out["id_target"].append(float(identity_similarity(knob, latent, views, t, judge, base_t).mean()))
+        ret = identity_similarity(knob, retained, frontal, t, judge, base_r)
+        out["retention"].append(float(ret.mean()))
+        out["retention_min"].append(float(ret.min()))
     if latent is None:
         out["id_target"] = None
     return out
@@ -381,7 +351,6 @@ class ForgetTask:
         self.job: ForgetJob | None = None
         self.preview: torch.Tensor | None = None
         self._stop = threading.Event()
-        self._backend = None
         self._t0 = time.time()
         self.train_seconds: float | None = None
         self.seconds: float | None = None
@@ -401,10 +370,10 @@ class ForgetTask:
         return self.state in ("done", "cancelled", "failed")
 
     def _on_progress(self, ev: ProgressEvent) -> None:
-        # runs in the training thread between steps; the adapter is attached to the private backend at t = T
-        backend = self._backend
-        if backend is not None and (ev.step % self.preview_every == 0 or ev.step in (1, ev.steps)):
-            with torch.no_grad():
+        # runs in the training thread between steps: a preview of the adapter as it stands, at t = T
+        if ev.step % self.preview_every == 0 or ev.step in (1, ev.steps):
+            backend = self.res.base
+            with torch.no_grad(), active(backend, [(ev.adapter, self.config.ode.t_end)]):
                 self.preview = backend.render(self.entry.latent, self.entry.view)[0]
 
     def _run(self) -> None:
@@ -414,7 +383,7 @@ class ForgetTask:
                 return
             try:
                 self._t0 = time.time()
-                backend = self._backend = self.res.private_backend()
+                backend = self.res.base
                 if self.adapter is None:
                     self.state = "training"
                     self.job = ForgetJob(backend, self.entry.latent, self.config, on_progress=self._on_progress)
@@ -441,7 +410,6 @@ class ForgetTask:
                 self.state = "done"
             finally:
                 self.queue.release(self)
-                self._backend = None  # the private copy (~15 MB) is not needed any more
                 if self.job is not None:
                     self.job.backend = None
         except InterruptedError:
@@ -507,7 +475,6 @@ class Studio:
         self.default_config = default_config or ForgetConfig()
         self.curve_views, self.max_identities = curve_views, max_identities
         self.entries: OrderedDict[str, Entry] = OrderedDict()
-        self.stack = AdapterStack(self.res.render_backend)
         self.task: ForgetTask | None = None
         self._finished_seen: int | None = None
         self._lock = threading.RLock()
@@ -699,23 +666,16 @@ class Studio:
             ts = {e.key: (t if e is entry else e.t) for e in self.entries.values() if e.ready}
             adapters = [(e.key, e.adapter) for e in self.entries.values() if e.ready]
             lat, vw, before = self._grid_inputs(entry)
-            active = tuple((k, id(a), round(ts[k], 6)) for k, a in adapters if ts[k] > 0)
-            if not active:
+            running = tuple((k, id(a), round(ts[k], 6)) for k, a in adapters if ts[k] > 0)
+            if not running:
                 return before, before, True  # every adapter at t = 0 is exactly the base model
-            cache_key = (entry.key, active)
+            cache_key = (entry.key, running)
             if cache_key in self._cache:
                 self._cache.move_to_end(cache_key)
                 return before, self._cache[cache_key], True
-        with self.res.render_lock:  # only one session's adapters are ever attached to the shared backend
-            try:
-                for name, adapter in adapters:
-                    self.stack.add(name, adapter)
-                    adapter.set_t(ts[name])
-                with torch.inference_mode():
-                    after = quantize(self.res.render_backend.render(lat, vw))
-            finally:
-                for name in list(self.stack.adapters):
-                    self.stack.remove(name)
+        base = self.res.base
+        with torch.inference_mode(), active(base, [(a, ts[k]) for k, a in adapters]):
+            after = quantize(base.render(lat, vw))
         with self._lock:
             self._cache[cache_key] = after
             while len(self._cache) > self._cache_size:
@@ -778,7 +738,7 @@ class Studio:
                 if self.closed or self._prefill_wake.is_set() or entry.adapter is None:
                     break
                 self._rows_u8(entry, t)
-                time.sleep(0.005)  # let an interactive render take the render lock between two prefills
+                time.sleep(0.005)  # yield the CPU to an interactive render between two prefills
             self.prefill_done = not self._prefill_wake.is_set()
 
     def compose_grid(self, before: torch.Tensor, after: torch.Tensor, entry: Entry, others: int = 0) -> Image.Image:

@@ -25,7 +25,7 @@ def render_latency(adapter_path: Path, identity: int) -> dict:
     import torch
 
     from legato_core import faceworld
-    from legato_core.adapters import ODEAdapter
+    from legato_core.adapters import ODEAdapter, active
     from legato_core.backends.embedded import EmbeddedFaceBackend
 
     torch.set_num_threads(2)
@@ -34,7 +34,6 @@ def render_latency(adapter_path: Path, identity: int) -> dict:
     w, v = backend.invert(faceworld.render([identity], 0))
     lat = torch.cat([w, backend.sample_latents(4, torch.Generator().manual_seed(0))])
     views = v.expand(5, -1)
-    adapter.attach(backend)
     times, zero = [], []
     with torch.no_grad():
         # docs/engine_t_sweep.png: rows = target (3 views) then 3 retained identities; columns = t from 0 to T
@@ -43,22 +42,21 @@ def render_latency(adapter_path: Path, identity: int) -> dict:
         ts = torch.linspace(0, adapter.config.t_end, 9).tolist()
         cells = []
         for t in ts:
-            adapter.set_t(t)
-            cells.append(backend.render(rows_lat, rows_view))
+            with active(backend, [(adapter, t)]):
+                cells.append(backend.render(rows_lat, rows_view))
         grid = torch.stack(cells, 1).flatten(0, 1)
         faceworld.save_png(faceworld.contact_sheet(grid, rows=len(rows_lat), upscale=2),
                            ROOT / "docs" / "engine_t_sweep.png")
         for t in torch.linspace(0.05, 1.6, 21).tolist():
-            adapter.set_t(t)
-            t0 = time.perf_counter()
-            backend.render(lat, views)
-            times.append((time.perf_counter() - t0) * 1000)
-        adapter.set_t(0.0)
-        for _ in range(10):
-            t0 = time.perf_counter()
-            backend.render(lat, views)
-            zero.append((time.perf_counter() - t0) * 1000)
-        adapter.detach()
+            with active(backend, [(adapter, t)]):
+                t0 = time.perf_counter()
+                backend.render(lat, views)
+                times.append((time.perf_counter() - t0) * 1000)
+        with active(backend, [(adapter, 0.0)]):
+            for _ in range(10):
+                t0 = time.perf_counter()
+                backend.render(lat, views)
+                zero.append((time.perf_counter() - t0) * 1000)
         base = []
         for _ in range(10):
             t0 = time.perf_counter()
@@ -94,7 +92,8 @@ def main() -> None:
             report.write_text(json.dumps(rep, indent=2) + "\n")
         reports.append(rep)
         print(f"{i}: id_target {rep['id_target']:.3f} id_others {rep['id_others']:.3f} "
-              f"retention {rep['retention_mean']:.3f}/{rep['retention_p5']:.3f} {rep['seconds']:.1f}s", flush=True)
+              f"retention {rep['retention_mean']:.3f}/{rep['retention_p5']:.3f} {rep['seconds']:.1f}s "
+              f"pixel ratio {rep['pixel_change_ratio']:.1f} others {rep['others_psnr_db_mean']:.1f} dB", flush=True)
     lat = render_latency(args.out / f"{args.first_identity + args.targets - 1}.safetensors",
                          args.first_identity + args.targets - 1)
     thr = reports[0]["threshold"]
@@ -114,6 +113,15 @@ def main() -> None:
         "monotone_curves": sum(r["curve_monotone"] for r in reports),
         "curve_max_jump_mean": statistics.mean(r["curve_max_jump"] for r in reports),
         "curve_max_jump_max": max(r["curve_max_jump"] for r in reports),
+        # forgetting in pixels (central half): target change / others' change >= 10, others' PSNR >= 35 dB
+        "pixel_change_ratio_min": min(r["pixel_change_ratio"] for r in reports),
+        "pixel_change_ratio_at_least_10": sum(r["pixel_change_ratio"] >= 10 for r in reports),
+        "others_psnr_db_min": min(r["others_psnr_db_min"] for r in reports),
+        "others_psnr_db_mean": statistics.mean(r["others_psnr_db_mean"] for r in reports),
+        "pixel_per_target": {r.get("identity", i): {"change_ratio": round(r["pixel_change_ratio"], 2),
+                                                    "others_psnr_db_mean": round(r["others_psnr_db_mean"], 2),
+                                                    "others_psnr_db_min": round(r["others_psnr_db_min"], 2)}
+                             for i, r in enumerate(reports)},
         **lat,
     }
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

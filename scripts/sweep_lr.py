@@ -58,12 +58,8 @@ def main() -> None:
             reps = []
             for w in latents:
                 res = run_method(m, backend, w, cfg, lr=lr)
-                try:
-                    reps.append(unlearning_report(backend, res.knob, w, 1.0, n_views=4, n_retain=100, n_fd=100,
-                                                  curve_points=2, trainable_parameters=res.trainable_parameters))
-                finally:
-                    if m == "legato":
-                        res.knob.knob.adapters[0].detach()
+                reps.append(unlearning_report(backend, res.knob, w, 1.0, n_views=4, n_retain=100, n_fd=100,
+                                              curve_points=2, trainable_parameters=res.trainable_parameters))
             row = {"method": m, "lr": lr, "id_target": statistics.mean(r["id_target"] for r in reps),
                    "retention_mean": statistics.mean(r["retention_mean"] for r in reps)}
             rows.append(row)

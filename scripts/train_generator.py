@@ -58,6 +58,7 @@ def main() -> None:
     ap.add_argument("--checkpoint-dir", type=Path, default=ROOT / "runs" / "factor_generator")
     ap.add_argument("--stop-after", type=float, help="factor-generator: stop (with a checkpoint) after S seconds")
     ap.add_argument("--decay-start", type=int, help="factor-generator: step where the lr starts its cosine decay")
+    ap.add_argument("--device", default="cpu", help="factor-generator: cpu or cuda (faces are rendered on the CPU)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.stage == "factor-generator":
@@ -111,7 +112,8 @@ def train_factor(args) -> None:
         with open(log_path, "a") as f:
             f.write(msg + "\n")
 
-    train_factor_generator(cfg, args.checkpoint_dir, resume=args.resume, stop_after_s=args.stop_after, log=log)
+    train_factor_generator(cfg, args.checkpoint_dir, resume=args.resume, stop_after_s=args.stop_after, log=log,
+                           device=args.device)
 
 
 if __name__ == "__main__":

@@ -56,12 +56,8 @@ def main() -> None:
         t0 = time.time()
         res = train_adapter(backend, w, cfg)
         seconds = time.time() - t0
-        res.adapter.attach(backend)
-        try:
-            rep = unlearning_report(backend, AdapterKnob(backend, [res.adapter]), w, cfg.ode.t_end, ow, ov,
-                                    n_retain=200, n_fd=200)
-        finally:
-            res.adapter.detach()
+        rep = unlearning_report(backend, AdapterKnob(backend, [res.adapter]), w, cfg.ode.t_end, ow, ov,
+                                n_retain=200, n_fd=200)
         row = {"id": ident, "id_target": round(rep["id_target"], 3), "id_others": round(rep["id_others"], 3),
                "ret": round(rep["retention_mean"], 3), "p5": round(rep["retention_p5"], 3),
                "mono": rep["curve_monotone"], "jump": round(rep["curve_max_jump"], 3), "sec": round(seconds, 1),

@@ -44,6 +44,12 @@ class TinyBackend(nn.Module):
     def parameter_count(self):
         return sum(p.numel() for p in self.generator.parameters())
 
+    def prepare_adapter(self, adapter):
+        pass
+
+    def synthesis_parameters(self):
+        return list(self.generator.blocks.parameters())
+
     def sample_latents(self, n, generator=None):
         return self.generator.sample_latents(n, generator)
 

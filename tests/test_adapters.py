@@ -1,9 +1,12 @@
-"""ODE adapters: exact identity at init and at t = 0, injection by site name, persistence, refusals."""
+"""ODE adapters: exact identity at init and at t = 0, activation by argument on named sites, isolation between
+threads, persistence, refusals."""
+
+import threading
 
 import pytest
 import torch
 
-from legato_core.adapters import AdapterMismatchError, AdapterStack, ODEAdapter, ODEConfig, solve
+from legato_core.adapters import AdapterMismatchError, ODEAdapter, ODEConfig, active, active_adapters, solve
 from legato_core.adapters.ode import ConvVectorField
 
 
@@ -33,9 +36,8 @@ def test_vector_field_is_zero_at_init():
 def test_zero_initialised_adapter_leaves_the_generator_unchanged(tiny_backend):
     w, v = _inputs(tiny_backend)
     base = tiny_backend.render(w, v)
-    adapter = _adapter(tiny_backend).attach(tiny_backend)
-    assert torch.equal(tiny_backend.render(w, v), base)
-    adapter.detach()
+    with active(tiny_backend, [(_adapter(tiny_backend), 1.6)]):
+        assert torch.equal(tiny_backend.render(w, v), base)
 
 
 def test_t_zero_is_the_base_bit_for_bit_and_t_changes_output(tiny_backend):
@@ -43,13 +45,14 @@ def test_t_zero_is_the_base_bit_for_bit_and_t_changes_output(tiny_backend):
     base = tiny_backend.render(w, v)
     adapter = _adapter(tiny_backend)
     _randomise(adapter)
-    adapter.attach(tiny_backend)
-    with adapter.at(0.0):
+    with active(tiny_backend, [(adapter, 0.0)]):
         assert torch.equal(tiny_backend.render(w, v), base)
-    with adapter.at(1.6):
+    with active(tiny_backend, [(adapter, 1.6)]):
         assert not torch.allclose(tiny_backend.render(w, v), base)
-    adapter.detach()
-    assert torch.equal(tiny_backend.render(w, v), base), "detach must restore the base exactly"
+        with active(tiny_backend, []):
+            assert torch.equal(tiny_backend.render(w, v), base), "an inner empty block is the base model"
+    assert torch.equal(tiny_backend.render(w, v), base), "leaving the block restores the base exactly"
+    assert active_adapters() == ()
 
 
 def test_euler_defaults_take_four_steps_of_0_4():
@@ -91,23 +94,22 @@ def test_unknown_solver_and_negative_t_are_refused(tiny_backend):
         ODEConfig(method="leapfrog")
     adapter = _adapter(tiny_backend)
     with pytest.raises(ValueError, match="t must be"):
-        adapter.set_t(-0.1)
-    with pytest.raises(ValueError, match="t must be"):
-        adapter.set_t(5.0)
-    adapter.set_t(torch.tensor(1.6).item())  # float32 rounding of t_max is t_max, not out of range
-    assert adapter.t == 1.6
+        adapter.check_intensity(-0.1)
+    with pytest.raises(ValueError, match="t must be in"):
+        with active(tiny_backend, [(adapter, 5.0)]):
+            pass
+    assert active_adapters() == ()
+    assert adapter.check_intensity(torch.tensor(1.6).item()) == 1.6  # float32 rounding of t_max is t_max
 
 
 def test_intermediate_t_renders_without_retraining(tiny_backend):
     w, v = _inputs(tiny_backend)
     adapter = _adapter(tiny_backend)
     _randomise(adapter, scale=0.1)
-    adapter.attach(tiny_backend)
     outs = []
     for t in (0.0, 0.5, 1.0, 1.6):
-        with adapter.at(t):
+        with active(tiny_backend, [(adapter, t)]):
             outs.append(tiny_backend.render(w, v))
-    adapter.detach()
     dists = [(o - outs[0]).abs().mean().item() for o in outs]
     assert dists[0] == 0 and dists[1] > 0 and dists[3] > dists[1]
 
@@ -117,18 +119,16 @@ def test_save_load_roundtrip_keeps_outputs_and_metadata(tiny_backend, tmp_path):
     adapter = _adapter(tiny_backend, t_end=1.2)
     adapter.description = {"target": {"kind": "extrapolated"}}
     _randomise(adapter)
-    adapter.attach(tiny_backend)
-    expected = tiny_backend.render(w, v)
-    adapter.detach()
+    with active(tiny_backend, [(adapter, 1.2)]):
+        expected = tiny_backend.render(w, v)
     path = adapter.save(tmp_path / "a.safetensors")
     assert path.stat().st_size < 2_000_000
     loaded = ODEAdapter.load(path, tiny_backend)
     assert loaded.config.t_end == 1.2 and loaded.description["target"]["kind"] == "extrapolated"
     assert loaded.base_weight_hash == tiny_backend.weight_hash()
     assert loaded.created
-    loaded.attach(tiny_backend)
-    assert torch.equal(tiny_backend.render(w, v), expected)
-    loaded.detach()
+    with active(tiny_backend, [(loaded, 1.2)]):
+        assert torch.equal(tiny_backend.render(w, v), expected)
 
 
 def test_loading_onto_a_different_base_fails_clearly(tiny_backend, tmp_path):
@@ -150,30 +150,72 @@ def test_not_an_adapter_file_is_refused(tmp_path):
 def test_two_adapters_at_once_each_with_its_own_t(tiny_backend):
     w, v = _inputs(tiny_backend)
     base = tiny_backend.render(w, v)
-    stack = AdapterStack(tiny_backend)
     a, b = _adapter(tiny_backend), _adapter(tiny_backend)
     _randomise(a, 0)
     _randomise(b, 1)
-    stack.add("alice", a)
-    stack.add("bob", b)
-    stack.set_t(alice=0.0, bob=0.0)
-    assert torch.equal(tiny_backend.render(w, v), base)
-    stack.set_t(alice=1.0, bob=0.0)
-    only_a = tiny_backend.render(w, v)
-    stack.set_t(alice=1.0, bob=1.0)
-    both = tiny_backend.render(w, v)
+    with active(tiny_backend, [(a, 0.0), (b, 0.0)]):
+        assert torch.equal(tiny_backend.render(w, v), base)
+    with active(tiny_backend, [(a, 1.0), (b, 0.0)]):
+        only_a = tiny_backend.render(w, v)
+    with active(tiny_backend, [(a, 1.0), (b, 1.0)]):
+        both = tiny_backend.render(w, v)
     assert not torch.allclose(only_a, base) and not torch.allclose(both, only_a)
-    stack.remove("bob")
-    assert torch.equal(tiny_backend.render(w, v), only_a)
-    stack.remove("alice")
-    assert torch.equal(tiny_backend.render(w, v), base)
+    with active(tiny_backend, [(a, 1.0)]):
+        assert torch.equal(tiny_backend.render(w, v), only_a)
 
 
-def test_attaching_twice_is_refused(tiny_backend):
-    adapter = _adapter(tiny_backend).attach(tiny_backend)
-    with pytest.raises(RuntimeError, match="already attached"):
-        adapter.attach(tiny_backend)
-    adapter.detach()
+def test_an_adapter_for_another_base_is_refused_at_activation(tiny_backend):
+    from conftest import TinyBackend
+
+    adapter = _adapter(TinyBackend(seed=1))
+    with pytest.raises(AdapterMismatchError, match="trained for base model"):
+        with active(tiny_backend, [(adapter, 1.0)]):
+            pass
+
+
+def test_recording_yields_each_sites_solver_states(tiny_backend):
+    w, v = _inputs(tiny_backend, 2)
+    adapter = _adapter(tiny_backend)
+    with active(tiny_backend, [(adapter, 1.6)], record=True) as states:
+        tiny_backend.render(w, v)
+    assert set(states) == set(tiny_backend.adapter_sites)
+    assert all(len(s) == 5 for s in states.values())  # s_0 .. s_4: four Euler steps of 0.4
+
+
+def test_two_threads_render_two_adapters_on_one_base_at_once(tiny_backend):
+    """Intensity is an argument, not state on the base: concurrent renders equal sequential ones."""
+    w, v = _inputs(tiny_backend, 4)
+    a, b = _adapter(tiny_backend), _adapter(tiny_backend)
+    _randomise(a, 0, 0.2)
+    _randomise(b, 1, 0.2)
+    jobs = {"a": (a, 0.7), "b": (b, 1.5)}
+    expected = {}
+    for name, (adapter, t) in jobs.items():
+        with active(tiny_backend, [(adapter, t)]):
+            expected[name] = tiny_backend.render(w, v)
+    assert not torch.allclose(expected["a"], expected["b"])
+    start, errors, mismatches = threading.Barrier(2), [], []
+
+    def worker(name):
+        adapter, t = jobs[name]
+        try:
+            start.wait(10)
+            for _ in range(25):
+                with active(tiny_backend, [(adapter, t)]):
+                    out = tiny_backend.render(w, v)
+                if not torch.equal(out, expected[name]):
+                    mismatches.append(name)
+        except Exception as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in jobs]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(60)
+    assert not errors and not mismatches
+    assert torch.equal(tiny_backend.render(w, v), tiny_backend.render(w, v))
+    assert active_adapters() == ()
 
 
 @pytest.mark.parametrize("t", [0.2, 0.4, 1.0, 1.4, 1.6])

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from legato_core.adapters import AdapterMismatchError, ODEAdapter, ODEConfig
+from legato_core.adapters import AdapterMismatchError, ODEAdapter, ODEConfig, active
 from legato_core.adapters.ode import ConvVectorField, TokenVectorField, make_field, solve
 from legato_core.unlearning.engine import ForgetConfig, forget
 
@@ -127,24 +127,18 @@ def test_arc2face_upload_embed_forget_render_at_t(arc2face, judge, tmp_path):
     res = forget(arc2face, photo, ForgetConfig(**CFG))
     assert len(res.history) == 3
     assert {"local", "adjacency", "preservation", "trajectory"} <= set(res.history[-1])
-    adapter = res.adapter.attach(arc2face)
-    try:
-        with adapter.at(0.0):
-            assert torch.equal(arc2face.render(emb.expand(2, -1), views), base), "t = 0 must be the base exactly"
-        with adapter.at(1.6):
-            forgotten = arc2face.render(emb.expand(2, -1), views)
-        assert not torch.allclose(forgotten, base)
-        path = adapter.save(tmp_path / "forget.safetensors")
-    finally:
-        adapter.detach()
-    assert torch.equal(arc2face.render(emb.expand(2, -1), views), base), "detach restores the base"
-    loaded = ODEAdapter.load(path, arc2face).attach(arc2face)
-    try:
-        assert set(loaded.site_kinds.values()) == {"token"}
-        with loaded.at(1.6):
-            assert torch.allclose(arc2face.render(emb.expand(2, -1), views), forgotten, atol=1e-6)
-    finally:
-        loaded.detach()
+    adapter = res.adapter
+    with active(arc2face, [(adapter, 0.0)]):
+        assert torch.equal(arc2face.render(emb.expand(2, -1), views), base), "t = 0 must be the base exactly"
+    with active(arc2face, [(adapter, 1.6)]):
+        forgotten = arc2face.render(emb.expand(2, -1), views)
+    assert not torch.allclose(forgotten, base)
+    path = adapter.save(tmp_path / "forget.safetensors")
+    assert torch.equal(arc2face.render(emb.expand(2, -1), views), base), "outside the block: the base"
+    loaded = ODEAdapter.load(path, arc2face)
+    assert set(loaded.site_kinds.values()) == {"token"}
+    with active(arc2face, [(loaded, 1.6)]):
+        assert torch.allclose(arc2face.render(emb.expand(2, -1), views), forgotten, atol=1e-6)
     scores = judge.embed(forgotten)  # the judge scores renders (noise here: no face -> zero vectors)
     assert scores.shape == (2, 512)
 
@@ -161,7 +155,8 @@ def test_arc2face_upload_errors_are_clear(arc2face):
 def test_adapters_refuse_another_base(arc2face, ddpm):
     res = forget(arc2face, _photo(), ForgetConfig(**{**CFG, "steps": 1}))
     with pytest.raises(AdapterMismatchError):
-        res.adapter.attach(ddpm)
+        with active(ddpm, [(res.adapter, 1.0)]):
+            pass
 
 
 def test_block_sites_gradient_checkpointing_and_identity_loss(arc2face):
@@ -202,18 +197,17 @@ def test_half_precision_runs_adapters_in_the_model_dtype(arc2face_paths, judge):
     assert be.unet.dtype == torch.bfloat16
     emb = be.sample_latents(1, torch.Generator().manual_seed(0))
     res = forget(be, emb, ForgetConfig(**{**CFG, "steps": 1}))
-    adapter = res.adapter.attach(be)
+    adapter = res.adapter
     seen = []
     site = next(iter(be.adapter_sites.values()))
     hook = site.register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
     try:
         assert next(adapter.parameters()).dtype == torch.float32  # master weights stay float32
-        with adapter.at(1.6):
+        with active(be, [(adapter, 1.6)]):
             img = be.render(emb, be.canonical_views(1))
         assert torch.isfinite(img).all() and seen and seen[0] == torch.bfloat16
     finally:
         hook.remove()
-        adapter.detach()
 
 
 def test_loading_errors_name_the_missing_folder(tmp_path, arc2face_paths):
@@ -242,24 +236,18 @@ def test_ddpm_invert_forget_render_at_t(ddpm, tmp_path):
     assert (base - img).square().mean() < 5e-3, "DDIM inversion round-trips (near-zero tiny predictor)"
     res = forget(ddpm, img, ForgetConfig(**CFG))
     assert {"local", "adjacency", "preservation"} <= set(res.history[-1])
-    adapter = res.adapter.attach(ddpm)
-    try:
-        with adapter.at(0.0):
-            assert torch.equal(ddpm.render(x_t, view), base)
-        with adapter.at(0.8):
-            half = ddpm.render(x_t, view)
-        with adapter.at(1.6):
-            full = ddpm.render(x_t, view)
-        assert not torch.allclose(full, base) and not torch.allclose(half, full)
-        path = adapter.save(tmp_path / "ddpm.safetensors")
-    finally:
-        adapter.detach()
-    loaded = ODEAdapter.load(path, ddpm).attach(ddpm)
-    try:
-        with loaded.at(1.6):
-            assert torch.allclose(ddpm.render(x_t, view), full, atol=1e-6)
-    finally:
-        loaded.detach()
+    adapter = res.adapter
+    with active(ddpm, [(adapter, 0.0)]):
+        assert torch.equal(ddpm.render(x_t, view), base)
+    with active(ddpm, [(adapter, 0.8)]):
+        half = ddpm.render(x_t, view)
+    with active(ddpm, [(adapter, 1.6)]):
+        full = ddpm.render(x_t, view)
+    assert not torch.allclose(full, base) and not torch.allclose(half, full)
+    path = adapter.save(tmp_path / "ddpm.safetensors")
+    loaded = ODEAdapter.load(path, ddpm)
+    with active(ddpm, [(loaded, 1.6)]):
+        assert torch.allclose(ddpm.render(x_t, view), full, atol=1e-6)
 
 
 def test_ddpm_rejects_cross_attention_sites(tmp_path):

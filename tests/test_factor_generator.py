@@ -83,7 +83,7 @@ def test_learning_rate_warms_up_then_holds_then_decays_to_its_floor():
 
 def test_an_interrupted_run_resumes_where_it_stopped(tmp_path, one_thread):
     cfg = FactorTrainingConfig(steps=4, batch_size=2, checkpoint_every=2, eval_every=2, eval_images=2,
-                               generator=tiny_factor_config().__dict__)
+                               prior_samples=16, generator=tiny_factor_config().__dict__)
     straight = train_factor_generator(cfg, tmp_path / "straight", log=lambda m: None)
     cfg_half = FactorTrainingConfig(**{**cfg.__dict__, "steps": 2})
     train_factor_generator(cfg_half, tmp_path / "halves", log=lambda m: None)

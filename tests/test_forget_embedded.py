@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from legato_core import faceworld, forget
+from legato_core.adapters import active
 from legato_core.metrics import AdapterKnob, identity_similarity, unlearning_report
 from legato_core.unlearning import ForgetConfig
 
@@ -17,12 +18,8 @@ def trained(embedded):
 
 def test_short_run_lowers_id_target_and_keeps_retention(trained):
     backend, res = trained
-    res.adapter.attach(backend)
-    try:
-        knob = AdapterKnob(backend, [res.adapter])
-        rep = unlearning_report(backend, knob, res.latent, res.config.ode.t_end, n_retain=60, n_fd=60, n_views=4)
-    finally:
-        res.adapter.detach()
+    knob = AdapterKnob(backend, [res.adapter])
+    rep = unlearning_report(backend, knob, res.latent, res.config.ode.t_end, n_retain=60, n_fd=60, n_views=4)
     assert rep["curve"][0][1] == pytest.approx(1.0, abs=1e-5), "t = 0 must be the base model"
     assert rep["id_target"] < rep["curve"][0][1] - 0.3
     assert rep["retention_mean"] > 0.8  # a 40-step run; the 140-step default is measured in docs/engine.md
@@ -34,23 +31,16 @@ def test_adapter_at_zero_renders_the_base_exactly(trained):
     v = backend.canonical_views(3)
     w = res.latent.expand(3, -1)
     base = backend.render(w, v)
-    res.adapter.attach(backend)
-    try:
-        with res.adapter.at(0.0):
-            assert torch.equal(backend.render(w, v), base)
-        with res.adapter.at(res.config.ode.t_end):
-            assert not torch.equal(backend.render(w, v), base)
-    finally:
-        res.adapter.detach()
+    with active(backend, [(res.adapter, 0.0)]):
+        assert torch.equal(backend.render(w, v), base)
+    with active(backend, [(res.adapter, res.config.ode.t_end)]):
+        assert not torch.equal(backend.render(w, v), base)
+    assert torch.equal(backend.render(w, v), base)
 
 
 def test_intermediate_t_forgets_partially(trained):
     backend, res = trained
-    res.adapter.attach(backend)
-    try:
-        knob = AdapterKnob(backend, [res.adapter])
-        v = backend.canonical_views(4)
-        sims = [float(identity_similarity(knob, res.latent, v, t)) for t in (0.0, 0.8, 1.6)]
-    finally:
-        res.adapter.detach()
+    knob = AdapterKnob(backend, [res.adapter])
+    v = backend.canonical_views(4)
+    sims = [float(identity_similarity(knob, res.latent, v, t)) for t in (0.0, 0.8, 1.6)]
     assert sims[0] > sims[1] > sims[2]

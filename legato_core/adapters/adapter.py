@@ -1,17 +1,16 @@
 """ODE adapters injected into a frozen generator by site name, as peft injects LoRA by module name.
 
-An :class:`ODEAdapter` owns one vector field per site. ``attach`` registers forward hooks on the
-generator's site modules (the base weights are never touched); ``detach`` removes them. Several adapters
-can be attached at once (one per forgotten identity); each has its own intensity ``t`` and is applied in
-attach order. Adapters save alone to a small safetensors file whose metadata names the base model and its
-weight hash, so one can never be loaded onto the wrong generator by accident.
+An :class:`ODEAdapter` owns one vector field per site and nothing else: it holds no intensity and no on/off
+switch. Which adapters run, and at what intensity, is an argument: ``adapters.active(model, [(adapter, t)])``
+(see :mod:`.activation`); the base weights are never touched. Adapters save alone to a small safetensors file
+whose metadata names the base model and its weight hash, so one can never be loaded onto the wrong generator
+by accident.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import json
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
 
@@ -26,12 +25,15 @@ FORMAT_VERSION = "1"
 
 
 class AdaptableModel(Protocol):
-    """What an adapter needs from a base model: named sites (modules with ``channels``) and an identity."""
+    """What an adapter needs from a base model: named sites (modules with ``channels``), an identity, and a
+    place to put the adapter's parameters (its device)."""
 
     base_model_id: str
     adapter_sites: dict[str, nn.Module]
 
     def weight_hash(self) -> str: ...
+
+    def prepare_adapter(self, adapter: nn.Module) -> None: ...
 
 
 class AdapterMismatchError(ValueError):
@@ -55,39 +57,28 @@ class ODEAdapter(nn.Module):
                                      for name, c in sites.items()})
         self.base_model_id, self.base_weight_hash = base_model_id, base_weight_hash
         self.description = dict(description or {})
-        self.t = self.config.t_end
-        self.enabled = True
-        self.record_states = False
-        self.states: dict[str, list[torch.Tensor]] = {}
-        self._handles: list = []
 
     # -- running ------------------------------------------------------------------------------------------
-    def transform(self, site: str, x: torch.Tensor) -> torch.Tensor:
-        if not self.enabled or self.t == 0:
+    def transform(self, site: str, x: torch.Tensor, intensity: float,
+                  states: dict[str, list[torch.Tensor]] | None = None) -> torch.Tensor:
+        """The site's feature map integrated to ``intensity``; with ``states``, the solver's states go there."""
+        if intensity == 0:
+            if states is not None:
+                states[site] = [x]
             return x
         field = self.fields[site]
-        if self.record_states:
-            out, states = solve(field, x, self.t, self.config, return_states=True)
-            self.states[site] = states
+        if states is not None:
+            out, states[site] = solve(field, x, intensity, self.config, return_states=True)
             return out
-        return solve(field, x, self.t, self.config)
+        return solve(field, x, intensity, self.config)
 
-    def set_t(self, t: float) -> None:
+    def check_intensity(self, t: float) -> float:
+        """``t`` as a float in [0, t_max], or a ValueError that says the range."""
         t = float(t)
         t_max = self.config.t_max
         if not 0 <= t <= t_max * (1 + 1e-6):  # float32 values of t_max (1.6000000238) are t_max
-            raise ValueError(f"t must be in [0, {t_max}], got {t}")
-        self.t = min(t, t_max)
-
-    @contextmanager
-    def at(self, t: float):
-        """Temporarily set the intensity: ``with adapter.at(0.8): img = gen.render(...)``."""
-        old = self.t
-        self.set_t(t)
-        try:
-            yield self
-        finally:
-            self.t = old
+            raise ValueError(f"the intensity t must be in [0, {t_max}], got {t}")
+        return min(t, t_max)
 
     # -- injection ----------------------------------------------------------------------------------------
     def check_base(self, model: AdaptableModel) -> None:
@@ -106,28 +97,6 @@ class ODEAdapter(nn.Module):
             raise AdapterMismatchError(
                 f"this adapter was trained for base model {self.base_model_id!r} (weights {self.base_weight_hash}); "
                 f"the loaded base is {model.base_model_id!r} (weights {model.weight_hash()})")
-
-    def attach(self, model: AdaptableModel) -> ODEAdapter:
-        if self._handles:
-            raise RuntimeError("adapter is already attached; detach it first")
-        self.check_base(model)
-        prepare = getattr(model, "prepare_adapter", None)
-        if prepare is not None:  # e.g. a GPU backend moves the adapter to its device
-            prepare(self)
-        for name in self.site_channels:
-            hook = model.adapter_sites[name].register_forward_hook(
-                lambda _m, _inp, out, _name=name: self.transform(_name, out))
-            self._handles.append(hook)
-        return self
-
-    def detach(self) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles.clear()
-
-    @property
-    def attached(self) -> bool:
-        return bool(self._handles)
 
     def trainable_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -176,27 +145,3 @@ class ODEAdapter(nn.Module):
         if model is not None:
             adapter.check_base(model)
         return adapter
-
-
-class AdapterStack:
-    """Several adapters on one base, each with its own t (one per forgotten identity)."""
-
-    def __init__(self, model: AdaptableModel):
-        self.model = model
-        self.adapters: dict[str, ODEAdapter] = {}
-
-    def add(self, name: str, adapter: ODEAdapter) -> ODEAdapter:
-        if name in self.adapters:
-            raise KeyError(f"an adapter named {name!r} is already attached")
-        adapter.attach(self.model)
-        self.adapters[name] = adapter
-        return adapter
-
-    def remove(self, name: str) -> ODEAdapter:
-        adapter = self.adapters.pop(name)
-        adapter.detach()
-        return adapter
-
-    def set_t(self, **ts: float) -> None:
-        for name, t in ts.items():
-            self.adapters[name].set_t(t)

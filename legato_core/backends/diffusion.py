@@ -45,6 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..adapters import active
 from .insightface_identity import InsightFaceIdentity, TorchArcFace, load_torch_arcface
 
 log = logging.getLogger(__name__)
@@ -268,13 +269,8 @@ class DiffusionBackend(nn.Module):
         if self._cache is None or self._cache["adapter"] is not adapter:
             self._cache = None
             radius = config.adjacency_radius * typical_radius(self)
-            enabled = adapter.enabled
-            adapter.enabled = False
-            try:
-                with torch.no_grad():
-                    pools = self._build_pools(w_u, w_t, config, gen, radius)
-            finally:
-                adapter.enabled = enabled
+            with torch.no_grad(), active(self, []):  # the frozen model's trajectories
+                pools = self._build_pools(w_u, w_t, config, gen, radius)
             self._cache = {"adapter": adapter, "radius": radius, "calls": 0, **pools}
         self._cache["calls"] += 1
         return self._cache
@@ -561,12 +557,8 @@ class Arc2FaceBackend(DiffusionBackend):
             x, t = torch.cat([x, cache["retain"].x[ui]]), torch.cat([t, cache["retain"].t[ui]])
             src = torch.cat([src, self.negative_condition()])
             dst = torch.cat([dst, self.negative_condition()])
-        with torch.no_grad():
-            adapter.enabled = False
-            try:
-                ref = self._unet(x, t, dst)
-            finally:
-                adapter.enabled = True
+        with torch.no_grad(), active(self, []):
+            ref = self._unet(x, t, dst)
         eps = self._unet(x, t, src)
         per_row = (eps - ref).square().mean(dim=(1, 2, 3))
         out = self._combine(per_row, batch.k_l, batch.k_a, config)
@@ -764,12 +756,8 @@ class DDPMBackend(DiffusionBackend):
         r_traj = torch.randint(ret["x"].shape[1], (k_p,), generator=generator)
         r_step = torch.randint(n_steps, (k_p,), generator=generator)
         x_r, t_r = ret["x"][r_step, r_traj], ret["t"][r_step]
-        with torch.no_grad():
-            adapter.enabled = False
-            try:
-                eps_r_ref = self._unet(x_r, t_r) if k_p else x_r[:0]
-            finally:
-                adapter.enabled = True
+        with torch.no_grad(), active(self, []):
+            eps_r_ref = self._unet(x_r, t_r) if k_p else x_r[:0]
         x, t = torch.cat([x_f, x_r]), torch.cat([t_f, t_r])
         eps = self._unet(x, t)
         abar = self._abar(t)

@@ -73,6 +73,13 @@ class EmbeddedFaceBackend(nn.Module):
     def parameter_count(self) -> int:
         return sum(p.numel() for p in self.generator.parameters())
 
+    def synthesis_parameters(self) -> list[nn.Parameter]:
+        """The synthesis network's weights (what full fine-tuning baselines train; the mapping stays frozen)."""
+        return list(self.generator.blocks.parameters())
+
+    def prepare_adapter(self, adapter: nn.Module) -> None:
+        """Adapters run on the CPU in float32, like the generator: nothing to move."""
+
     def sample_latents(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         return self.generator.sample_latents(n, generator)
 

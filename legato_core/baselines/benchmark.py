@@ -25,8 +25,10 @@ from ..unlearning.engine import ForgetConfig
 from ..unlearning.objectives import ArcFaceFeatureDistance
 from .methods import METHODS, run_method
 
-# Learning rates per method: docs/lr_sweep.json (scripts/sweep_lr.py, 60 steps, validation id 105,000; uno-s not swept).
-DEFAULT_LR = {"legato": 1e-3, "guide": 1e-4, "salun": 1e-4, "uno": 3e-4, "uno-s": 1e-4, "lora": 3e-3}
+
+def default_learning_rates() -> dict[str, float]:
+    """Each registered method's own learning rate (docs/lr_sweep.json; uno-s not swept)."""
+    return {name: cls.default_lr for name, cls in METHODS.items()}
 
 
 def reinversion_audit(backend, model, image: torch.Tensor, steps: int = 200, lr: float = 0.05) -> float:
@@ -62,7 +64,7 @@ def _target(backend, identity: int):
 def run_benchmark(backend, methods: list[str], identities: list[int], config: ForgetConfig,
                   lrs: dict[str, float] | None = None, audit_steps: int = 200, n_retain: int = 200,
                   n_fd: int = 500, check_every: int = 10, progress: bool = True) -> dict:
-    lrs = {**DEFAULT_LR, **(lrs or {})}
+    lrs = {**default_learning_rates(), **(lrs or {})}
     judge = load_identity_model("judge")
     views4 = backend.canonical_views(4)
     curve_s = np.linspace(0, 1, 9)
@@ -88,19 +90,15 @@ def run_benchmark(backend, methods: list[str], identities: list[int], config: Fo
             t0 = time.time()
             res = run_method(name, backend, w_u, config, lr=lrs[name], on_step=on_step)
             wall = time.time() - t0
-            try:
-                rep = unlearning_report(backend, res.knob, w_u, 1.0, ow, ov, n_retain=n_retain, n_fd=n_fd,
-                                        s_end=1.0, trainable_parameters=res.trainable_parameters)
-                retention_curve = []
-                for s in curve_s:
-                    sim = identity_similarity(res.knob, retain_lat, retain_views, float(s), judge)
-                    retention_curve.append([float(s), float(sim.mean())])
-                with res.knob.at(1.0) as model:
-                    audit = reinversion_audit(backend, model, img, steps=audit_steps) if audit_steps else None
-            finally:
-                if name == "legato":
-                    for a in res.knob.knob.adapters:
-                        a.detach()
+            rep = unlearning_report(backend, res.knob, w_u, 1.0, ow, ov, n_retain=n_retain, n_fd=n_fd,
+                                    s_end=1.0, trainable_parameters=res.trainable_parameters)
+            retention_curve = []
+            for s in curve_s:
+                sim = identity_similarity(res.knob, retain_lat, retain_views, float(s), judge)
+                retention_curve.append([float(s), float(sim.mean())])
+            with res.knob.at(1.0) as model:
+                audit = reinversion_audit(backend, model, img, steps=audit_steps) if audit_steps else None
+            res.close()
             results.append({
                 "method": name, "identity": identity, "lr": lrs[name], "steps": config.steps,
                 "wall_seconds": wall, "train_seconds": res.seconds, "steps_to_forget": first_forgotten,
@@ -158,21 +156,21 @@ def write_outputs(bench: dict, out: Path) -> list[Path]:
           f"Knob s ∈ [0, 1] (LEGATO: t = s·T).", "", summarise(bench), ""]
     (out / "results.md").write_text("\n".join(md))
     fig = make_subplots(rows=1, cols=2, subplot_titles=("ID_target vs knob", "retention vs knob"))
-    colors = ["#636efa", "#ef553b", "#00cc96", "#ab63fa", "#ffa15a", "#19d3f3"]
+    colors = ["#636efa", "#ef553b", "#00cc96", "#ab63fa", "#ffa15a", "#19d3f3", "#ff6692", "#b6e880"]
     for i, m in enumerate(bench["methods"]):
         rows = [r for r in bench["results"] if r["method"] == m]
         s = [c[0] for c in rows[0]["curve"]]
         fig.add_scatter(x=s, y=np.mean([[c[1] for c in r["curve"]] for r in rows], 0), name=m, row=1, col=1,
-                        line={"color": colors[i % 6]})
+                        line={"color": colors[i % len(colors)]})
         fig.add_scatter(x=s, y=np.mean([[c[1] for c in r["retention_curve"]] for r in rows], 0), name=m,
-                        row=1, col=2, showlegend=False, line={"color": colors[i % 6]})
+                        row=1, col=2, showlegend=False, line={"color": colors[i % len(colors)]})
     fig.add_hline(y=bench["threshold"], line_dash="dash", annotation_text="judge threshold", row=1, col=1)
     fig.update_layout(title="Forgetting and retention along each method's knob", height=420, width=980)
     trade = go.Figure()
     for i, m in enumerate(bench["methods"]):
         rows = [r for r in bench["results"] if r["method"] == m]
         trade.add_scatter(x=[r["retention_mean"] for r in rows], y=[r["id_target"] for r in rows], mode="markers",
-                          name=m, marker={"size": 10, "color": colors[i % 6]})
+                          name=m, marker={"size": 10, "color": colors[i % len(colors)]})
     trade.add_hline(y=bench["threshold"], line_dash="dash", annotation_text="judge threshold")
     trade.update_layout(title="Trade-off: ID_target (lower = forgotten) vs retention (higher = kept)",
                         xaxis_title="retention mean", yaxis_title="ID_target", height=420, width=700)

@@ -1,14 +1,19 @@
-"""Baselines behind the same losses, budget and metrics as LEGATO.
+"""Unlearning methods behind the same losses, budget and metrics as LEGATO, one registered class each.
 
+- ``legato``: the ODE adapters of the engine (``train_adapter``); knob t = s * T.
+- ``legato-no-trajectory``: the same with the trajectory-consistency weight at 0, all else equal: what the
+  term buys in smoothness, monotonicity and retention is measured, not assumed.
 - ``guide``: GUIDE, a full fine-tune of the synthesis network (mapping frozen).
 - ``salun``: SalUn, a global top-50 % weight-saliency mask from |grad L_forget| at the original weights;
   masked updates, and masked-out weights reset to their originals after every step.
 - ``uno``: UNO, minimise lambda_f L_f + L_r + lambda_o (g_f . g_r)^2 / (|g_f|^2 |g_r|^2) with double
   backprop; ``uno-s`` alternates those steps with gradient surgery (g_r projected off g_f).
-- ``lora``: low-rank residual adapters x + s * up(down(x)) at the same sites as LEGATO's ODE adapters,
-  trained at s = 1 (up-projection zero-initialised), s swept at inference (the Concept-Sliders knob).
-Full-fine-tune methods expose weight interpolation theta(s) = theta_0 + s (theta_1 - theta_0) as their knob.
-Every method trains a deep copy of the backend; the original stays frozen and renders every target.
+- ``lora``: low-rank residual adapters (``adapters.LowRankAdapter``) at LEGATO's sites, trained at s = 1,
+  swept over s at inference (the Concept-Sliders knob).
+
+Full-fine-tune methods train a deep copy of the backend and expose weight interpolation
+theta(s) = theta_0 + s (theta_1 - theta_0) as their knob; adapter methods train on the frozen base itself.
+Adding a method is one class and one ``@register`` line; every knob owns its cleanup (``close``).
 """
 
 from __future__ import annotations
@@ -16,28 +21,34 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 
+from ..adapters import LowRankAdapter, active
 from ..metrics import AdapterKnob
 from ..unlearning.engine import ForgetConfig, sample_step, step_losses, train_adapter
 from ..unlearning.objectives import ImageLoss
 from ..unlearning.targets import make_target, typical_radius
 
-METHODS = ("legato", "guide", "salun", "uno", "uno-s", "lora")
+OnStep = Callable[[int, object], None]
 
 
 @dataclass
 class MethodResult:
     name: str
-    knob: object  # has .at(s) with s in [0, 1] (None = base)
+    knob: object  # has .at(s) with s in [0, 1] (None = base) and .close()
     trainable_parameters: int
     seconds: float
     history: list[dict]
     target_latent: torch.Tensor
+
+    def close(self) -> None:
+        """Release what the knob holds (a trained copy of the generator, adapters)."""
+        self.knob.close()
 
 
 class ScaledKnob:
@@ -50,6 +61,9 @@ class ScaledKnob:
     def at(self, s: float | None):
         with self.knob.at(None if s is None else s * self.scale) as model:
             yield model
+
+    def close(self) -> None:
+        self.knob.close()
 
 
 class WeightKnob:
@@ -75,156 +89,260 @@ class WeightKnob:
                 for p, b in zip(self.params, self.theta1, strict=True):
                     p.copy_(b)
 
-
-class LowRankSiteAdapter(nn.Module):
-    """x + scale * up(down(x)) with 1x1 convs; up starts at zero so scale has no effect before training."""
-
-    def __init__(self, channels: int, rank: int = 4):
-        super().__init__()
-        self.down = nn.Conv2d(channels, rank, 1, bias=False)
-        self.up = nn.Conv2d(rank, channels, 1, bias=False)
-        nn.init.kaiming_uniform_(self.down.weight, a=5**0.5)
-        nn.init.zeros_(self.up.weight)
-        self.scale = 1.0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.scale * self.up(self.down(x)) if self.scale else x
-
-
-class LoraKnob:
-    def __init__(self, base, model, adapters: list[LowRankSiteAdapter]):
-        self.base, self.model, self.adapters = base, model, adapters
-
-    @contextmanager
-    def at(self, s: float | None):
-        if s is None:
-            yield self.base
-            return
-        for a in self.adapters:
-            a.scale = s
-        try:
-            yield self.model
-        finally:
-            for a in self.adapters:
-                a.scale = 1.0
-
-
-def _synthesis_params(model) -> list[nn.Parameter]:
-    return [p for p in model.generator.blocks.parameters()]
+    def close(self) -> None:
+        self.model = self.params = self.theta0 = self.theta1 = None
 
 
 def _flat(grads) -> torch.Tensor:
     return torch.cat([g.reshape(-1) for g in grads])
 
 
-def run_method(name: str, backend, w_u: torch.Tensor, config: ForgetConfig, lr: float | None = None,
-               on_step: Callable[[int, object], None] | None = None, uno_lambda: float = 1e3,
-               salun_fraction: float = 0.5, lora_rank: int = 4) -> MethodResult:
-    """Train ``name`` to forget ``w_u`` on a copy of ``backend`` with the engine's losses and budget.
+METHODS: dict[str, type[UnlearningMethod]] = {}
 
-    ``on_step(step, model)`` is called after every update with a model that renders the method at full
-    strength (for LEGATO: the backend with the adapter being trained attached).
-    """
-    if name not in METHODS:
-        raise ValueError(f"unknown method {name!r}; choose from {METHODS}")
-    cfg = copy.deepcopy(config)
-    if lr is not None:
-        cfg.lr = lr
-    t0 = time.time()
-    if name == "legato":
-        res = train_adapter(backend, w_u, cfg, on_progress=(lambda ev: on_step(ev.step, backend)) if on_step else None)
-        res.adapter.attach(backend)  # caller detaches via result.knob.knob.adapters
+
+def register(cls: type[UnlearningMethod]) -> type[UnlearningMethod]:
+    """Class decorator: make a method available by its ``name`` (benchmark, CLI, sweeps)."""
+    if cls.name in METHODS:
+        raise ValueError(f"a method named {cls.name!r} is already registered")
+    METHODS[cls.name] = cls
+    return cls
+
+
+class UnlearningMethod:
+    """One way to make the generator forget ``w_u``. ``train`` returns a :class:`MethodResult` whose knob renders
+    the method at any strength s in [0, 1]; ``on_step(step, model)`` is called after every update with a model
+    that renders the method at full strength."""
+
+    name: ClassVar[str]
+    default_lr: ClassVar[float]  # docs/lr_sweep.json (scripts/sweep_lr.py, 60 steps, validation id 105,000)
+
+    def __init__(self, **options):
+        if options:
+            raise TypeError(f"{self.name} takes no options, got {sorted(options)}")
+
+    def train(self, backend, w_u: torch.Tensor, config: ForgetConfig, on_step: OnStep | None = None) -> MethodResult:
+        raise NotImplementedError
+
+
+@register
+class Legato(UnlearningMethod):
+    name = "legato"
+    default_lr = 1e-3
+
+    def configure(self, config: ForgetConfig) -> ForgetConfig:
+        return config
+
+    def train(self, backend, w_u, config, on_step=None):
+        cfg = self.configure(copy.deepcopy(config))
+
+        def progress(ev) -> None:
+            with active(backend, [(ev.adapter, cfg.ode.t_end)]):
+                on_step(ev.step, backend)
+
+        res = train_adapter(backend, w_u, cfg, on_progress=progress if on_step else None)
         knob = ScaledKnob(AdapterKnob(backend, [res.adapter]), cfg.ode.t_end)
-        return MethodResult(name, knob, res.adapter.trainable_parameters(), res.seconds, res.history,
+        return MethodResult(self.name, knob, res.adapter.trainable_parameters(), res.seconds, res.history,
                             res.target_latent)
 
-    torch.manual_seed(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    w_t, _ = make_target(backend, w_u, cfg.target)
-    radius = cfg.adjacency_radius * typical_radius(backend)
-    model = copy.deepcopy(backend)
-    loss_fn = ImageLoss(backend.loss_identity_model(), cfg.weights)
 
-    if name == "lora":
-        adapters = []
-        for _site_name, site in model.adapter_sites.items():
-            a = LowRankSiteAdapter(site.channels, lora_rank)
-            site.register_forward_hook(lambda _m, _i, out, _a=a: _a(out))
-            adapters.append(a)
-        params = [p for a in adapters for p in a.parameters()]
-    else:
-        params = _synthesis_params(model)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    for p in params:
-        p.requires_grad_(True)
-    theta0 = [p.detach().clone() for p in params]
-    opt = torch.optim.Adam(params, lr=cfg.lr)
+@register
+class LegatoWithoutTrajectory(Legato):
+    """The trajectory-consistency ablation: weight 0, everything else as ``legato``."""
 
-    def losses():
-        batch = sample_step(backend, w_u, w_t, cfg, gen, radius)
-        with torch.no_grad():
-            ref_img, ref_feat = backend.synthesize(batch.dst, batch.views, return_features=True)
-        img, feat = model.synthesize(batch.src, batch.views, return_features=True)
-        return step_losses(loss_fn, batch, img, feat, ref_img, ref_feat)
+    name = "legato-no-trajectory"
 
-    mask = None
-    if name == "salun":  # saliency from the forget loss at the original weights
+    def configure(self, config: ForgetConfig) -> ForgetConfig:
+        config.weights.trajectory = 0.0
+        return config
+
+
+class ImageObjectiveMethod(UnlearningMethod):
+    """Methods trained directly on the engine's image objective: choose parameters, then one loop."""
+
+    def prepare(self, backend) -> tuple[object, list[nn.Parameter], Callable[[], object]]:
+        """(model that renders while training, trainable parameters, knob factory called after training)."""
+        raise NotImplementedError
+
+    def update(self, step: int, parts: dict[str, torch.Tensor], params: list[nn.Parameter], rec: dict) -> torch.Tensor:
+        """Set the parameters' gradients from the step's losses; returns the total loss."""
+        total = parts["forget"] + parts["retain"]
+        total.backward()
+        return total
+
+    def after_step(self, params: list[nn.Parameter]) -> None:
+        pass
+
+    def trainable(self, params: list[nn.Parameter]) -> int:
+        return sum(p.numel() for p in params)
+
+    def render_context(self) -> AbstractContextManager:
+        """What must hold while the trained model renders (the low-rank adapter active); nothing by default."""
+        return nullcontext()
+
+    def train(self, backend, w_u, config, on_step=None):
+        cfg = config
+        t0 = time.time()
+        torch.manual_seed(cfg.seed)
+        self.gen = gen = torch.Generator().manual_seed(cfg.seed)
+        w_t, _ = make_target(backend, w_u, cfg.target)
+        radius = cfg.adjacency_radius * typical_radius(backend)
+        loss_fn = ImageLoss(backend.loss_identity_model(), cfg.weights)
+        model, params, make_knob = self.prepare(backend)
+        for p in params:
+            p.requires_grad_(True)
+
+        def losses() -> dict[str, torch.Tensor]:
+            batch = sample_step(backend, w_u, w_t, cfg, gen, radius)
+            with torch.no_grad(), active(backend, []):
+                ref_img, ref_feat = backend.synthesize(batch.dst, batch.views, return_features=True)
+            with self.render_context():
+                img, feat = model.synthesize(batch.src, batch.views, return_features=True)
+            return step_losses(loss_fn, batch, img, feat, ref_img, ref_feat)
+
+        self.losses = losses
+        self.begin(params)
+        opt = torch.optim.Adam(params, lr=cfg.lr)
+        history = []
+        for step in range(cfg.steps):
+            parts = losses()
+            opt.zero_grad(set_to_none=True)
+            rec = {"step": step + 1}
+            with self.render_context():
+                total = self.update(step, parts, params, rec)
+            opt.step()
+            self.after_step(params)
+            rec.update({"total": total.item(), "identity": parts["identity"].item(),
+                        "preservation": parts["preservation"].item()})
+            history.append(rec)
+            if on_step:
+                with self.render_context():
+                    on_step(step + 1, model)
+        for p in params:
+            p.requires_grad_(False)
+        return MethodResult(self.name, make_knob(), self.trainable(params), time.time() - t0, history, w_t)
+
+    def begin(self, params: list[nn.Parameter]) -> None:
+        """Called once before the first update, with ``self.losses`` ready (SalUn's saliency)."""
+
+
+class FineTune(ImageObjectiveMethod):
+    """A full fine-tune of the synthesis weights of a deep copy; knob: weight interpolation."""
+
+    def prepare(self, backend):
+        model = copy.deepcopy(backend)
+        for p in model.parameters():
+            p.requires_grad_(False)
+        params = model.synthesis_parameters()
+        theta0 = [p.detach().clone() for p in params]
+        return model, params, lambda: WeightKnob(backend, model, params, theta0)
+
+
+@register
+class Guide(FineTune):
+    name = "guide"
+    default_lr = 1e-4
+
+
+@register
+class SalUn(FineTune):
+    name = "salun"
+    default_lr = 1e-4
+
+    def __init__(self, fraction: float = 0.5):
+        self.fraction = fraction
+        self.mask: list[torch.Tensor] | None = None
+
+    def begin(self, params):  # saliency from the forget loss at the original weights
+        self.theta0 = [p.detach().clone() for p in params]
         sal = [torch.zeros_like(p) for p in params]
         for _ in range(4):
-            g = torch.autograd.grad(losses()["forget"], params)
+            g = torch.autograd.grad(self.losses()["forget"], params)
             for s, gi in zip(sal, g, strict=True):
                 s += gi.abs()
         flat = _flat(sal)
-        k = int(len(flat) * salun_fraction)
+        k = int(len(flat) * self.fraction)
         cut = flat.kthvalue(len(flat) - k).values
-        mask = [s > cut for s in sal]
+        self.mask = [s > cut for s in sal]
 
-    history = []
-    for step in range(cfg.steps):
-        parts = losses()
-        opt.zero_grad(set_to_none=True)
-        rec = {"step": step + 1}
-        if name in ("guide", "lora", "salun"):
-            total = parts["forget"] + parts["retain"]
-            total.backward()
-            if mask is not None:
-                for p, m in zip(params, mask, strict=True):
-                    p.grad.mul_(m)
-        elif name == "uno" or (name == "uno-s" and step % 2 == 0):
-            g_f = torch.autograd.grad(parts["forget"], params, create_graph=True, retain_graph=True)
-            g_r = torch.autograd.grad(parts["retain"], params, create_graph=True, retain_graph=True)
-            gf, gr = _flat(g_f), _flat(g_r)
-            ortho = (gf @ gr) ** 2 / (gf.square().sum() * gr.square().sum() + 1e-20)
-            total = parts["forget"] + parts["retain"] + uno_lambda * ortho
-            total.backward()
-            rec["orthogonality"] = ortho.item()
-        else:  # uno-s surgery step: g = g_f + (g_r projected off g_f)
-            g_f = torch.autograd.grad(parts["forget"], params, retain_graph=True)
-            g_r = torch.autograd.grad(parts["retain"], params)
-            gf, gr = _flat(g_f), _flat(g_r)
-            gr = gr - (gr @ gf) / (gf @ gf + 1e-20) * gf
-            g, k = gf + gr, 0
-            for p in params:
-                p.grad = g[k:k + p.numel()].view_as(p).clone()
-                k += p.numel()
-            total = parts["forget"] + parts["retain"]
-        opt.step()
-        if mask is not None:
-            with torch.no_grad():
-                for p, m, p0 in zip(params, mask, theta0, strict=True):
-                    p.copy_(torch.where(m, p, p0))
-        rec.update({"total": total.item(), "identity": parts["identity"].item(),
-                    "preservation": parts["preservation"].item()})
-        history.append(rec)
-        if on_step:
-            on_step(step + 1, model)
-    for p in params:
-        p.requires_grad_(False)
-    if name == "lora":
-        knob = LoraKnob(backend, model, adapters)
-        trainable = sum(p.numel() for p in params)
-    else:
-        knob = WeightKnob(backend, model, params, theta0)
-        trainable = int(sum(m.sum() for m in mask)) if mask is not None else sum(p.numel() for p in params)
-    return MethodResult(name, knob, trainable, time.time() - t0, history, w_t)
+    def update(self, step, parts, params, rec):
+        total = super().update(step, parts, params, rec)
+        for p, m in zip(params, self.mask, strict=True):
+            p.grad.mul_(m)
+        return total
+
+    def after_step(self, params):  # Adam's momentum would otherwise move masked-out weights
+        with torch.no_grad():
+            for p, m, p0 in zip(params, self.mask, self.theta0, strict=True):
+                p.copy_(torch.where(m, p, p0))
+
+    def trainable(self, params):
+        return int(sum(m.sum() for m in self.mask))
+
+
+@register
+class Uno(FineTune):
+    name = "uno"
+    default_lr = 3e-4
+
+    def __init__(self, orthogonality_weight: float = 1e3):
+        self.orthogonality_weight = orthogonality_weight
+
+    def update(self, step, parts, params, rec):
+        g_f = torch.autograd.grad(parts["forget"], params, create_graph=True, retain_graph=True)
+        g_r = torch.autograd.grad(parts["retain"], params, create_graph=True, retain_graph=True)
+        gf, gr = _flat(g_f), _flat(g_r)
+        ortho = (gf @ gr) ** 2 / (gf.square().sum() * gr.square().sum() + 1e-20)
+        total = parts["forget"] + parts["retain"] + self.orthogonality_weight * ortho
+        total.backward()
+        rec["orthogonality"] = ortho.item()
+        return total
+
+
+@register
+class UnoWithSurgery(Uno):
+    """UNO steps alternating with gradient surgery: g = g_f + (g_r projected off g_f)."""
+
+    name = "uno-s"
+    default_lr = 1e-4
+
+    def update(self, step, parts, params, rec):
+        if step % 2 == 0:
+            return super().update(step, parts, params, rec)
+        g_f = torch.autograd.grad(parts["forget"], params, retain_graph=True)
+        g_r = torch.autograd.grad(parts["retain"], params)
+        gf, gr = _flat(g_f), _flat(g_r)
+        gr = gr - (gr @ gf) / (gf @ gf + 1e-20) * gf
+        g, k = gf + gr, 0
+        for p in params:
+            p.grad = g[k:k + p.numel()].view_as(p).clone()
+            k += p.numel()
+        return parts["forget"] + parts["retain"]
+
+
+@register
+class LowRank(ImageObjectiveMethod):
+    name = "lora"
+    default_lr = 3e-3
+
+    def __init__(self, rank: int = 4):
+        self.rank = rank
+
+    def prepare(self, backend):
+        self.backend = backend
+        self.adapter = LowRankAdapter({k: m.channels for k, m in backend.adapter_sites.items()}, self.rank,
+                                      backend.base_model_id, backend.weight_hash())
+        return backend, list(self.adapter.parameters()), lambda: AdapterKnob(backend, [self.adapter])
+
+    def render_context(self):
+        return active(self.backend, [(self.adapter, 1.0)])
+
+
+def run_method(name: str, backend, w_u: torch.Tensor, config: ForgetConfig, lr: float | None = None,
+               on_step: OnStep | None = None, **options) -> MethodResult:
+    """Train method ``name`` (see ``METHODS``) to forget ``w_u`` with the engine's losses and budget."""
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; choose from {tuple(METHODS)}")
+    cfg = copy.deepcopy(config)
+    if lr is not None:
+        cfg.lr = lr
+    return METHODS[name](**options).train(backend, w_u, cfg, on_step)

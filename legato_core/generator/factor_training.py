@@ -50,6 +50,7 @@ class FactorTrainingConfig:
     checkpoint_every: int = 250
     eval_every: int = 250
     eval_images: int = 64
+    prior_samples: int = 4096  # people whose mean latent is w_avg
     generator: dict = field(default_factory=lambda: asdict(factor_generator_config()))
 
 
@@ -88,12 +89,12 @@ def _save_optimizer(opt: torch.optim.Optimizer, path: Path) -> None:
     tensors = {}
     for i, st in opt.state_dict()["state"].items():
         for k, v in st.items():
-            tensors[f"{i}.{k}"] = torch.as_tensor(v).contiguous()
+            tensors[f"{i}.{k}"] = torch.as_tensor(v).contiguous().cpu()
     save_file(tensors, path)
 
 
-def _load_optimizer(opt: torch.optim.Optimizer, path: Path) -> None:
-    flat = load_file(path)
+def _load_optimizer(opt: torch.optim.Optimizer, path: Path, device: str = "cpu") -> None:
+    flat = load_file(path, device=device)
     state: dict[int, dict] = {}
     for key, v in flat.items():
         i, k = key.split(".", 1)
@@ -108,8 +109,8 @@ def save_checkpoint(directory: Path, model: StyleFaceGenerator, ema: StyleFaceGe
     directory.mkdir(parents=True, exist_ok=True)
     tmp = directory / "tmp"
     tmp.mkdir(exist_ok=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp / "model.safetensors")
-    save_file({k: v.contiguous() for k, v in ema.state_dict().items()}, tmp / "ema.safetensors")
+    save_file({k: v.contiguous().cpu() for k, v in model.state_dict().items()}, tmp / "model.safetensors")
+    save_file({k: v.contiguous().cpu() for k, v in ema.state_dict().items()}, tmp / "ema.safetensors")
     _save_optimizer(opt, tmp / "optimizer.safetensors")
     (tmp / "state.json").write_text(json.dumps(state, indent=2) + "\n")
     for name in CHECKPOINT_FILES:  # replace file by file only once all are written
@@ -120,27 +121,32 @@ def save_checkpoint(directory: Path, model: StyleFaceGenerator, ema: StyleFaceGe
 @torch.no_grad()
 def monitor(ema: StyleFaceGenerator, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> dict[str, float]:
     factors, views, truth = batch
-    return pixel_fidelity(ema.render(ema.map_identity(factors), views), truth)
+    return pixel_fidelity(ema.render(ema.map_identity(factors), views).cpu(), truth.cpu())
 
 
 def train_factor_generator(cfg: FactorTrainingConfig, directory: Path, resume: bool = False,
-                           stop_after_s: float | None = None, log=print) -> StyleFaceGenerator:
-    """Train (or resume) into ``directory``; returns the EMA generator. Stops at ``cfg.steps`` or the budget."""
+                           stop_after_s: float | None = None, log=print, device: str = "cpu") -> StyleFaceGenerator:
+    """Train (or resume) into ``directory``; returns the EMA generator (on the CPU). Stops at ``cfg.steps`` or the
+    budget. ``device``: where the model trains (faces are rendered on the CPU and moved there); checkpoints are
+    the same on any device."""
     directory = Path(directory)
     torch.manual_seed(cfg.seed)
     model = StyleFaceGenerator(GeneratorConfig.from_dict(cfg.generator)).train()
     ema = copy.deepcopy(model).eval()
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
     step, history, seconds = 0, [], 0.0
     if resume and (directory / "state.json").exists():
         model.load_state_dict(load_file(directory / "model.safetensors"))
         ema.load_state_dict(load_file(directory / "ema.safetensors"))
+    model.to(device)
+    ema.to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
+    if resume and (directory / "state.json").exists():
         if (directory / "optimizer.safetensors").exists():
-            _load_optimizer(opt, directory / "optimizer.safetensors")
+            _load_optimizer(opt, directory / "optimizer.safetensors", device)
         state = json.loads((directory / "state.json").read_text())
         step, history, seconds = state["step"], state["history"], state["train_seconds"]
         log(f"resumed at step {step} ({seconds / 60:.0f} min trained)")
-    val = validation_batch(cfg.eval_images)
+    val = tuple(x.to(device) for x in validation_batch(cfg.eval_images))
     t0, start_seconds = time.time(), seconds
 
     def state_now() -> dict:
@@ -150,7 +156,7 @@ def train_factor_generator(cfg: FactorTrainingConfig, directory: Path, resume: b
     while step < cfg.steps:
         for group in opt.param_groups:
             group["lr"] = learning_rate(cfg, step)
-        factors, views, target = training_batch(step, cfg.batch_size, cfg.seed)
+        factors, views, target = (x.to(device) for x in training_batch(step, cfg.batch_size, cfg.seed))
         out = model.synthesize(model.map_identity(factors), views)
         loss = image_loss(out, target, cfg.gradient_weight)
         opt.zero_grad(set_to_none=True)
@@ -173,7 +179,10 @@ def train_factor_generator(cfg: FactorTrainingConfig, directory: Path, resume: b
             save_checkpoint(directory, model, ema, opt, state_now())
             log(f"time budget reached at step {step}")
             break
-    ema.fit_prior(torch.cat([training_batch(10_000_000 + i, 256, cfg.seed)[0] for i in range(8)]))
+    ema = ema.cpu()
+    gen = torch.Generator().manual_seed(cfg.seed)
+    ids = GENERATOR_TRAIN.start + torch.randint(len(GENERATOR_TRAIN), (cfg.prior_samples,), generator=gen)
+    ema.fit_prior(identity_vector(sample_identities(ids.tolist())), samples=cfg.prior_samples)
     return ema
 
 

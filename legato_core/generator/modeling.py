@@ -203,13 +203,13 @@ class StyleFaceGenerator(nn.Module):
             return self.map_identity(self.sample_embeddings(n, generator))
 
     @torch.no_grad()
-    def fit_prior(self, embeddings: torch.Tensor) -> None:
-        """Fit the identity prior (Gaussian on embeddings) and the latent mean w_avg."""
+    def fit_prior(self, embeddings: torch.Tensor, samples: int = 4096) -> None:
+        """Fit the identity prior (Gaussian on embeddings) and the latent mean w_avg (over ``samples`` draws)."""
         e = embeddings.float() if self.factor_conditioned else F.normalize(embeddings.float(), dim=1)
         self.prior_mean.copy_(e.mean(0))
         cov = torch.cov(e.T) + 1e-5 * torch.eye(e.shape[1])
         self.prior_chol.copy_(torch.linalg.cholesky(cov))
-        self.w_avg.copy_(self.map_identity(self.sample_embeddings(4096, torch.Generator().manual_seed(0))).mean(0))
+        self.w_avg.copy_(self.map_identity(self.sample_embeddings(samples, torch.Generator().manual_seed(0))).mean(0))
 
     # -- synthesis ---------------------------------------------------------------------------------------
     def synthesize(self, w: torch.Tensor, view: torch.Tensor, return_features: bool = False):

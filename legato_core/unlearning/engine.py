@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from ..adapters import ODEAdapter, ODEConfig
+from ..adapters import ODEAdapter, ODEConfig, active
 from ..backends.base import renders_fast
 from .anchors import view_anchors
 from .objectives import ImageLoss, LossWeights, intensity_schedule, monotone_forgetting, trajectory_consistency
@@ -73,6 +73,7 @@ class ProgressEvent:
     losses: dict[str, float]
     elapsed: float
     eta: float
+    adapter: ODEAdapter | None = None  # the adapter being trained, as it stands after this step
 
 
 class Cancelled(Exception):  # noqa: N818 - reads better at call sites than CancelledError
@@ -148,10 +149,37 @@ def step_losses(loss_fn: ImageLoss, batch: StepBatch, img, feat, ref_img, ref_fe
             "preservation": keep["total"]}
 
 
+def _image_step(backend, adapter: ODEAdapter, loss_fn: ImageLoss, w_u: torch.Tensor, w_t: torch.Tensor,
+                config: ForgetConfig, gen: torch.Generator, radius: float) -> tuple[dict[str, torch.Tensor], int]:
+    """One step of the image objective (GAN-style generators), run inside the adapter's activation block."""
+    batch = sample_step(backend, w_u, w_t, config, gen, radius)
+    k_l, n = batch.k_l, len(batch.dst)
+    w_sched, w_mono = config.weights.intensity_schedule, config.weights.monotone
+    shape_path = bool(w_sched or w_mono)  # terms on a render at a random t' < T
+    with torch.no_grad(), active(backend, []):  # frozen renders: the targets, plus the originals for the path
+        ref_src = torch.cat([batch.dst, batch.src[:k_l]]) if shape_path else batch.dst
+        ref_views = torch.cat([batch.views, batch.views[:k_l]]) if shape_path else batch.views
+        ref_img, ref_feat = backend.synthesize(ref_src, ref_views, return_features=True)
+    img, feat = backend.synthesize(batch.src, batch.views, return_features=True)
+    parts = step_losses(loss_fn, batch, img, feat, ref_img[:n], ref_feat[:n])
+    if shape_path:
+        fraction = float(torch.rand((), generator=gen))
+        with active(backend, [(adapter, fraction * config.ode.t_end)]):
+            mid = backend.synthesize(batch.src[:k_l], batch.views[:k_l])
+        if w_sched:
+            parts["schedule"] = intensity_schedule(loss_fn.identity_net, ref_img[n:], img[:k_l], mid, fraction)
+            parts["forget"] = parts["forget"] + w_sched * parts["schedule"]
+        if w_mono:
+            parts["monotone"] = monotone_forgetting(loss_fn.identity_net, ref_img[n:], img[:k_l], mid, fraction,
+                                                    config.weights.monotone_margin)
+            parts["forget"] = parts["forget"] + w_mono * parts["monotone"]
+    return parts, k_l
+
+
 def train_adapter(backend, w_u: torch.Tensor, config: ForgetConfig,
                   on_progress: Callable[[ProgressEvent], None] | None = None,
                   should_stop: Callable[[], bool] | None = None) -> ForgetResult:
-    """Train an ODE adapter on ``backend`` (left unchanged: the adapter is detached on return or error)."""
+    """Train an ODE adapter on ``backend`` (left unchanged: the adapter is only active inside each step)."""
     t0 = time.time()
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
@@ -170,8 +198,7 @@ def train_adapter(backend, w_u: torch.Tensor, config: ForgetConfig,
     # unlearning_losses(adapter, w_u, w_t, config, generator) -> {"forget", "retain", optional extra scalars},
     # runs the adapted model once with the local rows first, and replaces the image losses below.
     backend_losses = getattr(backend, "unlearning_losses", None)
-    if backend_losses is not None and hasattr(backend, "prepare_adapter"):
-        backend.prepare_adapter(adapter)  # device placement before the optimiser sees the parameters
+    backend.prepare_adapter(adapter)  # device placement before the optimiser sees the parameters
     loss_fn = ImageLoss(backend.loss_identity_model(), config.weights) if backend_losses is None else None
     opt = torch.optim.Adam(adapter.parameters(), lr=config.lr)
     if config.lr_schedule not in ("constant", "cosine"):
@@ -179,65 +206,39 @@ def train_adapter(backend, w_u: torch.Tensor, config: ForgetConfig,
     sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config.steps)
              if config.lr_schedule == "cosine" else None)
     history: list[dict] = []
-    adapter.attach(backend)
+    t_end = config.ode.t_end
     try:
         for step in range(config.steps):
             if should_stop is not None and should_stop():
                 raise Cancelled(f"cancelled at step {step}")
-            if backend_losses is not None:
-                adapter.set_t(config.ode.t_end)
-                adapter.record_states = True
-                parts = backend_losses(adapter, w_u, w_t, config, gen)
-                adapter.record_states = False
-                k_l = config.local_views
-            else:
-                batch = sample_step(backend, w_u, w_t, config, gen, radius)
-                k_l, n = batch.k_l, len(batch.dst)
-                w_sched, w_mono = config.weights.intensity_schedule, config.weights.monotone
-                shape_path = bool(w_sched or w_mono)  # terms on a render at a random t' < T
-                with torch.no_grad():  # frozen renders: the targets, plus the originals for the path terms
-                    adapter.enabled = False
-                    ref_src = torch.cat([batch.dst, batch.src[:k_l]]) if shape_path else batch.dst
-                    ref_views = torch.cat([batch.views, batch.views[:k_l]]) if shape_path else batch.views
-                    ref_img, ref_feat = backend.synthesize(ref_src, ref_views, return_features=True)
-                    adapter.enabled = True
-                adapter.set_t(config.ode.t_end)
-                adapter.record_states = True
-                img, feat = backend.synthesize(batch.src, batch.views, return_features=True)
-                adapter.record_states = False
-                parts = step_losses(loss_fn, batch, img, feat, ref_img[:n], ref_feat[:n])
-                if shape_path:
-                    fraction = float(torch.rand((), generator=gen))
-                    adapter.set_t(fraction * config.ode.t_end)
-                    mid = backend.synthesize(batch.src[:k_l], batch.views[:k_l])
-                    adapter.set_t(config.ode.t_end)
-                    if w_sched:
-                        parts["schedule"] = intensity_schedule(loss_fn.identity_net, ref_img[n:], img[:k_l], mid,
-                                                               fraction)
-                        parts["forget"] = parts["forget"] + w_sched * parts["schedule"]
-                    if w_mono:
-                        parts["monotone"] = monotone_forgetting(loss_fn.identity_net, ref_img[n:], img[:k_l], mid,
-                                                                fraction, config.weights.monotone_margin)
-                        parts["forget"] = parts["forget"] + w_mono * parts["monotone"]
-            traj = torch.stack([trajectory_consistency([s[:k_l] for s in adapter.states[name]])
-                                for name in traj_sites]).mean()
-            total = parts["forget"] + parts["retain"] + config.weights.trajectory * traj
-            opt.zero_grad(set_to_none=True)
-            total.backward()
+            # forward and backward inside one activation block; backward on this thread, so a recomputed
+            # forward (gradient checkpointing on a GPU) sees the same active adapter
+            with active(backend, [(adapter, t_end)], record=True) as states, \
+                    torch.autograd.set_multithreading_enabled(False):
+                if backend_losses is not None:
+                    parts = backend_losses(adapter, w_u, w_t, config, gen)
+                    k_l = config.local_views
+                else:
+                    parts, k_l = _image_step(backend, adapter, loss_fn, w_u, w_t, config, gen, radius)
+                traj = torch.stack([trajectory_consistency([s[:k_l] for s in states[name]])
+                                    for name in traj_sites]).mean()
+                total = parts["forget"] + parts["retain"] + config.weights.trajectory * traj
+                opt.zero_grad(set_to_none=True)
+                total.backward()
             opt.step()
             if sched is not None:
                 sched.step()
-            adapter.states.clear()
             rec = {"step": step + 1, "total": total.item(), "trajectory": traj.item(),
                    **{k: v.item() for k, v in parts.items() if k not in ("forget", "retain")}}
             history.append(rec)
             if on_progress is not None:
                 el = time.time() - t0
-                on_progress(ProgressEvent(step + 1, config.steps, rec, el, el / (step + 1) * (config.steps - step - 1)))
-    finally:
-        adapter.record_states = False
-        adapter.states.clear()
-        adapter.detach()
+                on_progress(ProgressEvent(step + 1, config.steps, rec, el, el / (step + 1) * (config.steps - step - 1),
+                                          adapter))
+    except BaseException:
+        if backend_losses is not None:
+            backend.clear_cache()  # an unfinished run's frozen trajectories
+        raise
     for p in adapter.parameters():
         p.requires_grad_(False)
     return ForgetResult(adapter, w_u, w_t, history, time.time() - t0, config)
