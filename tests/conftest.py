@@ -21,6 +21,7 @@ torch.set_num_threads(2)
 
 class TinyBackend(nn.Module):
     base_model_id = "tests/tiny"
+    objective = "image"
 
     def __init__(self, seed: int = 0):
         super().__init__()

@@ -179,7 +179,6 @@ def test_block_sites_gradient_checkpointing_and_identity_loss(arc2face):
         b = forget(ckpt, emb, cfg).history
         for ra, rb in zip(a, b, strict=True):
             assert ra["total"] == pytest.approx(rb["total"], rel=1e-4), "checkpointing must not change the loss"
-        assert plain._cache is None, "a finished run frees its training trajectories"
         assert forget(plain, emb, cfg).history == a, "a run is reproducible from its seed"
         h = forget(ident, emb, ForgetConfig(**{**CFG, "steps": 1})).history
         assert "identity" in h[-1] and torch.isfinite(torch.tensor(h[-1]["identity"]))

@@ -22,6 +22,7 @@ from torch import nn
 class GeneratorBackend(Protocol):
     base_model_id: str
     w_avg: torch.Tensor
+    objective: str  # which per-step objective trains its adapters (unlearning/step_objectives.OBJECTIVES)
 
     @property
     def adapter_sites(self) -> dict[str, nn.Module]: ...
@@ -44,6 +45,8 @@ class GeneratorBackend(Protocol):
     def parameter_count(self) -> int: ...
 
     def loss_identity_model(self) -> nn.Module: ...
+
+    def prepare_adapter(self, adapter: nn.Module) -> None: ...
 
 
 def renders_fast(backend) -> bool:

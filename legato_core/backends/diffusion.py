@@ -1,8 +1,9 @@
 """diffusers backends: Arc2Face-style identity-conditioned Stable Diffusion, and unconditional DDPM/DDIM faces.
 
-Both sit behind the engine's backend contract (``base.py``) and bring their own per-step objective,
-``unlearning_losses``, which the engine uses instead of its image losses (a diffusion model cannot be rendered with
-gradients through every sampling step at useful cost).
+Both sit behind the engine's backend contract (``base.py``) and name their own per-step objective
+(``unlearning/step_objectives.py``: a diffusion model cannot be rendered with gradients through every sampling step
+at useful cost); the backends provide its primitives (``predict_noise``, ``alpha_bar``, ``frozen_trajectories``,
+``trajectory_pool``, ``encode_condition``, ``identity_term``) and import nothing from ``unlearning/``.
 
 **Arc2Face** (:class:`Arc2FaceBackend`). The latent is the unit 512-d ArcFace embedding of the photo (insightface),
 written into the "id" token of "photo of a id person" and encoded by the (fine-tuned) CLIP text encoder; a view is
@@ -38,14 +39,12 @@ import inspect
 import logging
 import math
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..adapters import active
 from .insightface_identity import InsightFaceIdentity, TorchArcFace, load_torch_arcface
 
 log = logging.getLogger(__name__)
@@ -94,17 +93,6 @@ def _first_dir(what: str, candidates: list[Path], files: tuple[str, ...] = ("con
     raise FileNotFoundError(f"{what} not found; looked in {[str(c) for c in candidates]} for {list(files)}")
 
 
-@dataclass
-class _Pool:
-    """States visited by frozen sampling trajectories: x (N, C, H, W) float32 and their timesteps t (N,)."""
-
-    x: torch.Tensor
-    t: torch.Tensor
-
-    def pick(self, n: int, gen: torch.Generator) -> torch.Tensor:
-        return torch.randint(len(self.t), (n,), generator=gen)
-
-
 class DiffusionBackend(nn.Module):
     """What both diffusers backends share: device/dtype, adapter sites, hashing, adapter placement, losses glue."""
 
@@ -130,7 +118,6 @@ class DiffusionBackend(nn.Module):
         self.base_model_id = base_model_id
         self._sites = self._find_sites(sites)
         self._hash: str | None = None
-        self._cache: dict | None = None
         if arcface_torch is None:
             log.info("%s", self.identity_loss_note)
 
@@ -244,13 +231,16 @@ class DiffusionBackend(nn.Module):
             return nullcontext()
         return torch.autocast(self.device.type, dtype=self.dtype)
 
-    def _unet(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+    def predict_noise(self, x: torch.Tensor, timestep: torch.Tensor,
+                      cond: torch.Tensor | None = None) -> torch.Tensor:
+        """The UNet's noise prediction in float32 (computed in the model's dtype); adapters per ``active``."""
         with self._amp():
             kw = {} if cond is None else {"encoder_hidden_states": cond.to(self.dtype)}
-            return self.unet(x.to(self.dtype), t, **kw).sample.float()
+            return self.unet(x.to(self.dtype), timestep, **kw).sample.float()
 
-    def _abar(self, t: torch.Tensor) -> torch.Tensor:
-        return self._train_scheduler.alphas_cumprod.to(self.device)[t.long().to(self.device)].float()
+    def alpha_bar(self, timestep: torch.Tensor) -> torch.Tensor:
+        """The noise schedule's cumulative alpha at each timestep."""
+        return self._train_scheduler.alphas_cumprod.to(self.device)[timestep.long().to(self.device)].float()
 
     @staticmethod
     def _views_to_seeds(view: torch.Tensor) -> list[int]:
@@ -260,40 +250,6 @@ class DiffusionBackend(nn.Module):
         """Initial noise per seed, drawn on the CPU so a seed gives the same image on every device."""
         return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(s)) for s in seeds]).to(
             self.device)
-
-    def _cache_for(self, adapter, w_u: torch.Tensor, w_t: torch.Tensor, config, gen: torch.Generator) -> dict:
-        """Frozen trajectories for this run: built on its first step (from the run's generator, so a run is
-        reproducible), dropped after its last (``clear_cache`` frees a cancelled run's)."""
-        from ..unlearning.targets import typical_radius
-
-        if self._cache is None or self._cache["adapter"] is not adapter:
-            self._cache = None
-            radius = config.adjacency_radius * typical_radius(self)
-            with torch.no_grad(), active(self, []):  # the frozen model's trajectories
-                pools = self._build_pools(w_u, w_t, config, gen, radius)
-            self._cache = {"adapter": adapter, "radius": radius, "calls": 0, **pools}
-        self._cache["calls"] += 1
-        return self._cache
-
-    def _end_step(self, config) -> None:
-        if self._cache is not None and self._cache["calls"] >= config.steps:
-            self._cache = None
-
-    def clear_cache(self) -> None:
-        """Free the training trajectories (GPU memory) of an unfinished run."""
-        self._cache = None
-
-    @staticmethod
-    def _combine(per_row: torch.Tensor, k_l: int, k_a: int, config) -> dict[str, torch.Tensor]:
-        """Rows [0, k_l) local, [k_l, k_l + k_a) adjacency, the rest preservation -> the engine's loss dict."""
-        n_f = k_l + k_a
-        zero = per_row.new_zeros(())
-        local = per_row[:k_l].mean() if k_l else zero
-        adj = per_row[k_l:n_f].mean() if k_a else zero
-        keep = per_row[n_f:].mean() if len(per_row) > n_f else zero
-        w = config.weights
-        return {"forget": local + w.adjacency * adj, "retain": w.preservation * keep, "local": local,
-                "adjacency": adj, "preservation": keep}
 
     def identity_term(self, x0_adapted: torch.Tensor, x0_reference: torch.Tensor, abar: torch.Tensor) -> torch.Tensor:
         """1 - cos between torch-ArcFace embeddings of adapted and reference x0 estimates, weighted by abar."""
@@ -316,6 +272,8 @@ class DiffusionBackend(nn.Module):
 # ====================================================================================================================
 class Arc2FaceBackend(DiffusionBackend):
     """Arc2Face-style ID-conditioned Stable Diffusion: embedding -> "id" token -> CLIP text encoder -> UNet."""
+
+    objective = "epsilon-matching"
 
     def __init__(self, unet: nn.Module, text_encoder: nn.Module, tokenizer, vae: nn.Module, scheduler,
                  identity: InsightFaceIdentity | None = None, *, arcface_torch: TorchArcFace | None = None,
@@ -460,9 +418,9 @@ class Arc2FaceBackend(DiffusionBackend):
     def _eps_cfg(self, x: torch.Tensor, t, cond: torch.Tensor, scheduler) -> torch.Tensor:
         xin = scheduler.scale_model_input(x, t)
         if self.guidance_scale <= 1:
-            return self._unet(xin, t, cond)
+            return self.predict_noise(xin, t, cond)
         neg = self.negative_condition().expand(len(x), -1, -1)
-        eps_u, eps_c = self._unet(torch.cat([xin, xin]), t, torch.cat([neg, cond])).chunk(2)
+        eps_u, eps_c = self.predict_noise(torch.cat([xin, xin]), t, torch.cat([neg, cond])).chunk(2)
         return eps_u + self.guidance_scale * (eps_c - eps_u)
 
     def _latent_shape(self) -> tuple[int, int, int]:
@@ -489,7 +447,7 @@ class Arc2FaceBackend(DiffusionBackend):
         return (img, torch.cat(feats)) if return_features else img
 
     def synthesize(self, latent: torch.Tensor, view: torch.Tensor, return_features: bool = False):
-        """Full sampling with autograd enabled (contract; training uses ``unlearning_losses`` instead)."""
+        """Full sampling with autograd enabled (contract; training uses the step objective instead)."""
         return self._generate(latent, view, return_features)
 
     @torch.no_grad()
@@ -511,10 +469,12 @@ class Arc2FaceBackend(DiffusionBackend):
         return emb, self.canonical_views(1).expand(len(images), -1).clone()
 
     # -- unlearning ------------------------------------------------------------------------------------------------
-    def _retain_uncond(self) -> bool:
+    @property
+    def uses_guidance(self) -> bool:
+        """Whether sampling also evaluates the empty prompt (classifier-free guidance), which must then be kept."""
         return self.guidance_scale > 1
 
-    def _trajectories(self, emb: torch.Tensor, seeds: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def frozen_trajectories(self, emb: torch.Tensor, seeds: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """Frozen DDIM trajectories (with guidance) -> states (S, B, C, h, w) and timesteps (S,)."""
         sched = type(self._train_scheduler).from_config(self._train_scheduler.config)
         sched.set_timesteps(self.cache_steps, device=self.device)
@@ -526,58 +486,11 @@ class Arc2FaceBackend(DiffusionBackend):
             x = sched.step(self._eps_cfg(x, t, cond, sched), t, x).prev_sample
         return torch.stack(states), sched.timesteps.clone()
 
-    def _pool(self, embs: list[torch.Tensor], gen: torch.Generator, seeds_each: int) -> _Pool:
-        xs, ts = [], []
-        for e in embs:
-            seeds = torch.randint(0, 2 ** 24, (seeds_each,), generator=gen).tolist()
-            s, t = self._trajectories(e[None].expand(seeds_each, -1), seeds)
-            xs.append(s.flatten(0, 1))
-            ts.append(t.repeat_interleave(seeds_each))
-        return _Pool(torch.cat(xs), torch.cat(ts).to(self.device))
-
-    def _build_pools(self, w_u, w_t, config, gen, radius) -> dict:
-        forget = self._pool(list(w_u) + list(w_t), gen, self.cache_seeds)
-        retain = self._pool(list(self.sample_latents(max(1, self.retain_seeds), gen)), gen, 1)
-        return {"forget": forget, "retain": retain}
-
-    def unlearning_losses(self, adapter, w_u: torch.Tensor, w_t: torch.Tensor, config,
-                          generator: torch.Generator) -> dict[str, torch.Tensor]:
-        """One step of epsilon-matching (see the module docstring); the adapted UNet runs once, local rows first."""
-        from ..unlearning.engine import sample_step
-
-        cache = self._cache_for(adapter, w_u, w_t, config, generator)
-        batch = sample_step(self, w_u, w_t, config, generator, cache["radius"])
-        n_f, n = batch.k_l + batch.k_a, len(batch.src)
-        fi, ri = cache["forget"].pick(n_f, generator), cache["retain"].pick(n - n_f, generator)
-        x = torch.cat([cache["forget"].x[fi], cache["retain"].x[ri]])
-        t = torch.cat([cache["forget"].t[fi], cache["retain"].t[ri]])
-        src, dst = self.encode_condition(batch.src), self.encode_condition(batch.dst)
-        if self._retain_uncond():  # guidance also evaluates the empty prompt: keep it unchanged too
-            ui = cache["retain"].pick(1, generator)
-            x, t = torch.cat([x, cache["retain"].x[ui]]), torch.cat([t, cache["retain"].t[ui]])
-            src = torch.cat([src, self.negative_condition()])
-            dst = torch.cat([dst, self.negative_condition()])
-        with torch.no_grad(), active(self, []):
-            ref = self._unet(x, t, dst)
-        eps = self._unet(x, t, src)
-        per_row = (eps - ref).square().mean(dim=(1, 2, 3))
-        out = self._combine(per_row, batch.k_l, batch.k_a, config)
-        if self.identity_weight > 0:
-            abar = self._abar(t[:batch.k_l])
-            x0 = (x[:batch.k_l] - (1 - abar).sqrt()[:, None, None, None] * eps[:batch.k_l]) / \
-                abar.sqrt()[:, None, None, None]
-            x0_ref = (x[:batch.k_l] - (1 - abar).sqrt()[:, None, None, None] * ref[:batch.k_l]) / \
-                abar.sqrt()[:, None, None, None]
-            ident = self.identity_term(x0, x0_ref, abar)
-            out["identity"] = ident
-            out["forget"] = out["forget"] + self.identity_weight * ident
-        self._end_step(config)
-        return out
-
-
 # ====================================================================================================================
 class DDPMBackend(DiffusionBackend):
     """Unconditional pixel-space DDPM (e.g. google/ddpm-celebahq-256) sampled with DDIM; latent = inverted x_T."""
+
+    objective = "ddpm-trajectory"
 
     def __init__(self, unet: nn.Module, scheduler, identity: InsightFaceIdentity | None = None, *,
                  arcface_torch: TorchArcFace | None = None, device: str | torch.device | None = None,
@@ -661,7 +574,7 @@ class DDPMBackend(DiffusionBackend):
         sched.set_timesteps(self.num_inference_steps, device=self.device)
         states, x0s = [], []
         for t in sched.timesteps:
-            eps = self._unet(x, t)
+            eps = self.predict_noise(x, t)
             out = sched.step(eps, t, x)
             if keep:
                 states.append(x)
@@ -681,7 +594,7 @@ class DDPMBackend(DiffusionBackend):
         return (img, torch.cat(feats)) if return_features else img
 
     def synthesize(self, latent: torch.Tensor, view: torch.Tensor, return_features: bool = False):
-        """Full DDIM sampling with autograd enabled (contract; training uses ``unlearning_losses`` instead)."""
+        """Full DDIM sampling with autograd enabled (contract; training uses the step objective instead)."""
         return self._generate(latent, return_features)
 
     @torch.no_grad()
@@ -704,71 +617,13 @@ class DDPMBackend(DiffusionBackend):
             inv = type(self._inverse_scheduler).from_config(self._inverse_scheduler.config)
             inv.set_timesteps(self.num_inference_steps, device=self.device)
             for t in inv.timesteps:
-                xs = inv.step(self._unet(xs, t), t, xs).prev_sample
+                xs = inv.step(self.predict_noise(xs, t), t, xs).prev_sample
             out.append(xs.reshape(len(xs), -1).cpu())
         return torch.cat(out), self.canonical_views(len(images))
 
     # -- unlearning ------------------------------------------------------------------------------------------------
-    def _trajectory_pool(self, x_t: torch.Tensor) -> dict:
+    def trajectory_pool(self, x_t: torch.Tensor) -> dict:
         _, states, x0s, ts = self._ddim(x_t.to(self.device).float().view(-1, *self.shape), keep=True)
         # x0-estimates are images: clamp to the data range (the checkpoint's own sampler clips them) so the
         # matching targets stay bounded at the noisiest steps; the states themselves stay unclipped
         return {"x": states, "x0": x0s.clamp(-1, 1), "t": ts}  # (S, B, C, H, W), (S, B, C, H, W), (S,)
-
-    def _build_pools(self, w_u, w_t, config, gen, radius) -> dict:
-        k_a = max(0, config.adjacency_samples)
-        u, tgt = w_u[:1], w_t[:1]
-        src, dst = [w_u], [w_t if len(w_t) == len(w_u) else w_t[:1].expand(len(w_u), -1)]
-        if k_a:  # fixed adjacency offsets for this run: delta = alpha (w_r - w_u) / |w_r - w_u|
-            w_r = self.sample_latents(k_a, gen)
-            dirs = w_r - u
-            delta = torch.rand(k_a, 1, generator=gen) * radius * dirs / dirs.norm(dim=1, keepdim=True).clamp(min=1e-8)
-            src.append(u + delta)
-            dst.append(tgt + delta)
-        src_x, dst_x = torch.cat(src), torch.cat(dst)
-        target = self._trajectory_pool(src_x)
-        anchor = self._trajectory_pool(dst_x)
-        retain = self._trajectory_pool(self.sample_latents(max(1, self.retain_seeds), gen))
-        return {"target": target, "anchor": anchor, "retain": retain, "n_local": len(w_u)}
-
-    def unlearning_losses(self, adapter, w_u: torch.Tensor, w_t: torch.Tensor, config,
-                          generator: torch.Generator) -> dict[str, torch.Tensor]:
-        """One step of the trajectory objective (see the module docstring); local rows first."""
-        cache = self._cache_for(adapter, w_u, w_t, config, generator)
-        k_l, k_a, k_p = config.local_views, config.adjacency_samples, config.preservation_samples
-        tgt, anc, ret = cache["target"], cache["anchor"], cache["retain"]
-        n_steps, n_pairs = tgt["x"].shape[:2]
-        n_local = cache["n_local"]
-        n_adj = n_pairs - n_local  # == adjacency_samples of the run that built the cache
-        if k_a and not n_adj:
-            raise ValueError("adjacency rows requested but the trajectory cache has no adjacency pairs")
-        # forget rows: local rows follow the target's own trajectories, adjacency rows the offset ones
-        pair = torch.cat([torch.randint(n_local, (k_l,), generator=generator),
-                          n_local + torch.randint(max(1, n_adj), (k_a,), generator=generator)])
-        step = torch.randint(n_steps, (k_l + k_a,), generator=generator)
-        lam = torch.rand(k_l + k_a, generator=generator).to(self.device)
-        t_f = tgt["t"][step]
-        abar_f = self._abar(t_f)
-        sa = abar_f.sqrt()[:, None, None, None]
-        x0_u, x0_t = tgt["x0"][step, pair], anc["x0"][step, pair]
-        x_f = tgt["x"][step, pair] + lam[:, None, None, None] * sa * (x0_t - x0_u)
-        eps_star = (x_f - sa * x0_t) / (1 - abar_f).sqrt()[:, None, None, None]
-        r_traj = torch.randint(ret["x"].shape[1], (k_p,), generator=generator)
-        r_step = torch.randint(n_steps, (k_p,), generator=generator)
-        x_r, t_r = ret["x"][r_step, r_traj], ret["t"][r_step]
-        with torch.no_grad(), active(self, []):
-            eps_r_ref = self._unet(x_r, t_r) if k_p else x_r[:0]
-        x, t = torch.cat([x_f, x_r]), torch.cat([t_f, t_r])
-        eps = self._unet(x, t)
-        abar = self._abar(t)
-        weight = torch.minimum(torch.ones_like(abar), (1 - abar) / abar)  # min-SNR, gamma = 1
-        per_row = weight * (eps - torch.cat([eps_star, eps_r_ref])).square().mean(dim=(1, 2, 3))
-        out = self._combine(per_row, k_l, k_a, config)
-        if self.identity_weight > 0 and k_l:
-            a = abar[:k_l].sqrt()[:, None, None, None]
-            x0 = (x[:k_l] - (1 - abar[:k_l]).sqrt()[:, None, None, None] * eps[:k_l]) / a
-            ident = self.identity_term(x0, x0_t[:k_l], abar[:k_l])
-            out["identity"] = ident
-            out["forget"] = out["forget"] + self.identity_weight * ident
-        self._end_step(config)
-        return out

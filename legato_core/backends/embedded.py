@@ -29,6 +29,7 @@ BASE_MODEL_ID = "legato/embedded-faceworld-stylegen-64"
 
 class EmbeddedFaceBackend(nn.Module):
     base_model_id = BASE_MODEL_ID
+    objective = "image"  # renders with gradients: GUIDE's image losses (unlearning/step_objectives.py)
 
     def __init__(self, generator: StyleFaceGenerator, view_encoder: ViewEncoder, arcface: IdentityModel,
                  refine_steps: int = 12, refine_lr: float = 0.05, identity_views: int = 1,

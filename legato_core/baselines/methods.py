@@ -30,8 +30,9 @@ from torch import nn
 
 from ..adapters import LowRankAdapter, active
 from ..metrics import AdapterKnob
-from ..unlearning.engine import ForgetConfig, sample_step, step_losses, train_adapter
+from ..unlearning.engine import ForgetConfig, train_adapter
 from ..unlearning.objectives import ImageLoss
+from ..unlearning.step_objectives import sample_step, step_losses
 from ..unlearning.targets import make_target, typical_radius
 
 OnStep = Callable[[int, object], None]
@@ -184,7 +185,7 @@ class ImageObjectiveMethod(UnlearningMethod):
         t0 = time.time()
         torch.manual_seed(cfg.seed)
         self.gen = gen = torch.Generator().manual_seed(cfg.seed)
-        w_t, _ = make_target(backend, w_u, cfg.target)
+        w_target, _ = make_target(backend, w_u, cfg.target)
         radius = cfg.adjacency_radius * typical_radius(backend)
         loss_fn = ImageLoss(backend.loss_identity_model(), cfg.weights)
         model, params, make_knob = self.prepare(backend)
@@ -192,7 +193,7 @@ class ImageObjectiveMethod(UnlearningMethod):
             p.requires_grad_(True)
 
         def losses() -> dict[str, torch.Tensor]:
-            batch = sample_step(backend, w_u, w_t, cfg, gen, radius)
+            batch = sample_step(backend, w_u, w_target, cfg, gen, radius)
             with torch.no_grad(), active(backend, []):
                 ref_img, ref_feat = backend.synthesize(batch.dst, batch.views, return_features=True)
             with self.render_context():
@@ -219,7 +220,7 @@ class ImageObjectiveMethod(UnlearningMethod):
                     on_step(step + 1, model)
         for p in params:
             p.requires_grad_(False)
-        return MethodResult(self.name, make_knob(), self.trainable(params), time.time() - t0, history, w_t)
+        return MethodResult(self.name, make_knob(), self.trainable(params), time.time() - t0, history, w_target)
 
     def begin(self, params: list[nn.Parameter]) -> None:
         """Called once before the first update, with ``self.losses`` ready (SalUn's saliency)."""

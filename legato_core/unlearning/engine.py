@@ -19,8 +19,9 @@ import torch
 from ..adapters import ODEAdapter, ODEConfig, active
 from ..backends.base import renders_fast
 from .anchors import view_anchors
-from .objectives import ImageLoss, LossWeights, intensity_schedule, monotone_forgetting, trajectory_consistency
-from .targets import TargetConfig, make_target, typical_radius
+from .objectives import LossWeights, trajectory_consistency
+from .step_objectives import make_objective
+from .targets import TargetConfig, make_target
 
 
 @dataclass
@@ -102,80 +103,6 @@ def resolve_latent(backend, image_or_latent: torch.Tensor) -> torch.Tensor:
     return x.detach()
 
 
-@dataclass
-class StepBatch:
-    """One step's inputs: rows [0, k_l) local, [k_l, k_l+k_a) adjacency, the rest preservation."""
-
-    src: torch.Tensor  # latents rendered by the model being trained
-    dst: torch.Tensor  # latents rendered by the frozen model (the targets)
-    views: torch.Tensor
-    k_l: int
-    k_a: int
-
-
-def sample_step(backend, w_u: torch.Tensor, w_t: torch.Tensor, config: ForgetConfig, gen: torch.Generator,
-                radius: float) -> StepBatch:
-    """Random views, adjacency offsets delta = alpha (w_r - w_u)/|w_r - w_u| and preservation latents."""
-    k_l, k_a, k_p = config.local_views, config.adjacency_samples, config.preservation_samples
-    views = backend.sample_views(k_l + k_a + k_p, gen)
-    w_r = backend.sample_latents(k_a + k_p, gen)
-    alpha = torch.rand(k_a, 1, generator=gen) * radius
-    pick = torch.randint(len(w_u), (k_l + k_a,), generator=gen)
-    u = w_u[pick]
-    tgt = w_t[pick] if len(w_t) == len(w_u) else w_t[:1].expand(k_l + k_a, -1)
-    dirs = w_r[:k_a] - u[k_l:]
-    delta = alpha * dirs / dirs.norm(dim=1, keepdim=True).clamp(min=1e-8)
-    keep = w_r[k_a:]
-    k_n = min(config.preservation_near, k_p)
-    if k_n:
-        lam = 0.5 + 0.5 * torch.rand(k_n, 1, generator=gen)
-        anchor = w_u[torch.randint(len(w_u), (k_n,), generator=gen)]
-        keep = torch.cat([anchor + lam * (keep[:k_n] - anchor), keep[k_n:]])
-    src = torch.cat([u[:k_l], u[k_l:] + delta, keep])
-    dst = torch.cat([tgt[:k_l], tgt[k_l:] + delta, keep])
-    return StepBatch(src, dst, views, k_l, k_a)
-
-
-def step_losses(loss_fn: ImageLoss, batch: StepBatch, img, feat, ref_img, ref_feat) -> dict[str, torch.Tensor]:
-    """forget = local + w_adj * adjacency; retain = w_pres * preservation (GUIDE's three groups)."""
-    k_l, n_f = batch.k_l, batch.k_l + batch.k_a
-    local = loss_fn(img[:k_l], feat[:k_l], ref_img[:k_l], ref_feat[:k_l])
-    adj = loss_fn(img[k_l:n_f], feat[k_l:n_f], ref_img[k_l:n_f], ref_feat[k_l:n_f])
-    keep = loss_fn(img[n_f:], feat[n_f:], ref_img[n_f:], ref_feat[n_f:],
-                   identity_weight=loss_fn.w.preservation_identity)
-    w = loss_fn.w
-    return {"forget": local["total"] + w.adjacency * adj["total"], "retain": w.preservation * keep["total"],
-            "local": local["total"], "identity": local["identity"], "adjacency": adj["total"],
-            "preservation": keep["total"]}
-
-
-def _image_step(backend, adapter: ODEAdapter, loss_fn: ImageLoss, w_u: torch.Tensor, w_t: torch.Tensor,
-                config: ForgetConfig, gen: torch.Generator, radius: float) -> tuple[dict[str, torch.Tensor], int]:
-    """One step of the image objective (GAN-style generators), run inside the adapter's activation block."""
-    batch = sample_step(backend, w_u, w_t, config, gen, radius)
-    k_l, n = batch.k_l, len(batch.dst)
-    w_sched, w_mono = config.weights.intensity_schedule, config.weights.monotone
-    shape_path = bool(w_sched or w_mono)  # terms on a render at a random t' < T
-    with torch.no_grad(), active(backend, []):  # frozen renders: the targets, plus the originals for the path
-        ref_src = torch.cat([batch.dst, batch.src[:k_l]]) if shape_path else batch.dst
-        ref_views = torch.cat([batch.views, batch.views[:k_l]]) if shape_path else batch.views
-        ref_img, ref_feat = backend.synthesize(ref_src, ref_views, return_features=True)
-    img, feat = backend.synthesize(batch.src, batch.views, return_features=True)
-    parts = step_losses(loss_fn, batch, img, feat, ref_img[:n], ref_feat[:n])
-    if shape_path:
-        fraction = float(torch.rand((), generator=gen))
-        with active(backend, [(adapter, fraction * config.ode.t_end)]):
-            mid = backend.synthesize(batch.src[:k_l], batch.views[:k_l])
-        if w_sched:
-            parts["schedule"] = intensity_schedule(loss_fn.identity_net, ref_img[n:], img[:k_l], mid, fraction)
-            parts["forget"] = parts["forget"] + w_sched * parts["schedule"]
-        if w_mono:
-            parts["monotone"] = monotone_forgetting(loss_fn.identity_net, ref_img[n:], img[:k_l], mid, fraction,
-                                                    config.weights.monotone_margin)
-            parts["forget"] = parts["forget"] + w_mono * parts["monotone"]
-    return parts, k_l
-
-
 def train_adapter(backend, w_u: torch.Tensor, config: ForgetConfig,
                   on_progress: Callable[[ProgressEvent], None] | None = None,
                   should_stop: Callable[[], bool] | None = None) -> ForgetResult:
@@ -186,20 +113,14 @@ def train_adapter(backend, w_u: torch.Tensor, config: ForgetConfig,
     sites = config.sites or list(backend.adapter_sites)
     if config.view_anchors and renders_fast(backend):
         w_u = torch.cat([w_u, view_anchors(backend, w_u, config.view_anchors, gen)])
-    w_t, target_desc = make_target(backend, w_u, config.target)
-    radius = config.adjacency_radius * typical_radius(backend)
+    w_target, target_desc = make_target(backend, w_u, config.target)
     adapter = ODEAdapter({s: backend.adapter_sites[s].channels for s in sites}, config.ode,
                          backend.base_model_id, backend.weight_hash(),
                          description={"target": target_desc, "method": "legato", "steps": config.steps,
                                       "seed": config.seed},
                          site_kinds={s: getattr(backend.adapter_sites[s], "adapter_kind", "conv") for s in sites})
     traj_sites = sites if config.trajectory_sites == "all" else list(config.trajectory_sites)
-    # Extension point: a backend with its own per-step objective (diffusion: epsilon-matching) defines
-    # unlearning_losses(adapter, w_u, w_t, config, generator) -> {"forget", "retain", optional extra scalars},
-    # runs the adapted model once with the local rows first, and replaces the image losses below.
-    backend_losses = getattr(backend, "unlearning_losses", None)
     backend.prepare_adapter(adapter)  # device placement before the optimiser sees the parameters
-    loss_fn = ImageLoss(backend.loss_identity_model(), config.weights) if backend_losses is None else None
     opt = torch.optim.Adam(adapter.parameters(), lr=config.lr)
     if config.lr_schedule not in ("constant", "cosine"):
         raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {config.lr_schedule!r}")
@@ -207,6 +128,7 @@ def train_adapter(backend, w_u: torch.Tensor, config: ForgetConfig,
              if config.lr_schedule == "cosine" else None)
     history: list[dict] = []
     t_end = config.ode.t_end
+    objective = make_objective(backend, w_u, w_target, config, gen)  # the backend's own per-step losses
     try:
         for step in range(config.steps):
             if should_stop is not None and should_stop():
@@ -215,11 +137,7 @@ def train_adapter(backend, w_u: torch.Tensor, config: ForgetConfig,
             # forward (gradient checkpointing on a GPU) sees the same active adapter
             with active(backend, [(adapter, t_end)], record=True) as states, \
                     torch.autograd.set_multithreading_enabled(False):
-                if backend_losses is not None:
-                    parts = backend_losses(adapter, w_u, w_t, config, gen)
-                    k_l = config.local_views
-                else:
-                    parts, k_l = _image_step(backend, adapter, loss_fn, w_u, w_t, config, gen, radius)
+                parts, k_l = objective.losses(adapter)
                 traj = torch.stack([trajectory_consistency([s[:k_l] for s in states[name]])
                                     for name in traj_sites]).mean()
                 total = parts["forget"] + parts["retain"] + config.weights.trajectory * traj
@@ -235,13 +153,11 @@ def train_adapter(backend, w_u: torch.Tensor, config: ForgetConfig,
                 el = time.time() - t0
                 on_progress(ProgressEvent(step + 1, config.steps, rec, el, el / (step + 1) * (config.steps - step - 1),
                                           adapter))
-    except BaseException:
-        if backend_losses is not None:
-            backend.clear_cache()  # an unfinished run's frozen trajectories
-        raise
+    finally:
+        del objective  # a run's frozen trajectories (GPU memory) go with it, finished or not
     for p in adapter.parameters():
         p.requires_grad_(False)
-    return ForgetResult(adapter, w_u, w_t, history, time.time() - t0, config)
+    return ForgetResult(adapter, w_u, w_target, history, time.time() - t0, config)
 
 
 def forget(backend, image_or_latent: torch.Tensor, config: ForgetConfig | None = None,

@@ -50,7 +50,7 @@ def typical_radius(backend, n: int = 1024) -> float:
 
 @torch.no_grad()
 def make_target(backend, w_u: torch.Tensor, cfg: TargetConfig) -> tuple[torch.Tensor, dict]:
-    """Target latent(s) for latent(s) w_u (B, D); returns (w_t, description)."""
+    """Target latent(s) for latent(s) w_u (B, D); returns (w_target, description)."""
     w_avg = backend.w_avg.expand_as(w_u)
     desc = asdict(cfg)
     if cfg.kind == "average":
@@ -59,14 +59,14 @@ def make_target(backend, w_u: torch.Tensor, cfg: TargetConfig) -> tuple[torch.Te
         search = cfg.stop_similarity is not None and renders_fast(backend)
         d = (cfg.search_scale if search else cfg.distance_scale) * typical_radius(backend)
         direction = w_u - w_avg
-        w_t = w_avg - d * direction / direction.norm(dim=1, keepdim=True).clamp(min=1e-8)
+        w_target = w_avg - d * direction / direction.norm(dim=1, keepdim=True).clamp(min=1e-8)
         desc["distance"] = d
         if not search:  # the search renders stop_points x stop_views images per latent: too slow on some backends
             desc["stop_fraction"] = None
-            return w_t, desc
-        frac = stop_fraction(backend, w_u, w_t, cfg)
+            return w_target, desc
+        frac = stop_fraction(backend, w_u, w_target, cfg)
         desc["stop_fraction"] = frac.tolist()  # of the way from w_u to the target at distance d
-        return w_u + frac[:, None] * (w_t - w_u), desc
+        return w_u + frac[:, None] * (w_target - w_u), desc
     # proximity: nearest reference identity that the training identity network still calls someone else
     arcface = backend.loss_identity_model()
     view = backend.canonical_views(1).expand(len(w_u), -1)
