@@ -71,6 +71,28 @@ def _cmd_faceworld_sheet(args) -> int:
     return 0
 
 
+def _cmd_faces_detect(args) -> int:
+    from .faces import detect_faces
+    from .faces.preparation import choice_message
+    from .images import open_image
+
+    photo = open_image(args.image)
+    faces = detect_faces(photo)
+    if not faces:
+        print(f"no face found in {Path(args.image).name} ({photo.width}x{photo.height} px)", file=sys.stderr)
+        return 2
+    report = {"image": str(args.image), "size": list(photo.size), "faces": [f.to_dict() for f in faces], "used": 0,
+              "message": choice_message(faces, photo.width) or "1 face found."}
+    if args.json:
+        _print_json(report)
+    else:
+        for i, f in enumerate(faces):
+            mark = "*" if i == 0 else " "
+            print(f"{mark} face {i}: box {f.to_dict()['box']}, score {f.score:.3f}, {f.size:.0f} px")
+        print(report["message"])
+    return 0
+
+
 def _cmd_identity_evaluate(args) -> int:
     from .faceworld.dataset import render_set, to_float
     from .identity import load_identity_model, verification_report
@@ -334,6 +356,13 @@ def build_parser() -> argparse.ArgumentParser:
     sh.add_argument("--size", type=int, default=64)
     sh.add_argument("--upscale", type=int, default=2)
     sh.set_defaults(func=_cmd_faceworld_sheet)
+
+    fcp = sub.add_parser("faces", help="face detection for uploads").add_subparsers(dest="action", required=True)
+    fd = fcp.add_parser("detect", help="every face in a photo (box, score, 5 landmarks) and the one an upload uses; "
+                                       "exit code 2 when there is none")
+    fd.add_argument("--image", required=True, help="a photo (PNG, JPEG, WebP, ...)")
+    fd.add_argument("--json", action="store_true", help="print JSON")
+    fd.set_defaults(func=_cmd_faces_detect)
 
     idp = sub.add_parser("identity", help="identity networks").add_subparsers(dest="action", required=True)
     ev = idp.add_parser("evaluate", help="verification ROC-AUC / TAR@FAR=1e-3 on held-out identities")

@@ -23,7 +23,7 @@ from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from legato_core.faces.networks import WEIGHTS_FILE, MTCNNNetworks  # noqa: E402
+from legato_core.faces.networks import WEIGHTS_FILE, MTCNNNetworks
 
 STAGES = ("pnet", "rnet", "onet")
 

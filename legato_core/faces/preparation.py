@@ -59,6 +59,14 @@ def _where(face: DetectedFace, width: int) -> str:
     return "at left" if cx < 1 / 3 else ("at right" if cx > 2 / 3 else "in the centre")
 
 
+def choice_message(faces: list[DetectedFace], width: int) -> str:
+    """Which face is used when there are several (faces largest first), e.g. "3 faces found; using the largest,
+    at left."; "" for one face or none."""
+    if len(faces) < 2:
+        return ""
+    return f"{len(faces)} faces found; using the largest, {_where(faces[0], width)}."
+
+
 @dataclass
 class PreparedFace:
     """The result of face handling: the crop a backend gets and what was found on the way."""
@@ -133,9 +141,7 @@ def prepare_face(photo: Image.Image, crop: FaceCrop, detector: FaceDetector | No
         raise NoFaceError(f"No face found in this image ({w}x{h} px). Upload a photo with one face, seen from the "
                           f"front, at least {min_face} px across.")
     face = faces[0]
-    several = ""
-    if len(faces) > 1:
-        several = f"{len(faces)} faces found; using the largest, {_where(face, w)}."
+    several = choice_message(faces, w)
     if square and already_framed(face, w, crop):
         msg = "The image is already framed for this model: used as it is."
         return PreparedFace(_resized(photo, crop.size), used=0, **as_is, message=f"{several} {msg}".strip())
