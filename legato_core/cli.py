@@ -162,15 +162,19 @@ MAX_PHOTO_SIDE = 1024
 
 
 def _read_image(path: str, kind: str = "embedded", backend=None) -> torch.Tensor:
-    """(1, 3, H, W) in [0, 1] at the size each backend wants: 64 x 64 for the embedded one, the checkpoint's
-    resolution for DDPM (centre square crop), the whole photo for Arc2Face (insightface finds the face)."""
-    from .images import load_image, open_image, to_tensor
+    """(1, 3, H, W) in [0, 1] at the size each backend wants: the face detected and aligned to the backend's crop
+    (``legato_core.faces``: face-world framing at 64 px for the embedded one, ArcFace's template at the checkpoint's
+    size for DDPM), the whole photo for Arc2Face (insightface finds the face)."""
+    from .faces import FaceCrop, prepare_face
+    from .images import open_image
 
-    if kind == "embedded":
-        return load_image(path)[None]
     im = open_image(path)
-    if kind == "ddpm":
-        return to_tensor(im, backend.size)[None]
+    if kind in ("embedded", "ddpm"):
+        crop = backend.face_crop() if hasattr(backend, "face_crop") else FaceCrop.faceworld(64)
+        prepared = prepare_face(im, crop)  # FaceError (a ValueError): one line, exit code 2
+        if prepared.message:
+            print(prepared.message, file=sys.stderr)
+        return prepared.image[None]
     im.thumbnail((MAX_PHOTO_SIDE, MAX_PHOTO_SIDE))  # insightface detects at 640 px: more only costs memory
     return torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()[None]
 
