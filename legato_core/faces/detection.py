@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from .networks import MTCNNNetworks
 
@@ -144,11 +145,19 @@ class FaceDetector:
     @torch.inference_mode()
     def detect(self, image) -> list[DetectedFace]:
         """Every face in ``image``, largest box first (an empty list when there is none)."""
-        img = self._as_tensor(image)
-        h, w = img.shape[1:]
-        shrink = min(1.0, self.max_side / max(h, w))
-        if shrink < 1.0:
-            img = F.interpolate(img[None], scale_factor=shrink, mode="area")[0]
+        if isinstance(image, Image.Image) and max(image.size) > self.max_side:
+            # shrink big photos as uint8 first: a 40 MP photo as a float tensor alone would take 480 MB
+            k = self.max_side / max(image.size)
+            small = image.convert("RGB").resize((max(1, round(image.width * k)), max(1, round(image.height * k))),
+                                                Image.BOX)
+            shrink = small.width / image.width
+            img = self._as_tensor(small)
+        else:
+            img = self._as_tensor(image)
+            h, w = img.shape[1:]
+            shrink = min(1.0, self.max_side / max(h, w))
+            if shrink < 1.0:
+                img = F.interpolate(img[None], scale_factor=shrink, mode="area")[0]
         boxes, landmarks, scores = self._cascade(img)
         if shrink < 1.0:
             boxes, landmarks = boxes / shrink, landmarks / shrink

@@ -148,5 +148,9 @@ def prepare_face(photo: Image.Image, crop: FaceCrop, detector: FaceDetector | No
     if face.size < min_face:
         raise TinyFaceError(f"The {'largest ' if len(faces) > 1 else ''}face found is only {face.size:.0f} px "
                             f"across; faces need at least {min_face} px. Upload a larger or closer photo.")
-    image, m = align_face(_photo_tensor(photo), face.landmarks, crop)
+    m = similarity_transform(face.landmarks, crop.template)
+    k = min(1.0, 2.0 * transform_scale(m))  # big photo, small crop: shrink as uint8 first (memory), then warp
+    small = photo if k == 1.0 else photo.resize((max(1, round(w * k)), max(1, round(h * k))), Image.BOX)
+    image, _ = align_face(_photo_tensor(small), face.landmarks * np.array([small.width / w, small.height / h]),
+                          crop)
     return PreparedFace(image, faces, 0, True, several, crop, (w, h), m)
