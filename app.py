@@ -56,6 +56,9 @@ NOTE_PHOTO_MODEL = (
     "the tab closes."
 )
 
+FACE_WORLD_LIKENESS = ("The embedded model only draws face-world faces: a real photo becomes its nearest "
+                       "face-world likeness.")
+
 INTRO = (
     "# legato: continuous identity unlearning\n"
     "Small Neural-ODE adapters make a frozen face generator forget one identity. The integration time "
@@ -183,6 +186,12 @@ def build_demo(default_steps: int = DEFAULT_STEPS, backend_label: str = EMBEDDED
             with gr.Column(scale=1, min_width=260):
                 upload = gr.Image(label="Drop a face image", type="filepath", sources=["upload"],
                                   image_mode=None, height=200, elem_id="face_upload")
+                with gr.Row(visible=False) as face_row:  # face handling: the box found and the crop used
+                    face_found = gr.Image(label="face found", interactive=False, height=120, elem_id="face_found",
+                                          buttons=[])
+                    face_used = gr.Image(label="crop used", interactive=False, height=120, elem_id="face_crop",
+                                         buttons=[])
+                face_note = gr.Markdown("", elem_id="face_note")
             with gr.Column(scale=3, min_width=400, visible=face_world):
                 gr.Markdown(f"**…or pick a face-world identity** (ids {EXAMPLE_IDS[0]}–{EXAMPLE_IDS[-1]}, "
                             "held out from every training set)")
@@ -257,6 +266,19 @@ def build_demo(default_steps: int = DEFAULT_STEPS, backend_label: str = EMBEDDED
                     else f"Added {entry.name}. It can be forgotten when the running job ends.")
             return {**entry_view(studio, entry, text), upload: None}
 
+        face_outputs = [face_row, face_found, face_used, face_note]
+
+        def face_view(studio: Studio, entry) -> dict:
+            """What face handling did with an upload: the box found, the crop used and one line about it."""
+            face = entry.face
+            if face is None:  # a face-world identity added by id: nothing was detected
+                return {face_row: gr.Row(visible=False), face_note: ""}
+            lines = [face.message] if face.message else []
+            if face.aligned and studio.res.face_world:
+                lines.append(FACE_WORLD_LIKENESS)
+            return {face_row: gr.Row(visible=True), face_found: entry.face_preview, face_used: _big(entry.source),
+                    face_note: " ".join(lines)}
+
         # -- adding faces ------------------------------------------------------------------------------------
         def on_upload(payload, studio, request: gr.Request):
             path = _path(payload)
@@ -270,7 +292,7 @@ def build_demo(default_steps: int = DEFAULT_STEPS, backend_label: str = EMBEDDED
                 raise gr.Error(f"Cannot use this file: {e}.", title="Not a usable image", print_exception=False) from e
             except StudioError as e:
                 raise gr.Error(str(e), print_exception=False) from e
-            return added(studio, entry)
+            return {**added(studio, entry), **face_view(studio, entry)}
 
         def on_add_id(face, studio, request: gr.Request):
             studio = _session(studio, request)
@@ -278,18 +300,18 @@ def build_demo(default_steps: int = DEFAULT_STEPS, backend_label: str = EMBEDDED
                 entry = studio.add_identity(face)
             except StudioError as e:
                 raise gr.Error(str(e), print_exception=False) from e
-            return added(studio, entry)
+            return {**added(studio, entry), **face_view(studio, entry)}
 
         def on_example(studio, evt: gr.SelectData, request: gr.Request):
             return on_add_id(EXAMPLE_IDS[evt.index], studio, request)
 
         # show_progress_on: the spinner, and on failure gradio's "Error" badge, stay on the input that was used
         # (by default every output would be replaced by an "Error" badge next to the toast)
-        upload.upload(on_upload, [upload, state], [*entry_outputs, upload], preprocess=False, api_name="add_image",
-                      show_progress_on=upload, concurrency_limit=2, concurrency_id="invert")
-        add_id.click(on_add_id, [face_id, state], [*entry_outputs, upload], api_name="add_identity",
+        upload.upload(on_upload, [upload, state], [*entry_outputs, upload, *face_outputs], preprocess=False,
+                      api_name="add_image", show_progress_on=upload, concurrency_limit=2, concurrency_id="invert")
+        add_id.click(on_add_id, [face_id, state], [*entry_outputs, upload, *face_outputs], api_name="add_identity",
                      show_progress_on=face_id, concurrency_limit=2, concurrency_id="invert")
-        gallery.select(on_example, [state], [*entry_outputs, upload], api_visibility="private",
+        gallery.select(on_example, [state], [*entry_outputs, upload, *face_outputs], api_visibility="private",
                        show_progress_on=gallery, concurrency_limit=2, concurrency_id="invert")
 
         def on_select(key, studio, request: gr.Request):

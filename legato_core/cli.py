@@ -71,6 +71,28 @@ def _cmd_faceworld_sheet(args) -> int:
     return 0
 
 
+def _cmd_faces_detect(args) -> int:
+    from .faces import detect_faces
+    from .faces.preparation import choice_message
+    from .images import open_image
+
+    photo = open_image(args.image)
+    faces = detect_faces(photo)
+    if not faces:
+        print(f"no face found in {Path(args.image).name} ({photo.width}x{photo.height} px)", file=sys.stderr)
+        return 2
+    report = {"image": str(args.image), "size": list(photo.size), "faces": [f.to_dict() for f in faces], "used": 0,
+              "message": choice_message(faces, photo.width) or "1 face found."}
+    if args.json:
+        _print_json(report)
+    else:
+        for i, f in enumerate(faces):
+            mark = "*" if i == 0 else " "
+            print(f"{mark} face {i}: box {f.to_dict()['box']}, score {f.score:.3f}, {f.size:.0f} px")
+        print(report["message"])
+    return 0
+
+
 def _cmd_identity_evaluate(args) -> int:
     from .faceworld.dataset import render_set, to_float
     from .identity import load_identity_model, verification_report
@@ -159,15 +181,19 @@ MAX_PHOTO_SIDE = 1024
 
 
 def _read_image(path: str, kind: str = "embedded", backend=None) -> torch.Tensor:
-    """(1, 3, H, W) in [0, 1] at the size each backend wants: 64 x 64 for the embedded one, the checkpoint's
-    resolution for DDPM (centre square crop), the whole photo for Arc2Face (insightface finds the face)."""
-    from .images import load_image, open_image, to_tensor
+    """(1, 3, H, W) in [0, 1] at the size each backend wants: the face detected and aligned to the backend's crop
+    (``legato_core.faces``: face-world framing at 64 px for the embedded one, ArcFace's template at the checkpoint's
+    size for DDPM), the whole photo for Arc2Face (insightface finds the face)."""
+    from .faces import FaceCrop, prepare_face
+    from .images import open_image
 
-    if kind == "embedded":
-        return load_image(path)[None]
     im = open_image(path)
-    if kind == "ddpm":
-        return to_tensor(im, backend.size)[None]
+    if kind in ("embedded", "ddpm"):
+        crop = backend.face_crop() if hasattr(backend, "face_crop") else FaceCrop.faceworld(64)
+        prepared = prepare_face(im, crop)  # FaceError (a ValueError): one line, exit code 2
+        if prepared.message:
+            print(prepared.message, file=sys.stderr)
+        return prepared.image[None]
     im.thumbnail((MAX_PHOTO_SIDE, MAX_PHOTO_SIDE))  # insightface detects at 640 px: more only costs memory
     return torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()[None]
 
@@ -346,6 +372,13 @@ def build_parser() -> argparse.ArgumentParser:
     sh.add_argument("--size", type=int, default=64)
     sh.add_argument("--upscale", type=int, default=2)
     sh.set_defaults(func=_cmd_faceworld_sheet)
+
+    fcp = sub.add_parser("faces", help="face detection for uploads").add_subparsers(dest="action", required=True)
+    fd = fcp.add_parser("detect", help="every face in a photo (box, score, 5 landmarks) and the one an upload uses; "
+                                       "exit code 2 when there is none")
+    fd.add_argument("--image", required=True, help="a photo (PNG, JPEG, WebP, ...)")
+    fd.add_argument("--json", action="store_true", help="print JSON")
+    fd.set_defaults(func=_cmd_faces_detect)
 
     idp = sub.add_parser("identity", help="identity networks").add_subparsers(dest="action", required=True)
     ev = idp.add_parser("evaluate", help="verification ROC-AUC / TAR@FAR=1e-3 on held-out identities")

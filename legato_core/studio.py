@@ -37,7 +37,8 @@ from PIL import Image, ImageDraw, ImageFont
 
 from . import faceworld
 from .adapters import AdapterMismatchError, ODEAdapter, ODEConfig, active
-from .images import ImageError, open_image, to_pil, to_tensor
+from .faces import FaceCrop, FaceError, PreparedFace, prepare_face
+from .images import ImageError, open_image, to_pil
 from .metrics import AdapterKnob, identity_similarity
 from .ranges import DEVELOPMENT
 from .unlearning.engine import ForgetConfig, ForgetJob, ProgressEvent
@@ -176,6 +177,14 @@ class Resources:
         return 512 if self.kind == "arc2face" else 64
 
     @property
+    def face_crop(self) -> FaceCrop:
+        """The crop uploads are aligned to: the backend's own ``face_crop()``, else by kind."""
+        declared = getattr(self.base, "face_crop", None)
+        if callable(declared):
+            return declared()
+        return FaceCrop.faceworld(64) if self.face_world else FaceCrop.arcface(self.image_size)
+
+    @property
     def judge(self):
         """The network that scores forgetting curves; None for a diffusers backend loaded without an insightface
         pack (no curve then)."""
@@ -270,6 +279,8 @@ class Entry:
     curve: dict | None = None
     seconds: float | None = None  # training wall time
     steps: int | None = None
+    face: PreparedFace | None = None  # uploads: the faces detected and the crop used (legato_core.faces)
+    face_preview: Image.Image | None = None  # uploads: the photo, small, with the detected boxes drawn
     _base_target: torch.Tensor | None = field(default=None, repr=False)  # uint8 t = 0 renders of grid_views
     _export: tuple | None = field(default=None, repr=False)  # (adapter, path) of the session's exported copy
 
@@ -524,12 +535,26 @@ class Studio:
             self.entries[key] = entry
             return entry
 
+    def prepare_upload(self, photo: Image.Image) -> PreparedFace:
+        """Face handling for an upload: detect, keep the largest face, align it to the backend's crop.
+
+        Raises StudioError with a message for the person (no face, tiny face); see ``legato_core.faces``."""
+        try:
+            return prepare_face(photo, self.res.face_crop)
+        except FaceError as e:
+            raise StudioError(str(e)) from e
+
     def add_image(self, image: str | Path | Image.Image, name: str | None = None) -> Entry:
-        """Add a face from a file or PIL image (validated: RGBA/grey/CMYK/EXIF are normalised, junk refused)."""
+        """Add a face from a file or PIL image (validated: RGBA/grey/CMYK/EXIF are normalised, junk refused; the
+        face is detected and aligned first, see :meth:`prepare_upload`)."""
         im = open_image(image)  # raises ImageError with a clear message
         if name is None:
             name = Path(image).name if isinstance(image, str | Path) else "uploaded face"
-        return self._add(name, to_tensor(im, self.res.image_size))
+        self._check_room()
+        face = self.prepare_upload(im)
+        entry = self._add(name, face.image)
+        entry.face, entry.face_preview = face, face.annotated(im)
+        return entry
 
     def add_identity(self, face_id: int) -> Entry:
         """Add a face-world identity by id (frontal view 0)."""

@@ -461,6 +461,12 @@ class Arc2FaceBackend(DiffusionBackend):
             raise RuntimeError("uploads need an insightface pack (insightface_pack=PATH / --insightface-pack PATH)")
         return self.identity.embed_photo(image, multiple=multiple)
 
+    def face_crop(self):
+        """Uploads are aligned to ArcFace's 5-point template scaled to the render size (Arc2Face's training framing)."""
+        from ..faces import FaceCrop
+
+        return FaceCrop.arcface(self.height)
+
     def invert(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Photos (B, 3, H, W) in [0, 1] -> (insightface embeddings of their largest faces, canonical seeds)."""
         if images.dim() != 4 or images.shape[1] != 3:
@@ -603,6 +609,13 @@ class DDPMBackend(DiffusionBackend):
         return self._generate(latent)
 
     @torch.no_grad()
+    def face_crop(self):
+        """Uploads are aligned to ArcFace's 5-point template scaled to the checkpoint's size (an approximation of
+        CelebA-HQ-style framing; the insightface judge re-detects on it)."""
+        from ..faces import FaceCrop
+
+        return FaceCrop.arcface(self.size)
+
     def invert(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Photos (B, 3, H, W) in [0, 1] (aligned face crops, as the model was trained on) -> DDIM-inverted x_T."""
         if images.dim() != 4 or images.shape[1] != 3:

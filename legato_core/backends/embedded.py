@@ -113,6 +113,12 @@ class EmbeddedFaceBackend(nn.Module):
     def encode_view(self, images: torch.Tensor) -> torch.Tensor:
         return self.view_encoder(images)[:, self.factor_dim:]
 
+    def face_crop(self):
+        """Uploads are aligned to the face world's framing at 64 px (see ``legato_core.faces``)."""
+        from ..faces import FaceCrop
+
+        return FaceCrop.faceworld(64)
+
     def invert(self, images: torch.Tensor, refine_steps: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Images (B, 3, H, W) in [0, 1] -> (identity latent, view) whose render reproduces them."""
         if images.dim() != 4 or images.shape[1] != 3:
