@@ -58,7 +58,7 @@ def main() -> None:
     ap.add_argument("--checkpoint-dir", type=Path, default=ROOT / "runs" / "factor_generator")
     ap.add_argument("--stop-after", type=float, help="factor-generator: stop (with a checkpoint) after S seconds")
     ap.add_argument("--decay-start", type=int, help="factor-generator: step where the lr starts its cosine decay")
-    ap.add_argument("--device", default="cpu", help="factor-generator: cpu or cuda (faces are rendered on the CPU)")
+    ap.add_argument("--device", default="cpu", help="factor-generator: cpu or cuda (the faces are rendered there too)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.stage == "factor-generator":

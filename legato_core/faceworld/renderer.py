@@ -55,8 +55,8 @@ class _Canvas:
     """Front-to-back compositing of coloured coverage layers."""
 
     def __init__(self, b: int, h: int, w: int, px: torch.Tensor):
-        self.color = torch.zeros(b, 3, h, w)
-        self.alpha = torch.zeros(b, 1, h, w)
+        self.color = torch.zeros(b, 3, h, w, device=px.device)
+        self.alpha = torch.zeros(b, 1, h, w, device=px.device)
         self.px = px  # pixel size in face units, (B,1,1)
 
     def cov(self, d: torch.Tensor, soft: float = 1.0) -> torch.Tensor:
@@ -81,7 +81,8 @@ def render_faces(identity: dict[str, torch.Tensor], view: dict[str, torch.Tensor
         raise ValueError(f"identity batch {b} != view batch {view['yaw'].shape[0]}")
     I, V = identity, view  # noqa: E741, N806 - short names keep the geometry readable
 
-    lin = (torch.arange(size, dtype=torch.float32) + 0.5) / size * 2 - 1
+    dev = I["head_w"].device  # renders where the factors live (a GPU trains the generator on its own renders)
+    lin = (torch.arange(size, dtype=torch.float32, device=dev) + 0.5) / size * 2 - 1
     gy, gx = torch.meshgrid(lin, lin, indexing="ij")
     gx, gy = gx.unsqueeze(0), gy.unsqueeze(0)
     scale = _col(V["scale"])
@@ -117,7 +118,7 @@ def render_faces(identity: dict[str, torch.Tensor], view: dict[str, torch.Tensor
         from .attributes import HAIR_STYLES
 
         idx = [HAIR_STYLES.index(n) for n in names]
-        m = torch.zeros(b)
+        m = torch.zeros(b, device=dev)
         for i in idx:
             m = m + (style == i).float()
         return _col(m)
@@ -154,7 +155,8 @@ def render_faces(identity: dict[str, torch.Tensor], view: dict[str, torch.Tensor
     for side in (-1.0, 1.0):
         bx, by, vis, fx = proj(side * _col(I["eye_spacing"]) * 1.15, _col(I["mouth_y"]) - 0.12)
         cheek = torch.sigmoid(-_ellipse(x, y, bx, by, 0.07 * fx, 0.05) / 0.025)
-        cv.paint(cheek * _col(I["blush"]) * 0.45 * vis * head, torch.tensor([0.92, 0.35, 0.35]).expand(b, 3))
+        blush = torch.tensor([0.92, 0.35, 0.35], device=dev).expand(b, 3)
+        cv.paint(cheek * _col(I["blush"]) * 0.45 * vis * head, blush)
         # freckles: a dot lattice inside the cheek patch
         fx_pat = torch.sin((x - bx) * 95.0) * torch.sin((y - by) * 80.0 + (x - bx) * 30.0)
         dots = (fx_pat - 0.8).clamp(min=0) * 5.0
@@ -181,12 +183,12 @@ def render_faces(identity: dict[str, torch.Tensor], view: dict[str, torch.Tensor
         rx_e, ry_e = e_size * fx, e_size * _col(I["eye_aspect"]) * e_open
         cv.paint(cv.cov(_ellipse(x, y, ex, ey, rx_e + 0.008, ry_e + 0.008)) * vis, skin * 0.55)
         sclera = cv.cov(_ellipse(x, y, ex, ey, rx_e, ry_e))
-        cv.paint(sclera * vis, torch.tensor([0.96, 0.96, 0.94]).expand(b, 3))
+        cv.paint(sclera * vis, torch.tensor([0.96, 0.96, 0.94], device=dev).expand(b, 3))
         ix = ex + (gaze * 0.35 + syaw * 0.6) * e_size * fx
         ri = e_size * 0.58
         cv.paint(cv.cov(_ellipse(x, y, ix, ey, ri * fx, ri)) * sclera * vis, I["iris"])
         cv.paint(cv.cov(_ellipse(x, y, ix, ey, ri * 0.45 * fx, ri * 0.45)) * sclera * vis,
-                 torch.tensor([0.03, 0.03, 0.03]).expand(b, 3))
+                 torch.tensor([0.03, 0.03, 0.03], device=dev).expand(b, 3))
         # brow: capsule above the eye; tilt raises the outer end
         by = ey - e_size * _col(I["eye_aspect"]) - 0.045 - _col(V["brow_raise"])
         tilt = _col(I["brow_tilt"]) * brow_w
@@ -222,7 +224,7 @@ def render_faces(identity: dict[str, torch.Tensor], view: dict[str, torch.Tensor
     # -- mole ---------------------------------------------------------------------------------------------------
     mox, moy, movis, _ = proj(_col(I["mole_x"]), _col(I["mole_y"]))
     mole = cv.cov(_ellipse(x, y, mox, moy, 0.016, 0.016)) * _col(I["mole"]) * movis
-    cv.paint(mole, torch.tensor([0.25, 0.15, 0.1]).expand(b, 3))
+    cv.paint(mole, torch.tensor([0.25, 0.15, 0.1], device=dev).expand(b, 3))
 
     # -- hair on top --------------------------------------------------------------------------------------------
     hl = _col(I["hairline"])
@@ -254,7 +256,7 @@ def render_faces(identity: dict[str, torch.Tensor], view: dict[str, torch.Tensor
         ring_s = _box(x, y, ex, ey, grx, gry * 0.9, 0.015).abs() - 0.011
         lens = (cv.cov(_box(x, y, ex, ey, grx, gry * 0.9, 0.015)) * square_g
                 + cv.cov(_ellipse(x, y, ex, ey, grx, gry)) * round_g)
-        cv.paint(lens * 0.18 * vis, torch.tensor([0.85, 0.92, 1.0]).expand(b, 3))
+        cv.paint(lens * 0.18 * vis, torch.tensor([0.85, 0.92, 1.0], device=dev).expand(b, 3))
         ring = cv.cov(ring_r) * round_g + cv.cov(ring_s) * square_g
         cv.paint(ring * vis, g_col)
         inner.append((ex - side * grx, ey))

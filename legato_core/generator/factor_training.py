@@ -54,12 +54,15 @@ class FactorTrainingConfig:
     generator: dict = field(default_factory=lambda: asdict(factor_generator_config()))
 
 
-def training_batch(step: int, batch: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(factor vectors, view vectors, images) for one step: a function of (seed, step) alone."""
+def training_batch(step: int, batch: int, seed: int,
+                   device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(factor vectors, view vectors, images) for one step: a function of (seed, step) alone, rendered on
+    ``device`` (the face world is plain torch: on a GPU it keeps up with training)."""
     gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
     ids = (GENERATOR_TRAIN.start + torch.randint(len(GENERATOR_TRAIN), (batch,), generator=gen)).tolist()
     views = torch.randint(1_000_000_000, (batch,), generator=gen).tolist()
-    identity, view = sample_identities(ids), sample_views(ids, views)
+    identity = {k: v.to(device) for k, v in sample_identities(ids).items()}
+    view = {k: v.to(device) for k, v in sample_views(ids, views).items()}
     return identity_vector(identity), encode_view(view), render_faces(identity, view)
 
 
@@ -127,8 +130,8 @@ def monitor(ema: StyleFaceGenerator, batch: tuple[torch.Tensor, torch.Tensor, to
 def train_factor_generator(cfg: FactorTrainingConfig, directory: Path, resume: bool = False,
                            stop_after_s: float | None = None, log=print, device: str = "cpu") -> StyleFaceGenerator:
     """Train (or resume) into ``directory``; returns the EMA generator (on the CPU). Stops at ``cfg.steps`` or the
-    budget. ``device``: where the model trains (faces are rendered on the CPU and moved there); checkpoints are
-    the same on any device."""
+    budget. ``device``: where the model trains and the faces are rendered; checkpoints are the same on any
+    device."""
     directory = Path(directory)
     torch.manual_seed(cfg.seed)
     model = StyleFaceGenerator(GeneratorConfig.from_dict(cfg.generator)).train()
@@ -156,7 +159,7 @@ def train_factor_generator(cfg: FactorTrainingConfig, directory: Path, resume: b
     while step < cfg.steps:
         for group in opt.param_groups:
             group["lr"] = learning_rate(cfg, step)
-        factors, views, target = (x.to(device) for x in training_batch(step, cfg.batch_size, cfg.seed))
+        factors, views, target = training_batch(step, cfg.batch_size, cfg.seed, device)
         out = model.synthesize(model.map_identity(factors), views)
         loss = image_loss(out, target, cfg.gradient_weight)
         opt.zero_grad(set_to_none=True)
