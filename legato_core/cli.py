@@ -12,7 +12,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .backends.registry import BACKENDS, DEVICES, DTYPES, JUDGES, BackendSpec, resolve_judge
+from .backends.registry import (
+    BACKENDS,
+    DEVICES,
+    DTYPES,
+    JUDGES,
+    BackendSpec,
+    check_judge_independent,
+    resolve_judge,
+)
 
 # backend option -> environment variable, for app.py (a Hugging Face Space is configured without flags)
 BACKEND_ENV = {"backend": "LEGATO_BACKEND", "model_path": "LEGATO_MODEL_PATH",
@@ -52,8 +60,8 @@ def add_backend_options(parser: argparse.ArgumentParser, judge: bool = True,
                    help="arc2face/ddpm: sampling steps (default 25 for arc2face, 50 for ddpm)")
     if judge:
         g.add_argument("--judge", choices=JUDGES,
-                       help="network that scores the metrics (default: embedded for the embedded backend, "
-                            "insightface from --insightface-pack for arc2face/ddpm)")
+                       help="network that scores the metrics, never one the backend trains with (default: embedded "
+                            "for the embedded backend, dlib's face ResNet for arc2face/ddpm)")
 
 
 def _print_json(obj: dict) -> None:
@@ -208,7 +216,8 @@ def _cmd_forget(args) -> int:
     judge_name = resolve_judge(args.judge, spec.kind, spec.insightface_pack)  # before any model loads
     torch.set_num_threads(args.threads)
     backend = spec.load()
-    judge = None if judge_name == "embedded" else spec.judge(backend, judge_name)  # None: unlearning_report's own
+    judge = spec.judge(backend, judge_name)  # refuses a judge that is one of the backend's training networks
+    networks = check_judge_independent(backend, judge)
     t0 = time.time()
     w, ow, ov, desc = _target_input(args, backend, spec.kind)
     cfg = ForgetConfig(seed=args.seed, target=TargetConfig(kind=args.target, stop_similarity=args.stop_similarity))
@@ -230,7 +239,8 @@ def _cmd_forget(args) -> int:
         res.adapter.detach()
     rep.update({"seconds": round(seconds, 2), "steps": cfg.steps, "seed": cfg.seed, "target": args.target,
                 "target_stop_fraction": res.adapter.description["target"].get("stop_fraction"),
-                "adapter": str(args.out), "backend": spec.label(backend), "judge": judge_name, **desc})
+                "adapter": str(args.out), "backend": spec.label(backend), "judge": judge_name,
+                "judge_network": networks["judge"], "training_identity": networks["training_identity"], **desc})
     if args.report:
         Path(args.report).parent.mkdir(parents=True, exist_ok=True)
         Path(args.report).write_text(json.dumps(rep, indent=2) + "\n")
@@ -279,7 +289,7 @@ def _cmd_bench(args) -> int:
         raise ValueError(f"--backend {spec.kind} is not supported by bench yet: the benchmark runs on the embedded "
                          "backend")
     if args.judge not in (None, "embedded"):
-        raise ValueError("--judge insightface is not supported by bench yet: the benchmark scores with the embedded "
+        raise ValueError(f"--judge {args.judge} is not supported by bench yet: the benchmark scores with the embedded "
                          "judge")
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in methods if m not in METHODS]
