@@ -27,7 +27,7 @@ BACKEND_ENV = {"backend": "LEGATO_BACKEND", "model_path": "LEGATO_MODEL_PATH",
                "base_model_path": "LEGATO_BASE_MODEL_PATH", "insightface_pack": "LEGATO_INSIGHTFACE_PACK",
                "arcface_torch": "LEGATO_ARCFACE_TORCH", "device": "LEGATO_DEVICE", "dtype": "LEGATO_DTYPE",
                "gradient_checkpointing": "LEGATO_GRADIENT_CHECKPOINTING",
-               "num_inference_steps": "LEGATO_INFERENCE_STEPS"}
+               "num_inference_steps": "LEGATO_INFERENCE_STEPS", "allow_downloads": "LEGATO_ALLOW_DOWNLOADS"}
 
 
 def add_backend_options(parser: argparse.ArgumentParser, judge: bool = True,
@@ -35,17 +35,18 @@ def add_backend_options(parser: argparse.ArgumentParser, judge: bool = True,
     """The backend flags (``forget``, ``render``, ``bench`` and ``app.py``); they map one to one onto
     :class:`~legato_core.backends.registry.BackendSpec`. With ``environ``, defaults come from ``LEGATO_*`` variables."""
     env = {k: environ.get(v) or None for k, v in BACKEND_ENV.items()} if environ is not None else {}
-    g = parser.add_argument_group("backend", "which generator runs; every path is local (nothing is downloaded)")
+    g = parser.add_argument_group("backend", "which generator runs; paths are local unless --allow-downloads")
     g.add_argument("--backend", choices=BACKENDS, default=env.get("backend") or "embedded",
                    help="embedded: the shipped face-world model (CPU); arc2face / ddpm: diffusers checkpoints")
     g.add_argument("--model-path", metavar="PATH", default=env.get("model_path"),
                    help="arc2face: Arc2Face's models/ folder; ddpm: the checkpoint folder; embedded: a generator "
-                        "folder (default: assets/generator)")
+                        "folder (default: assets/generator); a hub id (owner/name) with --allow-downloads")
     g.add_argument("--base-model-path", metavar="PATH", default=env.get("base_model_path"),
-                   help="arc2face: local Stable Diffusion 1.5 folder (vae/, tokenizer/, scheduler/)")
+                   help="arc2face: Stable Diffusion 1.5 folder (vae/, tokenizer/, scheduler/), or a hub id with "
+                        "--allow-downloads")
     g.add_argument("--insightface-pack", metavar="PATH", default=env.get("insightface_pack"),
-                   help="insightface pack folder (e.g. antelopev2): embeds uploads for arc2face; the judge for "
-                        "arc2face/ddpm")
+                   help="insightface pack folder (e.g. antelopev2 with Arc2Face's arcface.onnx): embeds uploads "
+                        "for arc2face; a hub id (owner/name[/folder]) with --allow-downloads")
     g.add_argument("--arcface-torch", metavar="PATH", default=env.get("arcface_torch"),
                    help="differentiable ArcFace (TorchScript .pt or torch.export .pt2) for an identity loss")
     g.add_argument("--device", choices=DEVICES, default=env.get("device"),
@@ -58,6 +59,10 @@ def add_backend_options(parser: argparse.ArgumentParser, judge: bool = True,
     g.add_argument("--inference-steps", dest="num_inference_steps", type=int, metavar="N",
                    default=env.get("num_inference_steps"),  # a string default goes through type=int too
                    help="arc2face/ddpm: sampling steps (default 25 for arc2face, 50 for ddpm)")
+    g.add_argument("--allow-downloads", action="store_true",
+                   default=(env.get("allow_downloads") or "").lower() in ("1", "true", "yes"),
+                   help="let --model-path, --base-model-path and --insightface-pack be Hugging Face hub ids, fetched "
+                        "on start (also LEGATO_ALLOW_DOWNLOADS=1); off by default: nothing is downloaded")
     if judge:
         g.add_argument("--judge", choices=JUDGES,
                        help="network that scores the metrics, never one the backend trains with (default: embedded "

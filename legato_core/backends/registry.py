@@ -21,13 +21,19 @@ environment variables, so a Hugging Face Space can be configured without flags):
     --judge {embedded,dlib,insightface}  the network that scores metrics (CLI forget; see :func:`resolve_judge`):
                                          embedded for the embedded backend, dlib for arc2face/ddpm
 
-Nothing here downloads: every path must exist locally, and a missing one is reported with its flag.
+    --allow-downloads                    allow_downloads  (LEGATO_ALLOW_DOWNLOADS=1) --model-path, --base-model-path
+                                                          and --insightface-pack may then be hub ids (owner/name)
+
+Nothing downloads by default: every path must exist locally, and a missing one is reported with its flag (a hub id
+without --allow-downloads too, naming that flag; see ``legato_core.hub``).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+
+from .. import hub
 
 BACKENDS = ("embedded", "arc2face", "ddpm")
 IDENTITY_BACKENDS = ("embedded", "insightface", "torch-arcface")
@@ -238,17 +244,19 @@ class BackendSpec:
     dtype: str | None = None
     gradient_checkpointing: bool = False
     num_inference_steps: int | None = None
+    allow_downloads: bool = False
 
     @classmethod
     def from_args(cls, args) -> BackendSpec:
         """From an argparse namespace built with the CLI's ``add_backend_options`` (``--backend`` is ``kind``)."""
         fields = {k: getattr(args, k, None) for k in cls.__dataclass_fields__ if k != "kind"}
         fields["gradient_checkpointing"] = bool(fields["gradient_checkpointing"])
+        fields["allow_downloads"] = hub.downloads_allowed(bool(fields["allow_downloads"]))
         return cls(getattr(args, "backend", None) or "embedded", **fields)
 
     @property
     def is_default(self) -> bool:
-        return self == BackendSpec()
+        return replace(self, allow_downloads=False) == BackendSpec()
 
     def check(self) -> None:
         """Raise ValueError/FileNotFoundError naming the flag: unknown choices, flags that do not apply to this
@@ -259,7 +267,7 @@ class BackendSpec:
             raise ValueError(f"unknown device {self.device!r}; choose from {DEVICES}")
         if self.dtype is not None and self.dtype not in DTYPES:
             raise ValueError(f"unknown dtype {self.dtype!r}; choose from {DTYPES}")
-        given = {k: v for k, v in asdict(self).items() if v not in (None, False)}
+        given = {k: v for k, v in asdict(self).items() if v not in (None, False) and k != "allow_downloads"}
         if self.kind == "embedded":
             extra = [flag for key, flag in DIFFUSERS_ONLY.items() if key in given]
             if extra:
@@ -278,6 +286,10 @@ class BackendSpec:
             value = given.get(key)
             if value is None:
                 continue
+            if key in hub.HUB_FILES and hub.parse_hub_id(value) is not None:
+                if not self.allow_downloads:
+                    raise ValueError(hub.hub_error(flag, value))
+                continue  # fetched by options() when the backend loads
             path = Path(value).expanduser()
             ok = path.is_dir() if what == "folder" else path.is_file()
             if not ok:
@@ -289,10 +301,11 @@ class BackendSpec:
                 raise ValueError(f"--device {self.device}: torch sees no CUDA device (use --device cpu)")
 
     def options(self) -> dict:
-        """``load_backend`` keyword arguments; the embedded backend takes only ``model_path``."""
-        paths = {k: str(Path(v).expanduser()) if v else None for k, v in
-                 (("model_path", self.model_path), ("base_model_path", self.base_model_path),
-                  ("insightface_pack", self.insightface_pack), ("arcface_torch", self.arcface_torch))}
+        """``load_backend`` keyword arguments; the embedded backend takes only ``model_path``. Hub ids are fetched
+        here (only with ``allow_downloads``) and replaced by their local snapshot folders."""
+        paths = {key: hub.resolve_location(getattr(self, key) or None, key, self.allow_downloads, flag)
+                 for key, (flag, _) in PATH_FLAGS.items() if key in hub.HUB_FILES}
+        paths["arcface_torch"] = str(Path(self.arcface_torch).expanduser()) if self.arcface_torch else None
         if self.kind == "embedded":
             return {"model_path": paths["model_path"]}
         return {**paths, "device": self.device, "dtype": self.dtype,
