@@ -105,7 +105,8 @@ def run_check(root: Path, device: str, dtype: str, steps: int, render_steps: int
     from legato_core.backends.registry import load_backend
     from legato_core.unlearning.engine import ForgetConfig, train_adapter
 
-    out: dict = {"device": device, "dtype": dtype, "threads": torch.get_num_threads(), "steps": steps}
+    out: dict = {"device": device, "dtype": dtype, "threads": torch.get_num_threads(), "steps": steps,
+                 "load_average_at_start": [round(x, 2) for x in os.getloadavg()]}
     t0 = time.perf_counter()
     backend = load_backend("arc2face", model_path=str(root / "models"), base_model_path=str(root / "sd15"),
                            insightface_pack=str(root / "pack"), device=device, dtype=dtype,
@@ -151,6 +152,7 @@ def run_check(root: Path, device: str, dtype: str, steps: int, render_steps: int
     out["render_finite"] = bool(torch.isfinite(img).all())
     out["render_steps"] = render_steps
     out["peak_rss_gb"] = round(_rss_gb(), 2)
+    out["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]  # other processes share the CPUs
     if device.startswith("cuda"):
         out["peak_gpu_memory_gb"] = round(torch.cuda.max_memory_allocated() / 2 ** 30, 2)
     return out
@@ -169,7 +171,10 @@ def _fmt_section(results: list[dict]) -> str:
     for r in results:
         rows = [
             ("command", f"`{r.get('command', COMMAND)}`"),
-            ("machine", r.get("machine", "")),
+            ("machine", r.get("machine", "") + (f"; load average (1/5/15 min) {r['load_average_at_start']} at start, "
+                                                 f"{r['load_average_at_end']} at the end: other jobs shared the "
+                                                 "cores, so times are upper bounds" if "load_average_at_end" in r
+                                                 else "")),
             ("parameters: UNet / text encoder / VAE",
              f"{r['unet_parameters']:,} / {r['text_encoder_parameters']:,} / {r['vae_parameters']:,}"),
             ("adapter parameters (fraction of the UNet)",
