@@ -1,6 +1,6 @@
 """Full-size check: the Arc2Face backend at real dimensions (random weights), through the code a user runs.
 
-    OMP_NUM_THREADS=2 python scripts/fullsize_check.py --device cpu --dtype fp32      # ~15-25 min on 2 cores
+    OMP_NUM_THREADS=2 python scripts/fullsize_check.py --device cpu --dtype fp32      # ~40 min, 11 GB on 2 cores
     python scripts/fullsize_check.py --device cuda --dtype bf16 [--steps 150]         # on a GPU
     python scripts/fullsize_check.py --write-doc       # (re)write "Full-size check" in docs/backends.md from the JSONs
 
@@ -178,14 +178,19 @@ def _fmt_section(results: list[dict]) -> str:
             ("parameters: UNet / text encoder / VAE",
              f"{r['unet_parameters']:,} / {r['text_encoder_parameters']:,} / {r['vae_parameters']:,}"),
             ("adapter parameters (fraction of the UNet)",
-             f"{r['adapter_parameters']:,} ({100 * r['adapter_fraction']:.2f} %) on {r['adapter_sites']} sites"),
+             f"{r['adapter_parameters']:,} ({100 * r['adapter_fraction']:.2f} %) on {r['adapter_sites']} sites "
+             "(ForgetConfig's ODE hidden width 64)"),
+            ("models built and saved (child process)", f"{r['saved_gb']} GB of safetensors in {r['build_seconds']} s"
+             if "saved_gb" in r else "—"),
             ("load (from disk, through the registry)", f"{r['load_seconds']} s"),
             ("seconds per training step", " / ".join(f"{s} s" for s in r["step_seconds"]) +
              " (the first includes sampling the frozen trajectories)"),
             (f"render at t = {r['render_t']:.2f}, {r['size_px'][0]} px, {r['render_steps']} DPM steps + VAE decode",
              f"{r['render_seconds']} s, finite: {r['render_finite']}"),
             ("peak RSS (this process: load, training, render)", f"{r['peak_rss_gb']} GB"
-             f" (after load {r['rss_after_load_gb']} GB, after training {r['rss_after_training_gb']} GB)"),
+             f" (after load {r['rss_after_load_gb']} GB: the weights appear to be memory-mapped from the safetensors "
+             "and paged in at first use; "
+             f"after training {r['rss_after_training_gb']} GB)"),
         ]
         if "peak_gpu_memory_gb" in r:
             rows.append(("peak GPU memory (training + render)", f"{r['peak_gpu_memory_gb']} GB"))
@@ -201,7 +206,7 @@ def _fmt_section(results: list[dict]) -> str:
 def write_doc() -> Path:
     """Replace (or insert before the estimates) the "Full-size check" section of docs/backends.md."""
     results = [json.loads(p.read_text()) for p in sorted(DOCS.glob("fullsize_check_*.json"))]
-    section = _fmt_section(results) + "\n"
+    section = _fmt_section(results).rstrip("\n") + "\n\n"
     doc = DOCS / "backends.md"
     text = doc.read_text()
     if HEADING in text:

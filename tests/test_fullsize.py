@@ -71,7 +71,7 @@ def test_doc_section_labels_only_measured_devices(check, tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_full_size_run_on_cpu(check, tmp_path):
-    """The real thing (what docs/backends.md reports): ~10 GB RAM and 15+ minutes on 2 cores."""
+    """The real thing (what docs/backends.md reports): ~11 GB RAM and ~40 minutes on 2 shared cores."""
     import subprocess
     import sys
 
