@@ -12,14 +12,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .backends.registry import BACKENDS, DEVICES, DTYPES, JUDGES, BackendSpec, resolve_judge
+from .backends.registry import (
+    BACKENDS,
+    DEVICES,
+    DTYPES,
+    JUDGES,
+    BackendSpec,
+    check_judge_independent,
+    resolve_judge,
+)
 
 # backend option -> environment variable, for app.py (a Hugging Face Space is configured without flags)
 BACKEND_ENV = {"backend": "LEGATO_BACKEND", "model_path": "LEGATO_MODEL_PATH",
                "base_model_path": "LEGATO_BASE_MODEL_PATH", "insightface_pack": "LEGATO_INSIGHTFACE_PACK",
                "arcface_torch": "LEGATO_ARCFACE_TORCH", "device": "LEGATO_DEVICE", "dtype": "LEGATO_DTYPE",
                "gradient_checkpointing": "LEGATO_GRADIENT_CHECKPOINTING",
-               "num_inference_steps": "LEGATO_INFERENCE_STEPS"}
+               "num_inference_steps": "LEGATO_INFERENCE_STEPS", "allow_downloads": "LEGATO_ALLOW_DOWNLOADS"}
 
 
 def add_backend_options(parser: argparse.ArgumentParser, judge: bool = True,
@@ -27,17 +35,18 @@ def add_backend_options(parser: argparse.ArgumentParser, judge: bool = True,
     """The backend flags (``forget``, ``render``, ``bench`` and ``app.py``); they map one to one onto
     :class:`~legato_core.backends.registry.BackendSpec`. With ``environ``, defaults come from ``LEGATO_*`` variables."""
     env = {k: environ.get(v) or None for k, v in BACKEND_ENV.items()} if environ is not None else {}
-    g = parser.add_argument_group("backend", "which generator runs; every path is local (nothing is downloaded)")
+    g = parser.add_argument_group("backend", "which generator runs; paths are local unless --allow-downloads")
     g.add_argument("--backend", choices=BACKENDS, default=env.get("backend") or "embedded",
                    help="embedded: the shipped face-world model (CPU); arc2face / ddpm: diffusers checkpoints")
     g.add_argument("--model-path", metavar="PATH", default=env.get("model_path"),
                    help="arc2face: Arc2Face's models/ folder; ddpm: the checkpoint folder; embedded: a generator "
-                        "folder (default: assets/generator)")
+                        "folder (default: assets/generator); a hub id (owner/name) with --allow-downloads")
     g.add_argument("--base-model-path", metavar="PATH", default=env.get("base_model_path"),
-                   help="arc2face: local Stable Diffusion 1.5 folder (vae/, tokenizer/, scheduler/)")
+                   help="arc2face: Stable Diffusion 1.5 folder (vae/, tokenizer/, scheduler/), or a hub id with "
+                        "--allow-downloads")
     g.add_argument("--insightface-pack", metavar="PATH", default=env.get("insightface_pack"),
-                   help="insightface pack folder (e.g. antelopev2): embeds uploads for arc2face; the judge for "
-                        "arc2face/ddpm")
+                   help="insightface pack folder (e.g. antelopev2 with Arc2Face's arcface.onnx): embeds uploads "
+                        "for arc2face; a hub id (owner/name[/folder]) with --allow-downloads")
     g.add_argument("--arcface-torch", metavar="PATH", default=env.get("arcface_torch"),
                    help="differentiable ArcFace (TorchScript .pt or torch.export .pt2) for an identity loss")
     g.add_argument("--device", choices=DEVICES, default=env.get("device"),
@@ -50,10 +59,14 @@ def add_backend_options(parser: argparse.ArgumentParser, judge: bool = True,
     g.add_argument("--inference-steps", dest="num_inference_steps", type=int, metavar="N",
                    default=env.get("num_inference_steps"),  # a string default goes through type=int too
                    help="arc2face/ddpm: sampling steps (default 25 for arc2face, 50 for ddpm)")
+    g.add_argument("--allow-downloads", action="store_true",
+                   default=(env.get("allow_downloads") or "").lower() in ("1", "true", "yes"),
+                   help="let --model-path, --base-model-path and --insightface-pack be Hugging Face hub ids, fetched "
+                        "on start (also LEGATO_ALLOW_DOWNLOADS=1); off by default: nothing is downloaded")
     if judge:
         g.add_argument("--judge", choices=JUDGES,
-                       help="network that scores the metrics (default: embedded for the embedded backend, "
-                            "insightface from --insightface-pack for arc2face/ddpm)")
+                       help="network that scores the metrics, never one the backend trains with (default: embedded "
+                            "for the embedded backend, dlib's face ResNet for arc2face/ddpm)")
 
 
 def _print_json(obj: dict) -> None:
@@ -254,7 +267,8 @@ def _cmd_forget(args) -> int:
     judge_name = resolve_judge(args.judge, spec.kind, spec.insightface_pack)  # before any model loads
     torch.set_num_threads(args.threads)
     backend = spec.load()
-    judge = None if judge_name == "embedded" else spec.judge(backend, judge_name)  # None: unlearning_report's own
+    judge = spec.judge(backend, judge_name)  # refuses a judge that is one of the backend's training networks
+    networks = check_judge_independent(backend, judge)
     t0 = time.time()
     w, ow, ov, desc = _target_input(args, backend, spec.kind)
     cfg = ForgetConfig(seed=args.seed, target=TargetConfig(kind=args.target, stop_similarity=args.stop_similarity))
@@ -272,7 +286,8 @@ def _cmd_forget(args) -> int:
                             judge=judge, **_report_sizes(spec.kind, args.eval_samples))
     rep.update({"seconds": round(seconds, 2), "steps": cfg.steps, "seed": cfg.seed, "target": args.target,
                 "target_stop_fraction": res.adapter.description["target"].get("stop_fraction"),
-                "adapter": str(args.out), "backend": spec.label(backend), "judge": judge_name, **desc})
+                "adapter": str(args.out), "backend": spec.label(backend), "judge": judge_name,
+                "judge_network": networks["judge"], "training_identity": networks["training_identity"], **desc})
     if args.report:
         Path(args.report).parent.mkdir(parents=True, exist_ok=True)
         Path(args.report).write_text(json.dumps(rep, indent=2) + "\n")
@@ -317,7 +332,7 @@ def _cmd_bench(args) -> int:
         raise ValueError(f"--backend {spec.kind} is not supported by bench yet: the benchmark runs on the embedded "
                          "backend")
     if args.judge not in (None, "embedded"):
-        raise ValueError("--judge insightface is not supported by bench yet: the benchmark scores with the embedded "
+        raise ValueError(f"--judge {args.judge} is not supported by bench yet: the benchmark scores with the embedded "
                          "judge")
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in methods if m not in METHODS]

@@ -31,11 +31,21 @@ class Knob(Protocol):
 
 
 class Judge(Protocol):
-    """What metrics need from an identity network: ``embed(images)`` -> unit vectors, and a same-person cosine."""
+    """What metrics need from an identity network: ``embed(images)`` -> unit vectors, and a same-person cosine.
+
+    A judge whose embeddings are not compared by cosine (dlib's: Euclidean distance) also defines
+    ``pair_similarity(a, b)`` and states its ``threshold`` on that scale (see :func:`judge_similarity`)."""
 
     threshold: float
 
     def embed(self, images: torch.Tensor) -> torch.Tensor: ...
+
+
+def judge_similarity(judge: Judge, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Row-wise similarity of paired embeddings on the judge's own scale: its ``pair_similarity`` when it has one,
+    else the dot product (cosine of unit vectors)."""
+    pair = getattr(judge, "pair_similarity", None)
+    return pair(a, b) if pair is not None else (a * b).sum(1)
 
 
 class AdapterKnob:
@@ -79,7 +89,7 @@ def identity_similarity(knob: Knob, latents: torch.Tensor, views: torch.Tensor, 
             base = _judge_embed(model, judge, lat, vw)
     with knob.at(s) as model:
         adapted = _judge_embed(model, judge, lat, vw)
-    return (base * adapted).sum(1).view(len(latents), len(views)).mean(1)
+    return judge_similarity(judge, base, adapted).view(len(latents), len(views)).mean(1)
 
 
 def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -126,7 +136,7 @@ def unlearning_report(backend, knob: Knob, target_latent: torch.Tensor, s: float
             base_o = _judge_embed(model, judge, other_latents, ov)
         with knob.at(s) as model:
             ad_o = _judge_embed(model, judge, other_latents, ov)
-        sims = (base_o * ad_o).sum(1)
+        sims = judge_similarity(judge, base_o, ad_o)
         report["id_others"] = float(sims.mean())
         report["id_others_each"] = sims.tolist()
     gen = torch.Generator().manual_seed(seed)
@@ -137,7 +147,7 @@ def unlearning_report(backend, knob: Knob, target_latent: torch.Tensor, s: float
         base_r = _judge_embed(model, judge, w_r, v_r)
     with knob.at(s) as model:
         ad_r = _judge_embed(model, judge, w_r, v_r)
-    ret = (base_r[:n_retain] * ad_r[:n_retain]).sum(1)
+    ret = judge_similarity(judge, base_r[:n_retain], ad_r[:n_retain])
     report["retention_mean"] = float(ret.mean())
     report["retention_p5"] = float(torch.quantile(ret, 0.05))
     report["fd_judge"] = frechet_distance(base_r[:n_fd], ad_r[:n_fd])

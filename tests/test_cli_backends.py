@@ -1,4 +1,4 @@
-"""Backend flags end to end on tiny random models: the CLI's forget/render on a DDPM folder with an insightface judge,
+"""Backend flags end to end on tiny random models: the CLI's forget/render on a DDPM folder with the dlib judge,
 clear one-line errors for wrong flags, and the app/studio saying which backend is live. Images are noise: only the
 mechanics are checked."""
 
@@ -37,14 +37,15 @@ def _ddpm_flags(tiny) -> list[str]:
 
 
 # -- CLI --------------------------------------------------------------------------------------------------------------
-def test_forget_and_render_on_a_ddpm_folder_with_the_insightface_judge(tiny, tmp_path, capsys):
+def test_forget_and_render_on_a_ddpm_folder_with_the_dlib_judge(tiny, tmp_path, capsys):
     _, _, photo = tiny
     adapter, report, png = tmp_path / "a.safetensors", tmp_path / "r.json", tmp_path / "t.png"
     assert main(["forget", *_ddpm_flags(tiny), "--image", str(photo), "--steps", "2", "--out", str(adapter),
                  "--report", str(report), "--threads", "1", "--eval-samples", "4", "--quiet"]) == 0, \
         capsys.readouterr().err
     rep = json.loads(report.read_text())
-    assert rep["judge"] == "insightface" and rep["threshold"] == pytest.approx(0.4)  # insightface's, not embedded
+    assert rep["judge"] == "dlib" and rep["threshold"] == pytest.approx(0.4)  # 1 - dlib's distance 0.6
+    assert "dlib" in rep["judge_network"] and "insightface pack" in rep["training_identity"]  # both named
     assert rep["backend"].startswith("ddpm from ") and "(cpu, fp32)" in rep["backend"]
     assert len(rep["curve"]) == 5 and rep["curve"][0][0] == 0 and rep["image"] == str(photo)
     for key in ("id_target", "retention_mean", "retention_p5", "fd_judge", "trainable_fraction"):
@@ -60,8 +61,8 @@ def test_forget_and_render_on_a_ddpm_folder_with_the_insightface_judge(tiny, tmp
     (["--backend", "ddpm", "--model-path", "{tmp}/nope"], "--model-path {tmp}/nope: no such folder"),
     (["--backend", "ddpm", "--model-path", "{ddpm}", "--insightface-pack", "{tmp}/pack"],
      "--insightface-pack {tmp}/pack: no such folder"),
-    (["--backend", "ddpm", "--model-path", "{ddpm}"], "needs a judge"),
-    (["--backend", "ddpm", "--model-path", "{ddpm}", "--judge", "embedded"], "--judge insightface"),
+    (["--backend", "ddpm", "--model-path", "{ddpm}", "--judge", "insightface"], "needs --insightface-pack"),
+    (["--backend", "ddpm", "--model-path", "{ddpm}", "--judge", "embedded"], "--judge dlib"),
     (["--dtype", "bf16"], "--dtype only applies to the arc2face and ddpm backends"),
 ])
 def test_wrong_backend_flags_are_one_line_errors(tiny, tmp_path, capsys, argv, message):
@@ -116,7 +117,8 @@ def test_studio_on_a_ddpm_backend_says_so_and_runs_a_job(tiny, tmp_path):
     backend = spec.load()
     res = Resources(backend, judge=spec.judge(backend), label=spec.label(backend), curve_retained=2)
     assert res.backend_label == f"ddpm from {ddpm} (cpu, fp32)"
-    assert not res.face_world and res.image_size == 16 and res.judge is backend.identity
+    # judged by dlib, never by its own insightface pack
+    assert not res.face_world and res.image_size == 16 and res.judge is not backend.identity
     assert res.retained_latents.shape == (4, 3 * 16 * 16)  # drawn from the prior, not inverted face-world faces
     assert res.retained_base.shape == (4, 3, 16, 16)
     studio = Studio(res, JobQueue(1), curve_views=2, slider_step=None)

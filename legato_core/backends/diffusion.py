@@ -29,7 +29,9 @@ frozen trajectories from random x_T, adapted epsilon = frozen epsilon.
 Both: ODE adapters hook UNet modules (``sites``: "attn2" = every cross-attention output, token-wise vector field;
 "blocks" = mid block and up blocks, conv vector field; or explicit module paths). t is the forgetting intensity and
 t = 0 is the base model exactly. On CUDA the model runs in bf16 (fp16 where bf16 is unsupported) and the adapters
-run in the model's dtype under autocast while their parameters (and Adam's state) stay float32.
+run in the model's dtype under autocast while their parameters (and Adam's state) stay float32. ``render`` and the
+DDPM ``invert`` run under ``spaces.GPU`` on a ZeroGPU Space (``legato_core.zerogpu``; a plain call elsewhere);
+insightface detection stays on the CPU.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..zerogpu import gpu
 from .insightface_identity import InsightFaceIdentity, TorchArcFace, load_torch_arcface
 
 log = logging.getLogger(__name__)
@@ -450,6 +453,7 @@ class Arc2FaceBackend(DiffusionBackend):
         """Full sampling with autograd enabled (contract; training uses the step objective instead)."""
         return self._generate(latent, view, return_features)
 
+    @gpu
     @torch.no_grad()
     def render(self, latent: torch.Tensor, view: torch.Tensor) -> torch.Tensor:
         """Identity embeddings (B, 512) and seeds (B, 1) -> images (B, 3, H, W) in [0, 1]."""
@@ -603,11 +607,13 @@ class DDPMBackend(DiffusionBackend):
         """Full DDIM sampling with autograd enabled (contract; training uses the step objective instead)."""
         return self._generate(latent, return_features)
 
+    @gpu
     @torch.no_grad()
     def render(self, latent: torch.Tensor, view: torch.Tensor) -> torch.Tensor:
         """x_T latents (B, C*H*W) -> images (B, 3, H, W) in [0, 1] by deterministic DDIM."""
         return self._generate(latent)
 
+    @gpu
     @torch.no_grad()
     def face_crop(self):
         """Uploads are aligned to ArcFace's 5-point template scaled to the checkpoint's size (an approximation of

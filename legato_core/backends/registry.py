@@ -18,19 +18,26 @@ environment variables, so a Hugging Face Space can be configured without flags):
     --device {cuda,cpu}  --dtype {bf16,fp16,fp32}  --gradient-checkpointing  --inference-steps N
                                                           (LEGATO_DEVICE, LEGATO_DTYPE, LEGATO_GRADIENT_CHECKPOINTING,
                                                            LEGATO_INFERENCE_STEPS; diffusers backends only)
-    --judge {embedded,insightface}       the network that scores metrics (CLI forget; see :func:`resolve_judge`)
+    --judge {embedded,dlib,insightface}  the network that scores metrics (CLI forget; see :func:`resolve_judge`):
+                                         embedded for the embedded backend, dlib for arc2face/ddpm
 
-Nothing here downloads: every path must exist locally, and a missing one is reported with its flag.
+    --allow-downloads                    allow_downloads  (LEGATO_ALLOW_DOWNLOADS=1) --model-path, --base-model-path
+                                                          and --insightface-pack may then be hub ids (owner/name)
+
+Nothing downloads by default: every path must exist locally, and a missing one is reported with its flag (a hub id
+without --allow-downloads too, naming that flag; see ``legato_core.hub``).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+
+from .. import hub
 
 BACKENDS = ("embedded", "arc2face", "ddpm")
 IDENTITY_BACKENDS = ("embedded", "insightface", "torch-arcface")
-JUDGES = ("embedded", "insightface")
+JUDGES = ("embedded", "dlib", "insightface")
 DEVICES = ("cuda", "cpu")
 DTYPES = ("bf16", "fp16", "fp32")
 # option -> (flag, what it must be); the flag names make errors actionable from the command line
@@ -126,34 +133,102 @@ def backend_label(backend, model_path: str | Path | None = None) -> str:
 
 
 def resolve_judge(judge: str | None, kind: str, insightface_pack: str | Path | None = None) -> str:
-    """Which network scores the metrics: the embedded judge for the embedded backend; insightface (which needs a
-    pack) for the diffusers backends, whose renders the embedded judge (64 x 64 face-world faces) cannot score."""
+    """Which network scores the metrics: the embedded judge for the embedded backend; dlib's ResNet (offline, from
+    installed packages) for the diffusers backends, whose renders the embedded judge (64 x 64 face-world faces)
+    cannot score. insightface is refused as the judge of a diffusers backend: its pack (--insightface-pack) already
+    embeds the uploads that condition and train that backend, and a model must not be graded by its own network."""
     if judge is not None and judge not in JUDGES:
         raise ValueError(f"unknown judge {judge!r}; choose from {JUDGES}")
     if judge is None:
-        judge = "embedded" if kind == "embedded" else ("insightface" if insightface_pack else None)
-    if judge is None:
-        raise ValueError(f"the {kind} backend needs a judge to score its renders: give --insightface-pack PATH "
-                         "(an insightface pack such as antelopev2 or buffalo_l)")
+        judge = "embedded" if kind == "embedded" else "dlib"
     if judge == "embedded" and kind != "embedded":
         raise ValueError(f"the embedded judge only scores 64x64 face-world renders, not the {kind} backend's: use "
-                         "--judge insightface with --insightface-pack PATH")
-    if judge == "insightface" and not insightface_pack:
-        raise ValueError("--judge insightface needs --insightface-pack PATH")
+                         "--judge dlib (the default for arc2face/ddpm)")
+    if judge != "embedded" and kind == "embedded":
+        raise ValueError(f"--judge {judge} scores real faces; the embedded backend renders 64x64 face-world faces: "
+                         "use --judge embedded (its default)")
+    if judge == "insightface":
+        if not insightface_pack:
+            raise ValueError("--judge insightface needs --insightface-pack PATH")
+        raise ValueError(f"--judge insightface would score the {kind} backend with the network of its own "
+                         "--insightface-pack, which embeds the identities it is conditioned and trained on; the judge "
+                         "must be a different network: use --judge dlib (the default)")
     return judge
 
 
 def load_judge(judge: str, insightface_pack: str | Path | None = None, backend=None):
-    """The judge network named by :func:`resolve_judge`; reuses the backend's own insightface pack when it loaded
-    one (loading the ONNX models twice costs memory and time for nothing)."""
-    if judge == "insightface":
-        from .insightface_identity import InsightFaceIdentity
+    """The judge network named by :func:`resolve_judge`, checked against the backend's own identity networks
+    (:func:`check_judge_independent`) when a backend is given."""
+    if judge == "dlib":
+        from ..identity.dlib_judge import load_dlib_judge
 
-        own = getattr(backend, "identity", None)
-        if isinstance(own, InsightFaceIdentity):
-            return own
-        return load_identity_backend("insightface", Path(insightface_pack).expanduser())
-    return load_identity_backend("embedded")
+        net = load_dlib_judge()
+    elif judge == "insightface":
+        net = load_identity_backend("insightface", Path(insightface_pack).expanduser())
+    else:
+        net = load_identity_backend("embedded")
+    if backend is not None:
+        check_judge_independent(backend, net)
+    return net
+
+
+def _network_fingerprint(net) -> str:
+    """What makes two identity networks the same: the recognition model file for an insightface pack, else the
+    module's weights (names, shapes and strided samples)."""
+    import hashlib
+
+    import torch
+
+    h = hashlib.sha256()
+    rec = getattr(getattr(net, "app", None), "models", {}).get("recognition")
+    if rec is not None:
+        path = Path(rec.model_file)
+        h.update(str(path.stat().st_size).encode())
+        with open(path, "rb") as f:
+            h.update(f.read(1 << 20))
+        return "onnx:" + h.hexdigest()[:16]
+    if isinstance(net, torch.nn.Module):
+        for name, t in sorted(net.state_dict().items()):
+            flat = t.detach().reshape(-1).float().cpu()
+            h.update(f"{name.split('.', 1)[-1]}{tuple(t.shape)}".encode())
+            h.update(flat[:: max(1, flat.numel() // 64)][:64].numpy().tobytes())
+        return "torch:" + h.hexdigest()[:16]
+    return f"object:{id(net)}"
+
+
+def network_name(net) -> str:
+    """A human name for an identity network, as reports print it."""
+    if hasattr(net, "describe"):
+        return net.describe()
+    arch = getattr(net, "architecture", None)
+    return f"embedded {arch}" if arch else type(net).__name__
+
+
+def training_identity_networks(backend) -> list:
+    """Every identity network the backend trains or is conditioned with: its identity-loss network, the insightface
+    pack that embeds its uploads, a differentiable torch ArcFace."""
+    nets = []
+    try:
+        nets.append(backend.loss_identity_model())
+    except RuntimeError:  # a diffusers backend without any identity network
+        pass
+    for net in (getattr(backend, "identity", None), getattr(backend, "arcface_torch", None)):
+        if net is not None and all(net is not n for n in nets):
+            nets.append(net)
+    return nets
+
+
+def check_judge_independent(backend, judge) -> dict:
+    """Raise ValueError when the judge is one of the backend's training identity networks (same object or same
+    weights); else return ``{"training_identity": ..., "judge": ...}`` naming both for reports."""
+    train = training_identity_networks(backend)
+    jf = _network_fingerprint(judge)
+    for net in train:
+        if net is judge or _network_fingerprint(net) == jf:
+            raise ValueError(f"the judge ({network_name(judge)}) is the network this backend trains with "
+                             f"({network_name(net)}): metrics must be scored by a different network")
+    return {"training_identity": "; ".join(network_name(n) for n in train) or "none (epsilon-matching only)",
+            "judge": network_name(judge)}
 
 
 @dataclass
@@ -169,17 +244,19 @@ class BackendSpec:
     dtype: str | None = None
     gradient_checkpointing: bool = False
     num_inference_steps: int | None = None
+    allow_downloads: bool = False
 
     @classmethod
     def from_args(cls, args) -> BackendSpec:
         """From an argparse namespace built with the CLI's ``add_backend_options`` (``--backend`` is ``kind``)."""
         fields = {k: getattr(args, k, None) for k in cls.__dataclass_fields__ if k != "kind"}
         fields["gradient_checkpointing"] = bool(fields["gradient_checkpointing"])
+        fields["allow_downloads"] = hub.downloads_allowed(bool(fields["allow_downloads"]))
         return cls(getattr(args, "backend", None) or "embedded", **fields)
 
     @property
     def is_default(self) -> bool:
-        return self == BackendSpec()
+        return replace(self, allow_downloads=False) == BackendSpec()
 
     def check(self) -> None:
         """Raise ValueError/FileNotFoundError naming the flag: unknown choices, flags that do not apply to this
@@ -190,7 +267,7 @@ class BackendSpec:
             raise ValueError(f"unknown device {self.device!r}; choose from {DEVICES}")
         if self.dtype is not None and self.dtype not in DTYPES:
             raise ValueError(f"unknown dtype {self.dtype!r}; choose from {DTYPES}")
-        given = {k: v for k, v in asdict(self).items() if v not in (None, False)}
+        given = {k: v for k, v in asdict(self).items() if v not in (None, False) and k != "allow_downloads"}
         if self.kind == "embedded":
             extra = [flag for key, flag in DIFFUSERS_ONLY.items() if key in given]
             if extra:
@@ -209,6 +286,10 @@ class BackendSpec:
             value = given.get(key)
             if value is None:
                 continue
+            if key in hub.HUB_FILES and hub.parse_hub_id(value) is not None:
+                if not self.allow_downloads:
+                    raise ValueError(hub.hub_error(flag, value))
+                continue  # fetched by options() when the backend loads
             path = Path(value).expanduser()
             ok = path.is_dir() if what == "folder" else path.is_file()
             if not ok:
@@ -220,10 +301,11 @@ class BackendSpec:
                 raise ValueError(f"--device {self.device}: torch sees no CUDA device (use --device cpu)")
 
     def options(self) -> dict:
-        """``load_backend`` keyword arguments; the embedded backend takes only ``model_path``."""
-        paths = {k: str(Path(v).expanduser()) if v else None for k, v in
-                 (("model_path", self.model_path), ("base_model_path", self.base_model_path),
-                  ("insightface_pack", self.insightface_pack), ("arcface_torch", self.arcface_torch))}
+        """``load_backend`` keyword arguments; the embedded backend takes only ``model_path``. Hub ids are fetched
+        here (only with ``allow_downloads``) and replaced by their local snapshot folders."""
+        paths = {key: hub.resolve_location(getattr(self, key) or None, key, self.allow_downloads, flag)
+                 for key, (flag, _) in PATH_FLAGS.items() if key in hub.HUB_FILES}
+        paths["arcface_torch"] = str(Path(self.arcface_torch).expanduser()) if self.arcface_torch else None
         if self.kind == "embedded":
             return {"model_path": paths["model_path"]}
         return {**paths, "device": self.device, "dtype": self.dtype,
