@@ -102,6 +102,7 @@ def _rss_gb() -> float:
 
 def run_check(root: Path, device: str, dtype: str, steps: int, render_steps: int) -> dict:
     """Load through the registry, train ``steps`` epsilon-matching steps, render one image at t_end / 2."""
+    from legato_core.adapters import active
     from legato_core.backends.registry import load_backend
     from legato_core.unlearning.engine import ForgetConfig, train_adapter
 
@@ -139,14 +140,10 @@ def run_check(root: Path, device: str, dtype: str, steps: int, render_steps: int
     out["adapter_fraction"] = out["adapter_parameters"] / out["unet_parameters"]
     out["rss_after_training_gb"] = round(_rss_gb(), 2)
     t_mid = cfg.ode.t_end / 2
-    res.adapter.attach(backend)
-    try:
-        res.adapter.set_t(t_mid)
+    with active(backend, [(res.adapter, t_mid)]):
         t1 = time.perf_counter()
         img = backend.render(w, backend.canonical_views(1))
         out["render_seconds"] = round(time.perf_counter() - t1, 1)
-    finally:
-        res.adapter.detach()
     out["render_t"] = t_mid
     out["render_shape"] = list(img.shape)
     out["render_finite"] = bool(torch.isfinite(img).all())
