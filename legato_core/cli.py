@@ -193,17 +193,16 @@ def _cmd_generator_sheet(args) -> int:
 MAX_PHOTO_SIDE = 1024
 
 
-def _read_image(path: str, kind: str = "embedded", backend=None) -> torch.Tensor:
-    """(1, 3, H, W) in [0, 1] at the size each backend wants: the face detected and aligned to the backend's crop
+def _read_image(path: str, backend) -> torch.Tensor:
+    """(1, 3, H, W) in [0, 1] as the backend reads photos: the face detected and aligned to its ``face_crop()``
     (``legato_core.faces``: face-world framing at 64 px for the embedded one, ArcFace's template at the checkpoint's
-    size for DDPM), the whole photo for Arc2Face (insightface finds the face)."""
-    from .faces import FaceCrop, prepare_face
+    size for DDPM), or the whole photo when it finds faces itself (Arc2Face: insightface)."""
+    from .faces import prepare_face
     from .images import open_image
 
     im = open_image(path)
-    if kind in ("embedded", "ddpm"):
-        crop = backend.face_crop() if hasattr(backend, "face_crop") else FaceCrop.faceworld(64)
-        prepared = prepare_face(im, crop)  # FaceError (a ValueError): one line, exit code 2
+    if not backend.reads_whole_photo:
+        prepared = prepare_face(im, backend.face_crop())  # FaceError (a ValueError): one line, exit code 2
         if prepared.message:
             print(prepared.message, file=sys.stderr)
         return prepared.image[None]
@@ -217,7 +216,7 @@ def _check_identity_flag(args, spec) -> None:
                          f"a photo with --image PATH for the {spec.kind} backend")
 
 
-def _target_input(args, backend, kind: str = "embedded"):
+def _target_input(args, backend):
     """(latent, other_latents, other_views, description) for --image or --identity."""
     from . import faceworld
 
@@ -229,27 +228,9 @@ def _target_input(args, backend, kind: str = "embedded"):
         others = faceworld.render([args.identity] * 5, [1, 2, 3, 4, 5])
         ow, ov = backend.invert(others)
         return w, ow, ov, {"identity": args.identity}
-    img = _read_image(args.image, kind, backend)
+    img = _read_image(args.image, backend)
     w, _ = backend.invert(img)
     return w, None, None, {"image": str(args.image)}
-
-
-# report sizes for the diffusers backends: every sample is a full sampling run (seconds each on a GPU), and DDPM
-# has no views (DDIM from x_T is deterministic), so one view is enough
-DIFFUSION_REPORT = {"arc2face": {"n_views": 4, "curve_points": 5, "pixel_others": 4},
-                    "ddpm": {"n_views": 1, "curve_points": 5, "pixel_others": 4}}
-DIFFUSION_EVAL_SAMPLES = 32
-
-
-def _report_sizes(kind: str, eval_samples: int | None) -> dict:
-    """unlearning_report sizes: the embedded defaults as they were; small ones for the diffusers backends."""
-    if kind == "embedded":
-        sizes: dict = {}
-        if eval_samples is not None:
-            sizes = {"n_retain": min(200, eval_samples), "n_fd": eval_samples}
-        return sizes
-    n = eval_samples if eval_samples is not None else DIFFUSION_EVAL_SAMPLES
-    return {**DIFFUSION_REPORT[kind], "n_retain": n, "n_fd": n}
 
 
 def _cmd_forget(args) -> int:
@@ -270,7 +251,7 @@ def _cmd_forget(args) -> int:
     judge = spec.judge(backend, judge_name)  # refuses a judge that is one of the backend's training networks
     networks = check_judge_independent(backend, judge)
     t0 = time.time()
-    w, ow, ov, desc = _target_input(args, backend, spec.kind)
+    w, ow, ov, desc = _target_input(args, backend)
     cfg = ForgetConfig(seed=args.seed, target=TargetConfig(kind=args.target, stop_similarity=args.stop_similarity))
     if args.steps:
         cfg.steps = args.steps
@@ -283,7 +264,7 @@ def _cmd_forget(args) -> int:
     res.adapter.description.update(desc)
     res.adapter.save(args.out)
     rep = unlearning_report(backend, AdapterKnob(backend, [res.adapter]), w, cfg.ode.t_end, ow, ov,
-                            judge=judge, **_report_sizes(spec.kind, args.eval_samples))
+                            judge=judge, **backend.report_sizes(args.eval_samples))
     rep.update({"seconds": round(seconds, 2), "steps": cfg.steps, "seed": cfg.seed, "target": args.target,
                 "target_stop_fraction": res.adapter.description["target"].get("stop_fraction"),
                 "adapter": str(args.out), "backend": spec.label(backend), "judge": judge_name,
@@ -308,7 +289,7 @@ def _cmd_render(args) -> int:
     if args.identity is not None:
         img = faceworld.render([args.identity], 0)
     else:
-        img = _read_image(args.image, spec.kind, backend)
+        img = _read_image(args.image, backend)
     w, v = backend.invert(img)
     views = torch.cat([v, backend.canonical_views(args.views)[1:]]) if args.views > 1 else v
     lat = w.expand(len(views), -1)
@@ -444,7 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
     fg.add_argument("--quiet", action="store_true")
     fg.add_argument("--eval-samples", type=int,
                     help="random identities for retention and fd_judge (default: 200/500 embedded, "
-                         f"{DIFFUSION_EVAL_SAMPLES} for arc2face/ddpm, where each is a full sampling run)")
+                         "32 for arc2face/ddpm, where each is a full sampling run)")
     add_backend_options(fg)
     fg.set_defaults(func=_cmd_forget)
 

@@ -167,22 +167,17 @@ class Resources:
     @property
     def face_world(self) -> bool:
         """Whether face-world identities (the examples, "add by id") can be used: only the embedded backend."""
-        return self.kind == "embedded"
+        return bool(self.base.face_world)
 
     @property
     def image_size(self) -> int:
-        """Square size uploads are cropped to: 64 (embedded), the checkpoint's (ddpm), 512 (arc2face)."""
-        if self.kind == "ddpm":
-            return int(self.base.size)
-        return 512 if self.kind == "arc2face" else 64
+        """Square size uploads are cropped to: the backend's own (64 embedded, the checkpoint's for diffusers)."""
+        return int(self.base.image_size)
 
     @property
     def face_crop(self) -> FaceCrop:
-        """The crop uploads are aligned to: the backend's own ``face_crop()``, else by kind."""
-        declared = getattr(self.base, "face_crop", None)
-        if callable(declared):
-            return declared()
-        return FaceCrop.faceworld(64) if self.face_world else FaceCrop.arcface(self.image_size)
+        """The crop uploads are aligned to: the backend's own."""
+        return self.base.face_crop()
 
     @property
     def judge(self):
@@ -412,7 +407,7 @@ class ForgetTask:
                 judge = self.res.judge
                 if judge is not None:  # None: a diffusers backend without an insightface pack, so no curve
                     self.state = "evaluating"
-                    views = 1 if self.res.kind == "ddpm" else self.curve_views  # DDIM from x_T has no views
+                    views = self.curve_views if self.res.base.has_views else 1  # DDIM from x_T has no views
                     self.curve = forgetting_curve(backend, self.adapter, self.entry.latent, judge,
                                                   self.res.curve_retained_latents, views,
                                                   should_stop=self._stop.is_set)

@@ -20,8 +20,19 @@ torch.set_num_threads(2)
 
 
 class TinyBackend(nn.Module):
+    """A random 16-px style generator that meets the whole backend contract (``backends.base``)."""
+
+    name = "tiny"
     base_model_id = "tests/tiny"
     objective = "image"
+    face_world = False
+    has_views = True
+    image_size = 16
+    reads_whole_photo = False
+
+    @classmethod
+    def from_options(cls, seed: int = 0):
+        return cls(seed)
 
     def __init__(self, seed: int = 0):
         super().__init__()
@@ -68,6 +79,21 @@ class TinyBackend(nn.Module):
 
     def loss_identity_model(self):
         return self.identity
+
+    def face_crop(self):
+        from legato_core.faces import FaceCrop
+
+        return FaceCrop.arcface(16)
+
+    def report_sizes(self, eval_samples=None):
+        n = eval_samples or 16
+        return {"n_views": 2, "curve_points": 3, "n_retain": n, "n_fd": n, "pixel_others": 4}
+
+    def describe(self):
+        return {"base_model_id": self.base_model_id, "device": "cpu", "dtype": "torch.float32"}
+
+    def label(self, model_path=None):
+        return f"{self.name} test generator" + (f" from {model_path}" if model_path else "")
 
     def invert(self, images):
         raise NotImplementedError

@@ -20,9 +20,30 @@ from torch import nn
 
 @runtime_checkable
 class GeneratorBackend(Protocol):
+    """Everything the engine, metrics, studio and CLI ask of a backend; nobody probes for more.
+
+    A new backend is one class with these members plus ``registry.register_backend(cls)``.
+    """
+
+    name: str  # the registry name (CLI --backend)
     base_model_id: str
     w_avg: torch.Tensor
     objective: str  # which per-step objective trains its adapters (unlearning/step_objectives.OBJECTIVES)
+    face_world: bool  # draws face-world people (the app's examples, add-by-id, face-world retained identities)
+    has_views: bool  # whether one latent renders differently per view (False: one view is enough)
+    image_size: int  # square size of its renders and of the crops it reads
+    reads_whole_photo: bool  # finds faces itself (True) or reads crops aligned to ``face_crop()`` (False)
+
+    @classmethod
+    def from_options(cls, **options) -> GeneratorBackend: ...
+
+    def face_crop(self): ...
+
+    def report_sizes(self, eval_samples: int | None = None) -> dict: ...
+
+    def describe(self) -> dict: ...
+
+    def label(self, model_path=None) -> str: ...
 
     @property
     def adapter_sites(self) -> dict[str, nn.Module]: ...

@@ -42,6 +42,7 @@ import logging
 import math
 from contextlib import nullcontext
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -101,6 +102,22 @@ class DiffusionBackend(nn.Module):
 
     base_model_id = "diffusers"
     renders_fast = False  # a render is a full sampling loop: no per-run target search
+    face_world = False  # photos only: no face-world examples or ids
+    # unlearning_report sizes: every sample is a full sampling run (seconds each on a GPU)
+    report_defaults: ClassVar[dict] = {"n_views": 4, "curve_points": 5, "pixel_others": 4}
+    eval_samples = 32
+
+    def report_sizes(self, eval_samples: int | None = None) -> dict:
+        n = eval_samples if eval_samples is not None else self.eval_samples
+        return {**self.report_defaults, "n_retain": n, "n_fd": n}
+
+    def label(self, model_path: str | Path | None = None) -> str:
+        """The line the app shows, e.g. "arc2face from /models/Arc2Face/models (cuda, bf16)"."""
+        info = self.describe()
+        where = f" from {model_path}" if model_path else f" ({info['base_model_id']})"
+        dtype = {"torch.bfloat16": "bf16", "torch.float16": "fp16", "torch.float32": "fp32"}.get(info["dtype"],
+                                                                                                info["dtype"])
+        return f"{self.name}{where} ({info['device']}, {dtype})"
 
     def __init__(self, unet: nn.Module, *, device: torch.device, dtype: torch.dtype, sites: str | list[str],
                  gradient_checkpointing: bool, identity: InsightFaceIdentity | None,
@@ -276,7 +293,23 @@ class DiffusionBackend(nn.Module):
 class Arc2FaceBackend(DiffusionBackend):
     """Arc2Face-style ID-conditioned Stable Diffusion: embedding -> "id" token -> CLIP text encoder -> UNet."""
 
+    name = "arc2face"
     objective = "epsilon-matching"
+    has_views = True  # a view is the seed of the initial noise
+    reads_whole_photo = True  # insightface finds and aligns the face itself
+
+    @property
+    def image_size(self) -> int:
+        return int(self.height)
+
+    @classmethod
+    def from_options(cls, model_path: str | Path | None = None, **opts) -> Arc2FaceBackend:
+        if model_path is None:
+            raise ValueError("the arc2face backend needs model_path (--model-path PATH, a local folder)")
+        if opts.get("insightface_pack") is None:
+            raise ValueError("the arc2face backend needs insightface_pack (--insightface-pack PATH): uploads are "
+                             "embedded with insightface (antelopev2 + Arc2Face's arcface.onnx)")
+        return cls.from_pretrained(Path(model_path).expanduser(), **opts)
 
     def __init__(self, unet: nn.Module, text_encoder: nn.Module, tokenizer, vae: nn.Module, scheduler,
                  identity: InsightFaceIdentity | None = None, *, arcface_torch: TorchArcFace | None = None,
@@ -500,7 +533,21 @@ class Arc2FaceBackend(DiffusionBackend):
 class DDPMBackend(DiffusionBackend):
     """Unconditional pixel-space DDPM (e.g. google/ddpm-celebahq-256) sampled with DDIM; latent = inverted x_T."""
 
+    name = "ddpm"
     objective = "ddpm-trajectory"
+    has_views = False  # DDIM from x_T is deterministic: one view
+    reads_whole_photo = False  # uploads are detected and aligned to face_crop()
+    report_defaults: ClassVar[dict] = {"n_views": 1, "curve_points": 5, "pixel_others": 4}
+
+    @property
+    def image_size(self) -> int:
+        return int(self.size)
+
+    @classmethod
+    def from_options(cls, model_path: str | Path | None = None, base_model_path=None, **opts) -> DDPMBackend:
+        if model_path is None:
+            raise ValueError("the ddpm backend needs model_path (--model-path PATH, a local folder)")
+        return cls.from_pretrained(Path(model_path).expanduser(), **opts)
 
     def __init__(self, unet: nn.Module, scheduler, identity: InsightFaceIdentity | None = None, *,
                  arcface_torch: TorchArcFace | None = None, device: str | torch.device | None = None,
@@ -613,8 +660,6 @@ class DDPMBackend(DiffusionBackend):
         """x_T latents (B, C*H*W) -> images (B, 3, H, W) in [0, 1] by deterministic DDIM."""
         return self._generate(latent)
 
-    @gpu
-    @torch.no_grad()
     def face_crop(self):
         """Uploads are aligned to ArcFace's 5-point template scaled to the checkpoint's size (an approximation of
         CelebA-HQ-style framing; the insightface judge re-detects on it)."""
@@ -622,6 +667,8 @@ class DDPMBackend(DiffusionBackend):
 
         return FaceCrop.arcface(self.size)
 
+    @gpu
+    @torch.no_grad()
     def invert(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Photos (B, 3, H, W) in [0, 1] (aligned face crops, as the model was trained on) -> DDIM-inverted x_T."""
         if images.dim() != 4 or images.shape[1] != 3:

@@ -28,8 +28,33 @@ BASE_MODEL_ID = "legato/embedded-faceworld-stylegen-64"
 
 
 class EmbeddedFaceBackend(nn.Module):
+    name = "embedded"
     base_model_id = BASE_MODEL_ID
     objective = "image"  # renders with gradients: GUIDE's image losses (unlearning/step_objectives.py)
+    face_world = True  # draws face-world people: the app's examples, "add by id", face-world retained identities
+    has_views = True  # pose, expression, light, background, framing
+    image_size = 64
+    reads_whole_photo = False  # uploads are detected and aligned to face_crop() first
+
+    @classmethod
+    def from_options(cls, model_path: str | Path | None = None, **unknown) -> EmbeddedFaceBackend:
+        """``load_backend("embedded", model_path=...)``: an optional generator folder, nothing else."""
+        if unknown:
+            raise ValueError(f"the embedded backend takes only model_path, got {sorted(unknown)}")
+        return cls.from_pretrained(model_path)
+
+    def report_sizes(self, eval_samples: int | None = None) -> dict:
+        """unlearning_report sizes: its defaults (rendering is cheap), or ``eval_samples`` random identities."""
+        return {} if eval_samples is None else {"n_retain": min(200, eval_samples), "n_fd": eval_samples}
+
+    def describe(self) -> dict:
+        return {"base_model_id": self.base_model_id, "device": "cpu", "dtype": "torch.float32",
+                "sites": len(self.adapter_sites), "parameters": self.parameter_count(),
+                "conditioning": self.generator.config.conditioning}
+
+    def label(self, model_path: str | Path | None = None) -> str:
+        """The line the app shows: which model runs."""
+        return f"embedded face world from {model_path} (CPU)" if model_path else "embedded face world (CPU)"
 
     def __init__(self, generator: StyleFaceGenerator, view_encoder: ViewEncoder, arcface: IdentityModel,
                  refine_steps: int = 12, refine_lr: float = 0.05, identity_views: int = 1,

@@ -30,12 +30,16 @@ without --allow-downloads too, naming that flag; see ``legato_core.hub``).
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from .. import hub
 
-BACKENDS = ("embedded", "arc2face", "ddpm")
+# name -> backend class, or "module:Class" until first use; register_backend adds one
+BACKENDS: dict[str, type | str] = {"embedded": "legato_core.backends.embedded:EmbeddedFaceBackend",
+                                   "arc2face": "legato_core.backends.diffusion:Arc2FaceBackend",
+                                   "ddpm": "legato_core.backends.diffusion:DDPMBackend"}
 IDENTITY_BACKENDS = ("embedded", "insightface", "torch-arcface")
 JUDGES = ("embedded", "dlib", "insightface")
 DEVICES = ("cuda", "cpu")
@@ -48,37 +52,35 @@ DIFFUSERS_ONLY = {"base_model_path": "--base-model-path", "arcface_torch": "--ar
                   "num_inference_steps": "--inference-steps"}
 
 
+def backend_class(name: str) -> type:
+    """The backend class registered under ``name`` (imported on first use: diffusers loads only when asked)."""
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; choose from {tuple(BACKENDS)}")
+    cls = BACKENDS[name]
+    if isinstance(cls, str):
+        module, attr = cls.split(":")
+        cls = BACKENDS[name] = getattr(importlib.import_module(module), attr)
+    return cls
+
+
+def register_backend(cls: type) -> type:
+    """Make a backend class loadable by its ``name`` (CLI ``--backend``, app, ``load_backend``)."""
+    if cls.name in BACKENDS:
+        raise ValueError(f"a backend named {cls.name!r} is already registered")
+    BACKENDS[cls.name] = cls
+    return cls
+
+
 def load_backend(kind: str, **paths):
     """Build a generator backend: ``load_backend("arc2face", model_path=..., insightface_pack=...)``.
 
     Keyword arguments: ``model_path``, ``base_model_path`` (arc2face), ``insightface_pack``, ``arcface_torch``,
     ``device``, ``dtype``, ``gradient_checkpointing``, ``sites`` and any other backend option (e.g.
-    ``num_inference_steps``); ``None`` values are ignored so CLI defaults can be passed straight through.
+    ``num_inference_steps``); ``None`` values are ignored so CLI defaults can be passed straight through. Each
+    backend class checks its own options (``from_options``).
     """
     opts = {k: v for k, v in paths.items() if v is not None}
-    if kind == "embedded":
-        from .embedded import EmbeddedFaceBackend
-
-        unknown = sorted(set(opts) - {"model_path"})
-        if unknown:
-            raise ValueError(f"the embedded backend takes only model_path, got {unknown}")
-        return EmbeddedFaceBackend.from_pretrained(opts.get("model_path"))
-    if kind not in BACKENDS:
-        raise ValueError(f"unknown backend {kind!r}; choose from {BACKENDS}")
-    if "model_path" not in opts:
-        raise ValueError(f"the {kind} backend needs model_path (--model-path PATH, a local folder)")
-    model_path = Path(opts.pop("model_path")).expanduser()
-    if kind == "arc2face":
-        from .diffusion import Arc2FaceBackend
-
-        if "insightface_pack" not in opts:
-            raise ValueError("the arc2face backend needs insightface_pack (--insightface-pack PATH): uploads are "
-                             "embedded with insightface (antelopev2 + Arc2Face's arcface.onnx)")
-        return Arc2FaceBackend.from_pretrained(model_path, **opts)
-    from .diffusion import DDPMBackend
-
-    opts.pop("base_model_path", None)
-    return DDPMBackend.from_pretrained(model_path, **opts)
+    return backend_class(kind).from_options(**opts)
 
 
 def load_identity_backend(kind: str, path: str | Path | None = None, **options):
@@ -105,31 +107,17 @@ def load_identity_backend(kind: str, path: str | Path | None = None, **options):
 
 
 def backend_kind(backend) -> str:
-    """"arc2face", "ddpm", or "embedded" for anything else (the face-world contract: 64 x 64 face-world images
-    can be inverted, so the app's face-world examples and retained identities apply)."""
-    from .diffusion import Arc2FaceBackend, DDPMBackend
-
-    if isinstance(backend, Arc2FaceBackend):
-        return "arc2face"
-    if isinstance(backend, DDPMBackend):
-        return "ddpm"
-    return "embedded"
+    """The registered name of a backend ("embedded", "arc2face", "ddpm", or a name registered elsewhere)."""
+    return backend.name
 
 
 EMBEDDED_LABEL = "embedded face world (CPU)"
-_DTYPE_NAMES = {"torch.bfloat16": "bf16", "torch.float16": "fp16", "torch.float32": "fp32"}
 
 
 def backend_label(backend, model_path: str | Path | None = None) -> str:
     """One human line naming the live backend, e.g. "embedded face world (CPU)" or
     "arc2face from /models/Arc2Face/models (cuda, bf16)": what the app shows so nobody mistakes which model runs."""
-    kind = backend_kind(backend)
-    where = f" from {model_path}" if model_path else ""
-    if kind == "embedded":
-        return f"embedded face world{where} (CPU)" if where else EMBEDDED_LABEL
-    info = backend.describe()
-    where = where or f" ({info['base_model_id']})"
-    return f"{kind}{where} ({info['device']}, {_DTYPE_NAMES.get(info['dtype'], info['dtype'])})"
+    return backend.label(model_path)
 
 
 def resolve_judge(judge: str | None, kind: str, insightface_pack: str | Path | None = None) -> str:
