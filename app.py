@@ -12,6 +12,9 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is i
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # several torch threads on few cores must not spin
 
 import argparse
+import ctypes
+import ctypes.util
+import gc
 import math
 import shutil
 import threading
@@ -192,16 +195,39 @@ def _session(studio: Studio | None, request: gr.Request | None, new_ok: bool = T
     return studio
 
 
+def _libc():
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+
+
+_LIBC = _libc()
+
+
+def release_memory() -> None:
+    """After a session ends: collect its garbage and hand freed heap pages back to the system (glibc keeps them
+    otherwise, and the server's resident memory grows by a training run's worth per session; see docs/soak.md)."""
+    gc.collect()
+    trim = getattr(_LIBC, "malloc_trim", None)
+    if trim is not None and os.environ.get("LEGATO_MALLOC_TRIM", "1") != "0":  # "0": off, to measure without it
+        trim(0)
+
+
+def _end(studio: Studio | None, reason: str) -> None:
+    if studio is not None and not studio.closed:
+        studio.close(reason)
+        threading.Thread(target=release_memory, daemon=True, name="legato-release").start()
+
+
 def _close_state(studio: Studio | None) -> None:
-    if studio is not None:
-        studio.close("closed")
+    _end(studio, "closed")
 
 
 def on_unload(request: gr.Request) -> None:
     with _SESSIONS_LOCK:
         studio = SESSIONS.pop(request.session_hash, None)
-    if studio is not None:
-        studio.close("closed")
+    _end(studio, "closed")
 
 
 def close_sessions() -> None:
@@ -223,7 +249,7 @@ def reap_sessions(idle_seconds: float | None = None) -> list[str]:
         items = list(SESSIONS.items())
     for sid, studio in items:
         if not studio.closed and studio.idle_seconds > limit:
-            studio.close("idle")
+            _end(studio, "idle")
             ended.append(sid)
         if studio.closed:
             with _SESSIONS_LOCK:
@@ -517,11 +543,11 @@ def build_demo(default_steps: int = DEFAULT_STEPS, backend_label: str = EMBEDDED
             with _SESSIONS_LOCK:
                 live = SESSIONS.pop(sid, None) if sid is not None else None
             for s in {id(x): x for x in (studio, live) if x is not None}.values():
-                s.close("ended")
+                _end(s, "ended")
             return {**empty_view(None, "Session ended: everything it held was deleted. Add a face to start again."),
-                    loss_plot: None, preview: None, timer: gr.Timer(active=False)}
+                    loss_plot: None, preview: None, timer: gr.Timer(active=False), compose: False}
 
-        end_btn.click(on_end, [state], [*entry_outputs, loss_plot, preview, timer], api_name="end_session",
+        end_btn.click(on_end, [state], [*entry_outputs, loss_plot, preview, timer, compose], api_name="end_session",
                       concurrency_limit=None)
 
         # -- forgetting job ------------------------------------------------------------------------------------
@@ -555,6 +581,8 @@ def build_demo(default_steps: int = DEFAULT_STEPS, backend_label: str = EMBEDDED
                 out[preview] = str(studio.publish(_big(to_pil(st.preview)), "preview"))
                 ui["preview"] = st.preview
             fin = studio.take_finished()
+            if fin is not None:  # a training run's garbage: give it back now, not when the session ends
+                threading.Thread(target=release_memory, daemon=True, name="legato-release").start()
             if fin is not None and fin.state == "done" and fin.key in studio.entries:
                 # the view stays on the identity the person is looking at; only its list and status change
                 shown = key if isinstance(key, str) and key in studio.entries else fin.key
@@ -598,6 +626,7 @@ def build_demo(default_steps: int = DEFAULT_STEPS, backend_label: str = EMBEDDED
             if studio is None or not studio.entries:
                 return gr.skip()
             entry, t = _entry_and_t(t, key, studio)
+            studio.touch()
             studio.set_t(entry.key, t)
             return curve_figure(studio.curve(entry.key))
 
@@ -627,6 +656,7 @@ def build_demo(default_steps: int = DEFAULT_STEPS, backend_label: str = EMBEDDED
         def on_export(key, studio):
             if studio is None or studio.closed:
                 raise _error("nothing to download yet: forget an identity first")
+            studio.touch()
             try:
                 return str(studio.export_adapter(_key(key)))
             except StudioError as e:

@@ -217,6 +217,11 @@ def test_composition_switch_removal_and_privacy_on_close(app_url, browser, shots
     adapter = tmp_path / "adapter.safetensors"
     info.value.save_as(adapter)
     assert adapter.stat().st_size > 1000
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not an adapter")
+    page.locator("#adapter_upload input[type=file]").set_input_files(str(junk))  # refused: it clears itself
+    page.wait_for_selector(".toast-body:has-text('not a legato adapter')", timeout=30_000)
+    page.wait_for_function("!document.querySelector('#adapter_upload .file-preview')", timeout=15_000)
     page.locator("#adapter_upload input[type=file]").set_input_files(str(adapter))
     page.wait_for_function("document.querySelector('#status textarea').value.startsWith('Restored')",
                            timeout=120_000)
