@@ -12,7 +12,14 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is i
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # several torch threads on few cores must not spin
 
 import argparse
+import ctypes
+import ctypes.util
+import gc
+import math
+import shutil
 import threading
+import time
+from pathlib import Path
 
 import gradio as gr
 import numpy as np
@@ -27,6 +34,8 @@ from legato_core.images import ImageError, to_pil
 from legato_core.studio import (
     EXAMPLE_IDS,
     JOB_QUEUE,
+    MAX_FACE_ID,
+    MIN_FACE_ID,
     BusyError,
     Resources,
     Studio,
@@ -37,23 +46,46 @@ from legato_core.studio import (
 from legato_core.unlearning.engine import ForgetConfig
 
 DEFAULT_STEPS = int(os.environ.get("LEGATO_STEPS", ForgetConfig().steps))
+MAX_STEPS = 600  # the steps slider's maximum; the API is held to the same range
 MAX_FILE_SIZE = os.environ.get("LEGATO_MAX_FILE_SIZE", "10mb")
 SHOW = 192  # display size of the 64x64 source / inversion / preview images
+IDLE_MINUTES = float(os.environ.get("LEGATO_IDLE_MINUTES", 15))  # a session with no request for this long ends
+CACHE_MINUTES = 10  # gradio's own cache: files older than this are deleted (checked every minute)
+REAP_SECONDS = 20  # how often idle sessions are looked for
+
+
+def session_root() -> Path:
+    """This server's folder for session folders: inside gradio's cache (so gradio serves the files from there
+    instead of copying them) and private to this process (several servers may share the cache)."""
+    return Path(gr.utils.get_upload_folder()) / f"legato-sessions-{os.getpid()}"
+
+
+def privacy_note() -> str:
+    idle = f"{IDLE_MINUTES:g} minute{'s' if IDLE_MINUTES != 1 else ''}"
+    return (
+        "**What this demo keeps, where, and for how long.** A photo or adapter file you upload is read into this "
+        "session's memory, and the uploaded file is deleted from the server as soon as it has been read. The images "
+        "on this page (your crop, its inversion, the grids) and the adapter you can download are written to a "
+        f"folder of this session under `{session_root()}` on the server, only to serve them to your browser. That "
+        "folder and everything the session holds in memory are deleted when you close the tab (within seconds), "
+        f"when you press **End session**, or after {idle} without activity. Any other file that the web "
+        f"framework caches is deleted at most {CACHE_MINUTES + 1} minutes after it was written. Nothing about your "
+        "images is logged, and nothing is kept after the session."
+    )
+
 
 NOTE = (
     "**About this demo.** The embedded default model is a *synthetic face world*: a small generator (64×64) "
     "trained on procedurally drawn faces, with its own identity networks, running offline on a CPU. Real photos "
     "are accepted and go through the same pipeline, but their inversion can only be the nearest face-world face; "
     "forgetting real people needs a real-model backend (a photo-realistic generator and face-recognition "
-    "network). Uploaded images stay in this session's memory and are dropped when the tab closes."
+    "network)."
 )
 
 NOTE_PHOTO_MODEL = (
     "**About this demo.** It runs a real-model backend (named above): uploads are embedded or inverted by that "
     "model, and the forgetting curve is scored by the insightface judge (no curve without an insightface pack). "
-    "The \"retained\" column shows random "
-    "identities from the model's own prior. Uploaded images stay in this session's memory and are dropped when "
-    "the tab closes."
+    "The \"retained\" column shows random identities from the model's own prior."
 )
 
 FACE_WORLD_LIKENESS = ("The embedded model only draws face-world faces: a real photo becomes its nearest "
@@ -66,6 +98,9 @@ INTRO = (
     "forgetting, and everything in between is available after a single training run.\n\n"
     "1. Drop a face, or pick a face-world identity. 2. Press **Forget**. 3. Move the **intensity** slider."
 )
+
+EXPIRED = ("This session ended after {minutes} without activity, and everything it held was deleted. "
+           "Reload the page to start again.")
 
 # a tiny plot template: the stock ones add ~8 kB of JSON to every figure sent to the page
 TEMPLATE = go.layout.Template(layout={"paper_bgcolor": "white", "plot_bgcolor": "white", "font": {"size": 12},
@@ -130,37 +165,182 @@ def curve_figure(curve: dict | None) -> go.Figure | None:
 
 
 # -- session plumbing --------------------------------------------------------------------------------------------
-def _session(studio: Studio | None, request: gr.Request | None) -> Studio:
+def _error(message: str, title: str = "Error") -> gr.Error:
+    """A message for the person; a refused request is not a server fault, so no traceback goes to the log."""
+    if not message.startswith("t "):  # "t must be ..." keeps the name of the intensity as it is
+        message = message[:1].upper() + message[1:]
+    return gr.Error(message if message.endswith((".", "?", "!")) else message + ".", title=title,
+                    print_exception=False)
+
+
+def _idle_words() -> str:
+    return f"{IDLE_MINUTES:g} minute{'s' if IDLE_MINUTES != 1 else ''}"
+
+
+def _session(studio: Studio | None, request: gr.Request | None, new_ok: bool = True) -> Studio:
+    """This browser session's Studio (made on first use). ``new_ok``: whether a session that ended for idleness
+    may silently start afresh (adding a face) or must say so (everything else refers to what it held)."""
     sid = getattr(request, "session_hash", None)
     with _SESSIONS_LOCK:
         if (studio is None or studio.closed) and sid is not None:
-            studio = SESSIONS.get(sid)  # a handler that failed before returning its state
+            live = SESSIONS.get(sid)  # a handler that failed before returning its state
+            if live is not None and not live.closed:
+                studio = live
+        if studio is not None and studio.closed and studio.closed_reason == "idle" and not new_ok:
+            raise _error(EXPIRED.format(minutes=_idle_words()), title="Session ended")
         if studio is None or studio.closed:
-            studio = Studio(default_config=ForgetConfig(steps=DEFAULT_STEPS), **STUDIO_OPTIONS)
+            studio = Studio(default_config=ForgetConfig(steps=DEFAULT_STEPS), session_root=session_root(),
+                            **STUDIO_OPTIONS)
         if sid is not None:
             SESSIONS[sid] = studio
+    studio.touch()
+    _start_reaper()
     return studio
 
 
+def _libc():
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+
+
+_LIBC = _libc()
+
+
+def release_memory() -> None:
+    """After a session ends: collect its garbage and hand freed heap pages back to the system (glibc keeps them
+    otherwise, and the server's resident memory grows by a training run's worth per session; see docs/soak.md)."""
+    gc.collect()
+    trim = getattr(_LIBC, "malloc_trim", None)
+    if trim is not None and os.environ.get("LEGATO_MALLOC_TRIM", "1") != "0":  # "0": off, to measure without it
+        trim(0)
+
+
+def _end(studio: Studio | None, reason: str) -> None:
+    if studio is not None and not studio.closed:
+        studio.close(reason)
+        threading.Thread(target=release_memory, daemon=True, name="legato-release").start()
+
+
 def _close_state(studio: Studio | None) -> None:
-    if studio is not None:
-        studio.close()
+    _end(studio, "closed")
 
 
 def on_unload(request: gr.Request) -> None:
     with _SESSIONS_LOCK:
         studio = SESSIONS.pop(request.session_hash, None)
-    if studio is not None:
-        studio.close()
+    _end(studio, "closed")
 
 
 def close_sessions() -> None:
-    """Cancel every session's job (server shutdown, tests)."""
+    """Cancel every session's job and delete its files (server shutdown, tests)."""
     with _SESSIONS_LOCK:
         studios = list(SESSIONS.values())
         SESSIONS.clear()
     for studio in studios:
-        studio.close()
+        studio.close("server stopped")
+
+
+def reap_sessions(idle_seconds: float | None = None) -> list[str]:
+    """End every session idle for longer than ``idle_seconds`` (default ``IDLE_MINUTES``), forget closed ones, keep
+    the live sessions' files fresh for gradio's cache sweep, and delete session folders nobody owns. Returns the
+    session hashes ended here."""
+    limit = IDLE_MINUTES * 60 if idle_seconds is None else idle_seconds
+    ended = []
+    with _SESSIONS_LOCK:
+        items = list(SESSIONS.items())
+    for sid, studio in items:
+        if not studio.closed and studio.idle_seconds > limit:
+            _end(studio, "idle")
+            ended.append(sid)
+        if studio.closed:
+            with _SESSIONS_LOCK:
+                if SESSIONS.get(sid) is studio:
+                    del SESSIONS[sid]
+            continue
+        for path in studio.files():  # gradio deletes cached files by age: a live session's must not age
+            try:
+                os.utime(path)
+            except OSError:
+                pass
+    _sweep_folders()
+    return ended
+
+
+def _sweep_folders(min_age: float = 60.0) -> None:
+    """Delete session folders of this server that no live session owns (older than ``min_age`` s, so that a folder
+    being made is never taken), and the session roots of servers that no longer run."""
+    root = session_root()
+    with _SESSIONS_LOCK:
+        live = {s.folder for s in SESSIONS.values() if s.folder is not None}
+    if root.exists():
+        for folder in root.iterdir():
+            try:
+                if folder not in live and time.time() - folder.stat().st_mtime > min_age:
+                    shutil.rmtree(folder, ignore_errors=True)
+            except OSError:
+                pass
+    for other in root.parent.glob("legato-sessions-*"):
+        pid = other.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(other, ignore_errors=True)
+
+
+_REAPER: threading.Thread | None = None
+
+
+def _start_reaper() -> None:
+    global _REAPER
+    with _SESSIONS_LOCK:
+        if _REAPER is not None and _REAPER.is_alive():
+            return
+
+        def loop() -> None:
+            while True:
+                time.sleep(REAP_SECONDS)
+                try:
+                    reap_sessions()
+                except Exception as e:  # never let the sweeper die; say what happened, without personal data
+                    print(f"legato demo: session sweep failed: {type(e).__name__}")
+
+        _REAPER = threading.Thread(target=loop, daemon=True, name="legato-reaper")
+        _REAPER.start()
+
+
+def _forget_upload(path: str | None) -> None:
+    """Delete an uploaded file (and its folder, if now empty) once it has been read: gradio would keep it."""
+    if not path:
+        return
+    p = Path(path)
+    try:
+        if p.resolve().is_relative_to(Path(gr.utils.get_upload_folder()).resolve()):
+            p.unlink(missing_ok=True)
+            p.parent.rmdir()
+    except OSError:
+        pass
+
+
+def _number(value, what: str, lo: float, hi: float, whole: bool = False) -> float:
+    """An API or UI value checked as a number in [lo, hi] (a whole one if ``whole``), or a clear error."""
+    kind = "a whole number" if whole else "a number"
+    try:
+        if isinstance(value, bool) or value is None:
+            raise TypeError
+        x = float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise _error(f"{what} must be {kind} from {lo:g} to {hi:g}; got {value!r}") from None
+    if not math.isfinite(x) or not lo <= x <= hi or (whole and not x.is_integer()):
+        raise _error(f"{what} must be {kind} from {lo:g} to {hi:g}; got {value!r}")
+    return int(x) if whole else x
+
+
+def _key(value) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise _error(f"an identity is named by its key, a string such as '1'; got {value!r}")
+    return value
 
 
 def _path(payload) -> str | None:
@@ -177,7 +357,9 @@ def build_demo(default_steps: int = DEFAULT_STEPS, backend_label: str = EMBEDDED
                face_world: bool = True) -> gr.Blocks:
     """The page. ``backend_label``: the live backend's line (``Resources.backend_label``); ``face_world``: offer
     face-world examples (only the embedded backend can invert them)."""
-    with gr.Blocks(title="legato: continuous identity unlearning", delete_cache=(1800, 3600)) as demo:
+    # gradio's cache sweep: every minute, its own cached files older than CACHE_MINUTES go (session folders are kept
+    # fresh by the reaper while their session lives, and deleted when it ends)
+    with gr.Blocks(title="legato: continuous identity unlearning", delete_cache=(60, CACHE_MINUTES * 60)) as demo:
         state = gr.State(None, delete_callback=_close_state)
         gr.Markdown(INTRO, elem_id="intro")
         gr.Markdown(f"**Backend:** {backend_label}", elem_id="backend")
@@ -199,21 +381,30 @@ def build_demo(default_steps: int = DEFAULT_STEPS, backend_label: str = EMBEDDED
                                      allow_preview=False, interactive=False, elem_id="examples")
                 with gr.Accordion("Add a face-world identity by id", open=False):
                     with gr.Row():
-                        face_id = gr.Number(value=200_010, precision=0, label="face-world id", elem_id="face_id")
+                        face_id = gr.Number(value=200_010, precision=None, label="face-world id",
+                                            info=f"a whole number from {MIN_FACE_ID:,} to {MAX_FACE_ID:,}: lower "
+                                                 "ids are the networks' training and tuning ranges",
+                                            elem_id="face_id")
                         add_id = gr.Button("Add", elem_id="add_id_btn", scale=0)
-        gr.Markdown(NOTE if face_world else NOTE_PHOTO_MODEL, elem_id="note")
+        with gr.Row():
+            with gr.Column(scale=4):
+                gr.Markdown((NOTE if face_world else NOTE_PHOTO_MODEL) + "\n\n" + privacy_note(), elem_id="note")
+            with gr.Column(scale=1, min_width=200):
+                end_btn = gr.Button("End session (delete everything now)", variant="secondary", size="sm",
+                                    elem_id="end_btn")
         gr.Markdown("## 2 · Forget it")
         with gr.Row():
             with gr.Column(scale=1, min_width=320):
                 identity = gr.Dropdown(choices=[], value=None, label="Identity (the slider controls this one)",
                                        interactive=True, elem_id="identity")
+                remove_btn = gr.Button("Remove identity", size="sm", elem_id="remove_btn")
                 with gr.Row():
                     source = gr.Image(label="your face", interactive=False, height=SHOW,
                                       elem_id="source_image", buttons=[])
                     inversion = gr.Image(label="its inversion", interactive=False, height=SHOW,
                                          elem_id="inversion_image", buttons=[])
             with gr.Column(scale=1, min_width=320):
-                steps = gr.Slider(1, 600, value=default_steps, step=1, label="training steps",
+                steps = gr.Slider(1, MAX_STEPS, value=default_steps, step=1, label="training steps",
                                   info=f"{ForgetConfig().steps} is the default; fewer is faster and forgets less",
                                   elem_id="steps")
                 with gr.Row():
@@ -228,8 +419,13 @@ def build_demo(default_steps: int = DEFAULT_STEPS, backend_label: str = EMBEDDED
         gr.Markdown("## 3 · Dial the forgetting intensity")
         t_slider = gr.Slider(0.0, 1.6, value=0.0, step=0.05, label="intensity t (0 = original model)",
                              interactive=False, elem_id="t_slider")
+        compose = gr.Checkbox(False, label="Compose: also apply this session's other forgotten identities in the "
+                                           "bottom row, each at its own t (off: the bottom row is the selected "
+                                           "identity's adapter alone, so t = 0 is exactly the original)",
+                              elem_id="compose")
         grid = gr.Image(label="top: original model (t = 0) · bottom: adapted model at t", show_label=False,
                         format="jpeg", interactive=False, elem_id="grid", buttons=["download"])
+        composition = gr.Markdown("", elem_id="composition")
         with gr.Row():
             with gr.Column(scale=3):
                 curve = gr.Plot(label="forgetting curve", show_label=False, elem_id="curve")
@@ -243,27 +439,39 @@ def build_demo(default_steps: int = DEFAULT_STEPS, backend_label: str = EMBEDDED
                                          height=120, elem_id="adapter_upload")
         timer = gr.Timer(0.5, active=False)
 
-        entry_outputs = [state, identity, source, inversion, t_slider, grid, curve, status, download]
+        entry_outputs = [state, identity, source, inversion, t_slider, grid, curve, status, download, composition]
+
+        def grid_file(studio: Studio, key: str | None, t: float | None = None) -> str:
+            return str(studio.publish(studio.render_grid(key, t), "grid", "jpeg"))
 
         def entry_view(studio: Studio, entry, text: str | None = None) -> dict:
             out = {
                 state: studio,
                 identity: gr.Dropdown(choices=[(e.label, e.key) for e in studio.entries.values()], value=entry.key),
-                source: _big(entry.source),
-                inversion: _big(entry.inversion),
+                source: str(studio.entry_image(entry, "source", _big(entry.source))),
+                inversion: str(studio.entry_image(entry, "inversion", _big(entry.inversion))),
                 t_slider: gr.Slider(maximum=entry.t_max, value=round(entry.t, 4), interactive=entry.ready),
-                grid: studio.render_grid(entry.key),
+                grid: grid_file(studio, entry.key),
                 curve: curve_figure(studio.curve(entry.key)),
                 download: gr.DownloadButton(value=str(studio.export_adapter(entry.key)) if entry.ready else None,
                                             interactive=entry.ready),
+                composition: studio.composition_text(entry),
             }
             if text is not None:
                 out[status] = text
             return out
 
+        def empty_view(studio: Studio | None, text: str) -> dict:
+            return {state: studio, identity: gr.Dropdown(choices=[], value=None), source: None, inversion: None,
+                    t_slider: gr.Slider(maximum=1.6, value=0.0, interactive=False), grid: None, curve: None,
+                    status: text, download: gr.DownloadButton(value=None, interactive=False), composition: ""}
+
         def added(studio: Studio, entry) -> dict:
             text = (f"Added {entry.name}. Press Forget to train its adapter." if not studio.busy
                     else f"Added {entry.name}. It can be forgotten when the running job ends.")
+            for note in entry.notes:
+                text += f" Note: {note}."
+                gr.Info(f"{entry.name}: {note}.")
             return {**entry_view(studio, entry, text), upload: None}
 
         face_outputs = [face_row, face_found, face_used, face_note]
@@ -283,15 +491,18 @@ def build_demo(default_steps: int = DEFAULT_STEPS, backend_label: str = EMBEDDED
         def on_upload(payload, studio, request: gr.Request):
             path = _path(payload)
             if not path:
-                raise gr.Error("No file arrived. Drop a face image (PNG, JPEG or WebP).")
-            studio = _session(studio, request)
-            name = payload.get("orig_name") if isinstance(payload, dict) else None
+                raise _error("no file arrived; drop a face image (PNG, JPEG or WebP)")
             try:
-                entry = studio.add_image(path, name=name or None)
-            except ImageError as e:
-                raise gr.Error(f"Cannot use this file: {e}.", title="Not a usable image", print_exception=False) from e
-            except StudioError as e:
-                raise gr.Error(str(e), print_exception=False) from e
+                studio = _session(studio, request)
+                name = payload.get("orig_name") if isinstance(payload, dict) else None
+                try:
+                    entry = studio.add_image(path, name=name or None)
+                except ImageError as e:
+                    raise _error(f"Cannot use this file: {e}", title="Not a usable image") from e
+                except StudioError as e:
+                    raise _error(str(e)) from e
+            finally:
+                _forget_upload(path)  # read into memory (or refused): the file itself is not kept
             return {**added(studio, entry), **face_view(studio, entry)}
 
         def on_add_id(face, studio, request: gr.Request):
@@ -299,54 +510,88 @@ def build_demo(default_steps: int = DEFAULT_STEPS, backend_label: str = EMBEDDED
             try:
                 entry = studio.add_identity(face)
             except StudioError as e:
-                raise gr.Error(str(e), print_exception=False) from e
+                raise _error(str(e), title="Id refused") from e
             return {**added(studio, entry), **face_view(studio, entry)}
 
         def on_example(studio, evt: gr.SelectData, request: gr.Request):
             return on_add_id(EXAMPLE_IDS[evt.index], studio, request)
 
         # show_progress_on: the spinner, and on failure gradio's "Error" badge, stay on the input that was used
-        # (by default every output would be replaced by an "Error" badge next to the toast)
+        # (by default every output would be replaced by an "Error" badge next to the toast); a refused file is
+        # cleared from the upload box by the .failure() step
         upload.upload(on_upload, [upload, state], [*entry_outputs, upload, *face_outputs], preprocess=False,
-                      api_name="add_image", show_progress_on=upload, concurrency_limit=2, concurrency_id="invert")
+                      api_name="add_image", show_progress_on=upload, concurrency_limit=2, concurrency_id="invert"
+                      ).failure(lambda: None, None, upload, api_visibility="private", show_progress="hidden")
+        # preprocess=False: the id arrives as sent (no rounding of 3.7 to 4) and Studio.face_id checks it
         add_id.click(on_add_id, [face_id, state], [*entry_outputs, upload, *face_outputs], api_name="add_identity",
-                     show_progress_on=face_id, concurrency_limit=2, concurrency_id="invert")
+                     preprocess=False, show_progress_on=face_id, concurrency_limit=2, concurrency_id="invert")
         gallery.select(on_example, [state], [*entry_outputs, upload, *face_outputs], api_visibility="private",
                        show_progress_on=gallery, concurrency_limit=2, concurrency_id="invert")
 
+        # inputs below are checked by the handlers (preprocess=False): a bad API value gets a clear message, and
+        # gradio's own checks (which log a traceback) never run
         def on_select(key, studio, request: gr.Request):
-            studio = _session(studio, request)
+            studio = _session(studio, request, new_ok=False)
             try:
-                entry = studio.get(key)
+                entry = studio.get(_key(key))
             except StudioError as e:
-                raise gr.Error(str(e), print_exception=False) from e
+                raise _error(str(e)) from e
             if entry.ready:
                 studio.prefill(entry.key)
             return entry_view(studio, entry)
 
         identity.input(on_select, [identity, state], entry_outputs, api_name="select", show_progress_on=identity,
-                       concurrency_limit=4, concurrency_id="render")
+                       preprocess=False, concurrency_limit=4, concurrency_id="render")
+
+        def on_remove(key, studio, request: gr.Request):
+            studio = _session(studio, request, new_ok=False)
+            try:
+                gone = studio.remove(_key(key))
+            except StudioError as e:
+                raise _error(str(e)) from e
+            text = f"Removed {gone.name}: its adapter and its files are deleted."
+            if not studio.entries:
+                return empty_view(studio, text + " Add a face to begin.")
+            entry = studio.get()
+            if entry.ready:
+                studio.prefill(entry.key)
+            return entry_view(studio, entry, text)
+
+        remove_btn.click(on_remove, [identity, state], entry_outputs, api_name="remove", preprocess=False,
+                         show_progress_on=identity, concurrency_limit=4, concurrency_id="render")
+
+        def on_end(studio, request: gr.Request):
+            sid = getattr(request, "session_hash", None)
+            with _SESSIONS_LOCK:
+                live = SESSIONS.pop(sid, None) if sid is not None else None
+            for s in {id(x): x for x in (studio, live) if x is not None}.values():
+                _end(s, "ended")
+            return {**empty_view(None, "Session ended: everything it held was deleted. Add a face to start again."),
+                    loss_plot: None, preview: None, timer: gr.Timer(active=False), compose: False}
+
+        end_btn.click(on_end, [state], [*entry_outputs, loss_plot, preview, timer, compose], api_name="end_session",
+                      concurrency_limit=None)
 
         # -- forgetting job ------------------------------------------------------------------------------------
         def on_forget(key, n_steps, studio, request: gr.Request):
-            studio = _session(studio, request)
+            studio = _session(studio, request, new_ok=False)
+            n_steps = _number(n_steps, "training steps", 1, MAX_STEPS, whole=True)
             try:
-                studio.start_forget(key or None, steps=int(n_steps))
+                studio.start_forget(_key(key), steps=n_steps)
             except BusyError as e:
                 gr.Warning(f"Only one job per session: {e}.", duration=6)
                 return {state: studio, status: f"Only one job per session: {e}.", timer: gr.Timer(active=True)}
             except StudioError as e:
-                gr.Warning(str(e))
-                return {state: studio}
+                raise _error(str(e)) from e
             st = studio.status()
             return {state: studio, status: st.text(), timer: gr.Timer(active=True),
                     loss_plot: loss_figure([], st.steps), preview: None}
 
         forget_btn.click(on_forget, [identity, steps, state], [state, status, timer, loss_plot, preview],
-                         api_name="forget", concurrency_limit=None)
+                         api_name="forget", preprocess=False, concurrency_limit=None)
 
         def on_poll(key, studio):
-            if studio is None or studio.status() is None:
+            if studio is None or studio.closed or studio.status() is None:
                 return {timer: gr.Timer(active=False)}
             st = studio.status()
             out = {status: st.text(), timer: gr.Timer(active=not st.done)}
@@ -355,15 +600,22 @@ def build_demo(default_steps: int = DEFAULT_STEPS, backend_label: str = EMBEDDED
                 out[loss_plot] = loss_figure(st.losses, st.steps)
                 ui["step"], ui["task"] = st.step, id(studio.task)
             if st.preview is not None and ui.get("preview") is not st.preview:
-                out[preview] = _big(to_pil(st.preview))
+                out[preview] = str(studio.publish(_big(to_pil(st.preview)), "preview"))
                 ui["preview"] = st.preview
             fin = studio.take_finished()
-            if fin is not None and fin.state == "done":
-                out.update(entry_view(studio, studio.get(fin.key)))
+            if fin is not None:  # a training run's garbage: give it back now, not when the session ends
+                threading.Thread(target=release_memory, daemon=True, name="legato-release").start()
+            if fin is not None and fin.state == "done" and fin.key in studio.entries:
+                # the view stays on the identity the person is looking at; only its list and status change
+                shown = key if isinstance(key, str) and key in studio.entries else fin.key
+                text = None
+                if shown != fin.key:
+                    text = f"{st.text()} (Select {studio.get(fin.key).label} to move its slider.)"
+                out.update(entry_view(studio, studio.get(shown), text))
             return out
 
         timer.tick(on_poll, [identity, state], [*entry_outputs, loss_plot, preview, timer], api_name="poll",
-                   concurrency_limit=None, show_progress="hidden")
+                   preprocess=False, concurrency_limit=None, show_progress="hidden")
 
         def on_cancel(studio):
             if studio is None or not studio.cancel():
@@ -374,58 +626,89 @@ def build_demo(default_steps: int = DEFAULT_STEPS, backend_label: str = EMBEDDED
         cancel_btn.click(on_cancel, [state], [status], api_name="cancel", concurrency_limit=None)
 
         # -- intensity ------------------------------------------------------------------------------------------
+        def _entry_and_t(t, key, studio):
+            try:
+                entry = studio.get(_key(key))
+            except StudioError as e:
+                raise _error(str(e)) from e
+            return entry, _number(t, "t", 0.0, round(entry.t_max, 6))
+
         def on_slide(t, key, studio):
             if studio is None or not studio.entries:
-                return gr.skip()
-            try:
-                return studio.render_grid(key or None, t)
-            except StudioError as e:
-                raise gr.Error(str(e), print_exception=False) from e
+                return gr.skip(), gr.skip()
+            entry, t = _entry_and_t(t, key, studio)
+            studio.touch()
+            return grid_file(studio, entry.key, t), studio.composition_text(entry)
 
-        t_slider.input(on_slide, [t_slider, identity, state], grid, trigger_mode="always_last",
-                       show_progress="hidden", api_name="render", concurrency_limit=4, concurrency_id="render")
+        t_slider.input(on_slide, [t_slider, identity, state], [grid, composition], trigger_mode="always_last",
+                       preprocess=False, show_progress="hidden", api_name="render", concurrency_limit=4,
+                       concurrency_id="render")
 
         def on_slide_curve(t, key, studio):
             if studio is None or not studio.entries:
                 return gr.skip()
-            try:
-                studio.set_t(key or studio.get().key, t)
-                return curve_figure(studio.curve(key or None))
-            except StudioError as e:
-                raise gr.Error(str(e), print_exception=False) from e
+            entry, t = _entry_and_t(t, key, studio)
+            studio.touch()
+            studio.set_t(entry.key, t)
+            return curve_figure(studio.curve(entry.key))
 
         # the curve's marker follows on release: redrawing the plot on every input costs the browser ~90 ms
         t_slider.release(on_slide_curve, [t_slider, identity, state], curve, show_progress="hidden",
-                         api_name="curve", concurrency_limit=4)
+                         preprocess=False, api_name="curve", concurrency_limit=4)
+
+        def on_compose(on, key, studio, request: gr.Request):
+            if not isinstance(on, bool):
+                raise _error(f"the compose switch is true or false; got {on!r}")
+            studio = _session(studio, request, new_ok=False)
+            studio.set_compose(on)
+            if not studio.entries:
+                return {state: studio}
+            try:
+                entry = studio.get(_key(key))
+            except StudioError as e:
+                raise _error(str(e)) from e
+            if entry.ready:
+                studio.prefill(entry.key)
+            return {state: studio, grid: grid_file(studio, entry.key), composition: studio.composition_text(entry)}
+
+        compose.input(on_compose, [compose, identity, state], [state, grid, composition], api_name="compose",
+                      preprocess=False, show_progress="hidden", concurrency_limit=4, concurrency_id="render")
 
         # -- adapters in and out --------------------------------------------------------------------------------
         def on_export(key, studio):
-            if studio is None:
-                raise gr.Error("Nothing to download yet: forget an identity first.")
+            if studio is None or studio.closed:
+                raise _error("nothing to download yet: forget an identity first")
+            studio.touch()
             try:
-                return str(studio.export_adapter(key or None))
+                return str(studio.export_adapter(_key(key)))
             except StudioError as e:
-                raise gr.Error(str(e), print_exception=False) from e
+                raise _error(str(e)) from e
 
         # the button's file is set whenever a forgotten identity is shown; the click downloads it (and, through
         # the API, returns it)
-        download.click(on_export, [identity, state], download, api_name="export_adapter", show_progress="hidden")
+        download.click(on_export, [identity, state], download, api_name="export_adapter", preprocess=False,
+                       show_progress="hidden")
 
         def on_import(payload, studio, request: gr.Request):
             path = _path(payload)
             if not path:
-                raise gr.Error("No file arrived. Upload an adapter .safetensors file.")
-            studio = _session(studio, request)
+                raise _error("no file arrived; upload an adapter .safetensors file")
             try:
-                entry = studio.import_adapter(path)
-            except StudioError as e:
-                raise gr.Error(str(e), title="Adapter refused", print_exception=False) from e
+                studio = _session(studio, request)
+                try:
+                    entry = studio.import_adapter(path)
+                except StudioError as e:
+                    raise _error(str(e), title="Adapter refused") from e
+            finally:
+                _forget_upload(path)
             st = studio.status()
             return {**entry_view(studio, entry, st.text() if st else None), timer: gr.Timer(active=True),
                     adapter_upload: None}
 
         adapter_upload.upload(on_import, [adapter_upload, state], [*entry_outputs, timer, adapter_upload],
-                              preprocess=False, api_name="import_adapter", show_progress_on=adapter_upload)
+                              preprocess=False, api_name="import_adapter", show_progress_on=adapter_upload
+                              ).failure(lambda: None, None, adapter_upload, api_visibility="private",
+                                        show_progress="hidden")
 
         demo.unload(on_unload)
     return demo
@@ -453,7 +736,7 @@ def load_resources(spec: BackendSpec) -> Resources:
 
 
 def main(argv: list[str] | None = None) -> None:
-    global demo
+    global demo, IDLE_MINUTES
     ap = argparse.ArgumentParser(description="legato demo (gradio); every flag of the backend group can also be set "
                                              "with its LEGATO_* environment variable, e.g. LEGATO_BACKEND=ddpm")
     ap.add_argument("--host", default=None,
@@ -466,10 +749,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=int(os.environ.get("LEGATO_THREADS", 0)),
                     help="torch threads per operation (0: torch's default)")
     ap.add_argument("--max-file-size", default=MAX_FILE_SIZE, help="largest upload, e.g. 10mb")
+    ap.add_argument("--idle-minutes", type=float, default=IDLE_MINUTES,
+                    help="a session with no request for this long ends and its files are deleted (LEGATO_IDLE_MINUTES)")
     add_backend_options(ap, judge=False, environ=os.environ)
     args = ap.parse_args(argv)
     if args.max_jobs < 1:
         ap.error("--max-jobs must be at least 1")
+    if not args.idle_minutes > 0:
+        ap.error("--idle-minutes must be more than 0")
     spec = BackendSpec.from_args(args)
     try:
         spec.check()  # flags (or LEGATO_* variables) that are wrong fail here, before anything loads
@@ -486,10 +773,26 @@ def main(argv: list[str] | None = None) -> None:
     print(f"legato demo: backend {res.backend_label}")
     if not res.face_world and res.judge is None:
         print("legato demo: no insightface pack (--insightface-pack), so no judge: forgetting curves are off")
-    if args.steps != DEFAULT_STEPS or not spec.is_default:
+    if args.steps != DEFAULT_STEPS or not spec.is_default or args.idle_minutes != IDLE_MINUTES:
+        IDLE_MINUTES = args.idle_minutes
         demo = build_demo(default_steps=args.steps, backend_label=res.backend_label, face_world=res.face_world)
-    demo.queue(default_concurrency_limit=2).launch(server_name=host, server_port=args.port, share=args.share,
-                                                   max_file_size=args.max_file_size, **launch_options())
+    # quiet: gradio's own start-up lines would tell people to "set share=True in launch()"; these are the app's
+    _, local_url, share_url = demo.queue(default_concurrency_limit=2).launch(
+        server_name=host, server_port=args.port, share=args.share, max_file_size=args.max_file_size, quiet=True,
+        prevent_thread_lock=True, **launch_options())
+    where = "reachable from other machines" if host not in ("127.0.0.1", "localhost", "::1") else "this machine only"
+    print(f"legato demo: open {local_url} ({where})")
+    if share_url:
+        print(f"legato demo: public link {share_url} (temporary; anyone with it can use this demo)")
+    elif args.share:
+        print("legato demo: no public link could be made (no network?); the local address above works")
+    else:
+        print("legato demo: for a temporary public link, start it with --share (bash scripts/demo.sh --share)")
+    print("legato demo: Ctrl+C stops it")
+    try:
+        demo.block_thread()
+    finally:
+        close_sessions()
 
 
 if __name__ == "__main__":

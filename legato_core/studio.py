@@ -25,7 +25,7 @@ import tempfile
 import threading
 import time
 import weakref
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,13 +40,15 @@ from .adapters import AdapterMismatchError, ODEAdapter, ODEConfig, active
 from .faces import FaceCrop, FaceError, PreparedFace, prepare_face
 from .images import ImageError, open_image, to_pil
 from .metrics import AdapterKnob, identity_similarity
-from .ranges import DEVELOPMENT
+from .ranges import DEVELOPMENT, EVALUATION_START
 from .unlearning.engine import ForgetConfig, ForgetJob, ProgressEvent
 
 EXAMPLE_IDS = tuple(range(DEVELOPMENT.start + 1, DEVELOPMENT.start + 9))  # 200_001 .. 200_008
 RETAINED_IDS = tuple(range(DEVELOPMENT.start + 101, DEVELOPMENT.start + 105))  # 200_101 .. 200_104
 MAX_IDENTITIES = 6
 CURVE_POINTS = 9
+MIN_FACE_ID = DEVELOPMENT.start  # below: ids the networks were trained or tuned on (legato_core.ranges)
+MAX_FACE_ID = 999_999_999  # a sane maximum for the "add by id" box
 
 
 class StudioError(ValueError):
@@ -114,6 +116,30 @@ class JobQueue:
                     return i + 1
             return None
 
+    def wait_estimate(self, ticket: object) -> float | None:
+        """Seconds until ``ticket`` should get a slot, from what the jobs ahead of it still need
+        (``ticket.expected_remaining()``, None when unknown); None if not waiting or nothing is known yet."""
+        with self._cond:
+            if ticket not in self._waiting:
+                return None
+            ahead = self._waiting[: self._waiting.index(ticket)]
+            running = list(self._running)
+            free = self._max_jobs
+        slots = []
+        for t in running:
+            left = getattr(t, "expected_remaining", lambda: None)()
+            if left is None:
+                return None
+            slots.append(max(float(left), 0.0))
+        slots = sorted(slots + [0.0] * max(free - len(slots), 0))[:max(free, 1)]
+        for t in ahead:  # each job ahead takes the slot that frees first
+            need = getattr(t, "expected_remaining", lambda: None)()
+            if need is None:
+                return None
+            slots[0] += float(need)
+            slots.sort()
+        return slots[0]
+
     @property
     def running(self) -> int:
         return len(self._running)
@@ -124,6 +150,39 @@ class JobQueue:
 
 
 JOB_QUEUE = JobQueue(1)
+
+
+class JobTimes:
+    """Server-wide running averages of how long a training step and a forgetting-curve evaluation take, for the
+    queue's time estimates (exponential moving averages; nothing until the first job has finished)."""
+
+    def __init__(self, weight: float = 0.3):
+        self._lock = threading.Lock()
+        self.weight = weight
+        self.step_seconds: float | None = None
+        self.curve_seconds: float | None = None
+
+    def _mix(self, old: float | None, new: float) -> float:
+        return new if old is None else (1 - self.weight) * old + self.weight * new
+
+    def record(self, steps: int | None = None, train_seconds: float | None = None,
+               curve_seconds: float | None = None) -> None:
+        with self._lock:
+            if steps and train_seconds is not None:
+                self.step_seconds = self._mix(self.step_seconds, train_seconds / steps)
+            if curve_seconds is not None:
+                self.curve_seconds = self._mix(self.curve_seconds, curve_seconds)
+
+
+JOB_TIMES = JobTimes()
+
+
+def _duration(seconds: float) -> str:
+    """42 -> "about 45 s", 130 -> "about 2 min 10 s", 3700 -> "about 62 min"."""
+    if seconds < 60:
+        return f"about {max(5, 5 * round(seconds / 5))} s"
+    minutes, rest = divmod(int(10 * round(seconds / 10)), 60)
+    return f"about {minutes} min" + (f" {rest} s" if rest and minutes < 10 else "")
 
 
 # -- shared, process-wide resources ------------------------------------------------------------------------------
@@ -178,6 +237,11 @@ class Resources:
     def face_crop(self) -> FaceCrop:
         """The crop uploads are aligned to: the backend's own."""
         return self.base.face_crop()
+
+    @property
+    def has_judge(self) -> bool:
+        """Whether jobs measure a forgetting curve (without loading the judge)."""
+        return self._judge is not None or self.face_world
 
     @property
     def judge(self):
@@ -276,6 +340,7 @@ class Entry:
     steps: int | None = None
     face: PreparedFace | None = None  # uploads: the faces detected and the crop used (legato_core.faces)
     face_preview: Image.Image | None = None  # uploads: the photo, small, with the detected boxes drawn
+    notes: list[str] = field(default_factory=list)  # what the person should be told about their file
     _base_target: torch.Tensor | None = field(default=None, repr=False)  # uint8 t = 0 renders of grid_views
     _export: tuple | None = field(default=None, repr=False)  # (adapter, path) of the session's exported copy
 
@@ -304,6 +369,7 @@ class JobStatus:
     elapsed: float = 0.0
     eta: float | None = None
     queue_position: int | None = None
+    queue_wait: float | None = None  # estimated seconds until a queued job starts (None: not known yet)
     queue_running: int = 0
     max_jobs: int = 1
     losses: list[dict] = field(default_factory=list)
@@ -316,11 +382,17 @@ class JobStatus:
         return self.state in ("done", "cancelled", "failed")
 
     def text(self) -> str:
+        if self.state == "queued" and self.queue_position == 0:  # a slot is taken: training starts now
+            return f"Forgetting {self.name}: starting…"
         if self.state == "queued":
             who = "job runs" if self.max_jobs == 1 else "jobs run"
             place = f"place {self.queue_position} in the queue" if self.queue_position else "joining the queue"
+            if self.queue_wait is not None:
+                when = f"yours should start in {_duration(self.queue_wait)}"
+            else:
+                when = "an estimate follows once the job ahead has made some progress"
             return (f"Waiting for the server: {place} ({self.max_jobs} {who} at a time, "
-                    f"{self.queue_running} running now).")
+                    f"{self.queue_running} running now); {when}.")
         if self.state == "training":
             if self.step == 0:
                 return f"Forgetting {self.name}: starting…"
@@ -347,8 +419,10 @@ class ForgetTask:
 
     def __init__(self, res: Resources, queue: JobQueue, entry: Entry, config: ForgetConfig | None,
                  adapter: ODEAdapter | None, on_done: Callable[[ForgetTask], None], curve_views: int = 6,
-                 preview_every: int = 5):
+                 preview_every: int = 5, times: JobTimes | None = None):
         self.id = next(self._ids)
+        self.times = times or JOB_TIMES
+        self._eval_t0: float | None = None
         self.res, self.queue, self.entry, self.config = res, queue, entry, config
         self.adapter, self.curve = adapter, None
         self.on_done, self.curve_views, self.preview_every = on_done, curve_views, preview_every
@@ -404,13 +478,16 @@ class ForgetTask:
                         return
                     self.adapter = self.job.result.adapter
                     self.train_seconds = self.job.result.seconds
+                    self.times.record(steps=self.config.steps, train_seconds=self.train_seconds)
                 judge = self.res.judge
                 if judge is not None:  # None: a diffusers backend without an insightface pack, so no curve
                     self.state = "evaluating"
+                    self._eval_t0 = time.time()
                     views = self.curve_views if self.res.base.has_views else 1  # DDIM from x_T has no views
                     self.curve = forgetting_curve(backend, self.adapter, self.entry.latent, judge,
                                                   self.res.curve_retained_latents, views,
                                                   should_stop=self._stop.is_set)
+                    self.times.record(curve_seconds=time.time() - self._eval_t0)
                 self.seconds = time.time() - self._t0
                 self.on_done(self)
                 self.state = "done"
@@ -424,6 +501,28 @@ class ForgetTask:
             self.error = f"{type(e).__name__}: {e}"
             self.state = "failed"
 
+    def expected_remaining(self) -> float | None:
+        """Seconds this task still needs (training, then its curve), from its own progress and the server's
+        averages; None when nothing is known yet (before the first job on this server has finished)."""
+        if self.done:
+            return 0.0
+        curve = self.times.curve_seconds if self.res.has_judge else 0.0
+        if self.state == "evaluating":
+            return None if curve is None else max(curve - (time.time() - (self._eval_t0 or time.time())), 1.0)
+        steps = self.config.steps if self.config is not None else 0
+        ev = self.job.latest if self.job is not None else None
+        if ev is not None and ev.step > 0:
+            train = float(ev.eta)
+            per_step = ev.elapsed / ev.step
+        else:
+            per_step = self.times.step_seconds
+            if per_step is None and steps:
+                return None
+            train = steps * (per_step or 0.0)
+        if curve is None:  # no curve measured yet on this server: guess it as 20 training steps
+            curve = 20 * per_step if per_step is not None else None
+        return None if curve is None else train + curve
+
     def status(self) -> JobStatus:
         st = JobStatus(self.entry.key, self.entry.name, self.state, max_jobs=self.queue.max_jobs,
                        queue_running=self.queue.running, preview=self.preview, error=self.error,
@@ -432,6 +531,7 @@ class ForgetTask:
             st.steps = self.config.steps
         if self.state == "queued":
             st.queue_position = self.queue.position(self)
+            st.queue_wait = self.queue.wait_estimate(self)
         ev = self.job.latest if self.job is not None else None
         if ev is not None:
             st.step, st.steps, st.eta = ev.step, ev.steps, ev.eta
@@ -473,9 +573,13 @@ class Studio:
     LABEL_W = 112
     HEADER_H = 32
 
+    KEEP_FILES = 6  # rendered files of one kind kept in the session folder (older ones are deleted)
+
     def __init__(self, resources: Resources | None = None, queue: JobQueue | None = None,
                  default_config: ForgetConfig | None = None, curve_views: int = 6, max_identities: int = MAX_IDENTITIES,
-                 render_cache: int = 40, slider_step: float | None = 0.05):
+                 render_cache: int = 40, slider_step: float | None = 0.05, session_root: str | Path | None = None):
+        """``session_root``: where this session's folder is made (default: the system temp dir); the app puts it
+        inside gradio's cache so that gradio serves the files from there instead of copying them."""
         self.res = resources or get_resources()
         self.queue = queue or JOB_QUEUE
         self.default_config = default_config or ForgetConfig()
@@ -488,6 +592,13 @@ class Studio:
         self._cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()
         self._cache_size = max(render_cache, int(2 / slider_step) + 4 if slider_step else 0)
         self._tmpdir: Path | None = None
+        self.session_root = Path(session_root) if session_root is not None else None
+        self._published: dict[str, deque[Path]] = {}
+        self._file_ids = itertools.count(1)
+        self.compose = False  # apply the session's other forgotten identities in the bottom row too
+        self.last_active = time.monotonic()
+        self.closed_reason: str | None = None
+        self._threads: list[threading.Thread] = []
         self.slider_step = slider_step
         self._prefill_key: str | None = None
         self._prefill_wake = threading.Event()
@@ -502,12 +613,22 @@ class Studio:
         """Which backend is live (shown in the app), e.g. "embedded face world (CPU)"."""
         return self.res.backend_label
 
+    def touch(self) -> None:
+        """The person did something: the session's idle clock starts again."""
+        self.last_active = time.monotonic()
+
+    @property
+    def idle_seconds(self) -> float:
+        """Seconds since the last ``touch``; a running or queued job counts as activity."""
+        return 0.0 if self.busy else time.monotonic() - self.last_active
+
     # -- identities ----------------------------------------------------------------------------------------
     def _check_room(self) -> None:
         if self.closed:
             raise StudioError("this session has ended; reload the page")
         if len(self.entries) >= self.max_identities:
-            raise StudioError(f"this session already holds {self.max_identities} identities, the most it can hold")
+            raise StudioError(f"this session already holds {self.max_identities} identities, the most it can hold; "
+                              "remove one (select it and press “Remove identity”) to make room for another")
 
     def _add(self, name: str, image: torch.Tensor) -> Entry:
         """image: (3, S, S) in [0, 1], S = ``Resources.image_size``."""
@@ -540,25 +661,53 @@ class Studio:
             raise StudioError(str(e)) from e
 
     def add_image(self, image: str | Path | Image.Image, name: str | None = None) -> Entry:
-        """Add a face from a file or PIL image (validated: RGBA/grey/CMYK/EXIF are normalised, junk refused; the
-        face is detected and aligned first, see :meth:`prepare_upload`)."""
-        im = open_image(image)  # raises ImageError with a clear message
+        """Add a face from a file or PIL image (validated: every PIL mode and EXIF orientation are normalised, an
+        animated image gives its first frame, junk is refused; the face is detected and aligned first, see
+        :meth:`prepare_upload`). ``Entry.notes`` says what the person should know."""
+        self._check_room()
+        notes: list[str] = []
+        im = open_image(image, notes)  # raises ImageError with a clear message
         if name is None:
             name = Path(image).name if isinstance(image, str | Path) else "uploaded face"
-        self._check_room()
         face = self.prepare_upload(im)
         entry = self._add(name, face.image)
         entry.face, entry.face_preview = face, face.annotated(im)
+        entry.notes = notes
         return entry
 
+    @staticmethod
+    def face_id(value) -> int:
+        """The "add by id" value as a face-world id: a whole number from ``MIN_FACE_ID`` (200,000: the development
+        range, then the evaluation range from 1,000,000) to ``MAX_FACE_ID``; otherwise a StudioError that says why.
+        Nothing is rounded: 3.7 is refused, not read as 4."""
+        if isinstance(value, str):
+            text = value.strip().replace(",", "").replace("_", "")
+            try:
+                value = int(text)
+            except ValueError:
+                try:
+                    value = float(text)
+                except ValueError:
+                    raise StudioError(f"a face-world id is a whole number such as {MIN_FACE_ID + 10}; "
+                                      f"{value!r} is not one") from None
+        if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+            raise StudioError(f"a face-world id is a whole number such as {MIN_FACE_ID + 10}; {value!r} is not one")
+        if isinstance(value, float | np.floating) and not (np.isfinite(value) and float(value).is_integer()):
+            raise StudioError(f"a face-world id is a whole number such as {MIN_FACE_ID + 10}; {value!r} is not one "
+                              "(ids are not rounded)")
+        n = int(value)
+        if n < MIN_FACE_ID:
+            raise StudioError(f"face-world id {n:,} is refused: ids below {MIN_FACE_ID:,} are the ones the networks "
+                              "were trained and tuned on, so forgetting one would not be a fair test; use an id from "
+                              f"{MIN_FACE_ID:,} (development range) or from {EVALUATION_START:,} (evaluation range)")
+        if n > MAX_FACE_ID:
+            raise StudioError(f"face-world id {n:,} is refused: this demo takes ids from {MIN_FACE_ID:,} "
+                              f"to {MAX_FACE_ID:,}")
+        return n
+
     def add_identity(self, face_id: int) -> Entry:
-        """Add a face-world identity by id (frontal view 0)."""
-        try:
-            face_id = int(face_id)
-        except (TypeError, ValueError) as e:
-            raise StudioError(f"a face-world id is a whole number, got {face_id!r}") from e
-        if face_id < 0:
-            raise StudioError(f"face-world ids are non-negative, got {face_id}")
+        """Add a face-world identity by id (frontal view 0); see ``face_id`` for the ids taken."""
+        face_id = self.face_id(face_id)
         if not self.res.face_world:
             raise StudioError(f"face-world identities need the embedded backend; this demo runs "
                               f"{self.res.backend_label}: upload a photo instead")
@@ -566,20 +715,32 @@ class Studio:
 
     def get(self, key: str | None = None) -> Entry:
         with self._lock:
+            if self.closed:
+                raise StudioError("this session has ended; reload the page")
             if not self.entries:
                 raise StudioError("add a face first: drop an image or pick a face-world identity")
             if key is None or key == "":
                 return next(reversed(self.entries.values()))
-            if key not in self.entries:
-                raise StudioError(f"no identity {key!r} in this session")
+            if not isinstance(key, str) or key not in self.entries:
+                raise StudioError(f"there is no identity {key!r} in this session; choose one from the Identity list")
             return self.entries[key]
 
-    def remove(self, key: str) -> None:
+    def remove(self, key: str, wait: float = 10.0) -> Entry:
+        """Drop an identity with its adapter, its renders and its exported file; a job running for it is cancelled
+        (waited for up to ``wait`` seconds, so that the next job can start)."""
         with self._lock:
-            if self.task is not None and not self.task.done and self.task.entry.key == key:
-                raise BusyError("cancel the running job for this identity first")
-            self.entries.pop(key, None)
+            entry = self.get(key or None)
+            task = self.task if self.task is not None and self.task.entry is entry and not self.task.done else None
+            if task is not None:
+                task.cancel()
+            self.entries.pop(entry.key, None)
             self._cache.clear()
+            for path in self._entry_files(entry):
+                path.unlink(missing_ok=True)
+            entry._export, entry.adapter, entry.curve = None, None, None
+        if task is not None:
+            task.thread.join(wait)
+        return entry
 
     # -- jobs ------------------------------------------------------------------------------------------------
     @property
@@ -680,11 +841,63 @@ class Studio:
         base.append(self.res.retained_base)
         return torch.cat(lat), torch.cat(vw), torch.cat(base)
 
-    def _rows_u8(self, entry: Entry, t: float) -> tuple[torch.Tensor, torch.Tensor, bool]:
-        """uint8 (before, after, cache_hit) with ``entry`` at ``t`` and every other ready adapter at its own t."""
+    def set_compose(self, on: bool) -> None:
+        """Whether the bottom row also applies this session's other forgotten identities, each at its own t."""
         with self._lock:
-            ts = {e.key: (t if e is entry else e.t) for e in self.entries.values() if e.ready}
-            adapters = [(e.key, e.adapter) for e in self.entries.values() if e.ready]
+            self.compose = bool(on)
+
+    def composed(self, entry: Entry) -> list[Entry]:
+        """The other forgotten identities whose adapters act in ``entry``'s bottom row (composition on, t > 0)."""
+        with self._lock:
+            if not self.compose:
+                return []
+            return [e for e in self.entries.values() if e.ready and e is not entry and e.t > 0]
+
+    def _own_and_applied(self, entry: Entry | None) -> tuple[Entry, str, list[Entry], str]:
+        with self._lock:
+            entry = entry if entry is not None else self.get()
+            applied = self.composed(entry)
+            own = f"{entry.name} at t = {entry.t:.2f}" if entry.ready else f"{entry.name} (not forgotten yet)"
+        names = [f"{e.name} at t = {e.t:.2f}" for e in applied]
+        listed = (names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]) if names else ""
+        return entry, own, applied, listed
+
+    def composition_footer(self, entry: Entry | None = None) -> str:
+        """The line written under the grid's rows when other adapters act in the bottom row ("" otherwise), so that
+        a composed grid says so wherever it is shown or saved."""
+        with self._lock:
+            if not self.entries:
+                return ""
+            _, own, applied, listed = self._own_and_applied(entry)
+        return f"Bottom row: {own}, composed with {listed}." if applied else ""
+
+    def composition_text(self, entry: Entry | None = None) -> str:
+        """One or two plain sentences for the page on what the bottom row applies ("" when there is nothing to
+        say: no other forgotten identity in the session)."""
+        with self._lock:
+            if not self.entries:
+                return ""
+            entry, own, applied, listed = self._own_and_applied(entry)
+            others = [e for e in self.entries.values() if e.ready and e is not entry]
+        if applied:
+            return (f"Composition is on: the bottom row applies {own} together with {listed}. Each identity keeps "
+                    "its own t; select one to change it.")
+        if self.compose and others:
+            return f"Composition is on, but every other forgotten identity is at t = 0: the bottom row is {own} alone."
+        if others:
+            n = len(others)
+            return (f"Bottom row: {own} alone; composition is off, so the {n} other forgotten "
+                    f"identit{'y' if n == 1 else 'ies'} of this session {'is' if n == 1 else 'are'} not applied.")
+        return ""
+
+    def _rows_u8(self, entry: Entry, t: float) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        """uint8 (before, after, cache_hit) with ``entry``'s adapter at ``t``; with composition on, every other
+        ready adapter acts too, each at its own t. Composition off and t = 0: after is exactly before."""
+        with self._lock:
+            ts = {e.key: e.t for e in self.composed(entry)}
+            if entry.ready:
+                ts[entry.key] = t
+            adapters = [(e.key, e.adapter) for e in self.entries.values() if e.key in ts]
             lat, vw, before = self._grid_inputs(entry)
             running = tuple((k, id(a), round(ts[k], 6)) for k, a in adapters if ts[k] > 0)
             if not running:
@@ -717,8 +930,7 @@ class Studio:
         if t is not None:
             self.set_t(entry.key, t)
         before, after, _ = self._rows_u8(entry, entry.t)
-        others = sum(1 for e in self.entries.values() if e.ready and e is not entry and e.t > 0)
-        return self.compose_grid(before, after, entry, others)
+        return self.compose_grid(before, after, entry, self.composition_footer(entry))
 
     # -- background prefill of the slider's positions -------------------------------------------------------------
     def slider_values(self, entry: Entry) -> list[float]:
@@ -761,8 +973,9 @@ class Studio:
                 time.sleep(0.005)  # yield the CPU to an interactive render between two prefills
             self.prefill_done = not self._prefill_wake.is_set()
 
-    def compose_grid(self, before: torch.Tensor, after: torch.Tensor, entry: Entry, others: int = 0) -> Image.Image:
-        """uint8 rows (N, 3, 64, 64) -> labelled grid image.
+    def compose_grid(self, before: torch.Tensor, after: torch.Tensor, entry: Entry, footer: str = "") -> Image.Image:
+        """uint8 rows (N, 3, 64, 64) -> labelled grid image; ``footer``: text under the rows, in the labels' font
+        (what the bottom row composes).
 
         The cells are laid out at half scale and the whole canvas is upscaled once (PIL bicubic, ~1 ms); every
         cell sits on a 16 px boundary of the result, so identical cells give identical JPEG blocks.
@@ -795,10 +1008,29 @@ class Studio:
         draw.text((8, y1 + 2), "t = 0", fill=(90, 90, 90), font=small)
         draw.text((8, y2 - 18), "forgetting", fill=(0, 0, 0), font=font)
         draw.text((8, y2 + 2), f"t = {entry.t:.2f}", fill=(90, 90, 90), font=small)
-        if others:
-            draw.text((8, y2 + 18), f"+ {others} other adapter{'s' if others > 1 else ''}", fill=(90, 90, 90),
-                      font=small)
+        if footer:
+            im = self._add_footer(im, footer, font)
         return im
+
+    @staticmethod
+    def _add_footer(im: Image.Image, text: str, font) -> Image.Image:
+        """``im`` with a white band below it holding ``text``, wrapped to the image's width."""
+        draw = ImageDraw.Draw(im)
+        lines, line = [], ""
+        for word in text.split():
+            trial = f"{line} {word}".strip()
+            if line and draw.textlength(trial, font=font) > im.width - 16:
+                lines.append(line)
+                line = word
+            else:
+                line = trial
+        lines.append(line)
+        out = Image.new("RGB", (im.width, im.height + 8 + 20 * len(lines)), (255, 255, 255))
+        out.paste(im, (0, 0))
+        draw = ImageDraw.Draw(out)
+        for i, text_line in enumerate(lines):
+            draw.text((8, im.height + 2 + 20 * i), text_line, fill=(0, 0, 0), font=font)
+        return out
 
     # -- curve ------------------------------------------------------------------------------------------------
     def curve(self, key: str | None = None) -> dict | None:
@@ -808,11 +1040,68 @@ class Studio:
             return None
         return {**entry.curve, "current_t": entry.t, "name": entry.name}
 
-    # -- adapters in and out ----------------------------------------------------------------------------------
+    # -- this session's files --------------------------------------------------------------------------------
     def _dir(self) -> Path:
-        if self._tmpdir is None:
-            self._tmpdir = Path(tempfile.mkdtemp(prefix="legato-session-"))
+        """This session's folder (made on first use, removed by ``close``): every file the session writes."""
+        with self._lock:
+            if self.closed:
+                raise StudioError("this session has ended; reload the page")
+            if self._tmpdir is None:
+                if self.session_root is not None:
+                    self.session_root.mkdir(parents=True, exist_ok=True)
+                self._tmpdir = Path(tempfile.mkdtemp(prefix="legato-session-", dir=self.session_root))
+            return self._tmpdir
+
+    @property
+    def folder(self) -> Path | None:
+        """This session's folder, None before the first file (and after ``close``)."""
         return self._tmpdir
+
+    def files(self) -> list[Path]:
+        """Every file this session has on disk now."""
+        folder = self._tmpdir
+        if folder is None or not folder.exists():
+            return []
+        return sorted(p for p in folder.rglob("*") if p.is_file())
+
+    def _entry_files(self, entry: Entry) -> list[Path]:
+        folder = self._tmpdir
+        if folder is None:
+            return []
+        return [p for p in folder.glob(f"*-{entry.key}.*") if p.is_file()] + \
+            ([entry._export[1]] if entry._export is not None else [])
+
+    @staticmethod
+    def _save_image(im: Image.Image, path: Path) -> Path:
+        tmp = path.with_name(f".{path.name}")
+        if path.suffix == ".jpeg":
+            im.save(tmp, "JPEG", quality=75)  # what gradio's own JPEG encoding of the grid used
+        else:
+            im.save(tmp, "PNG")
+        os.replace(tmp, path)  # never a half-written file on the page
+        return path
+
+    def publish(self, image: Image.Image, kind: str, fmt: str = "png") -> Path:
+        """Write an image the page shows (``kind``: grid, preview, ...) into this session's folder and return its
+        path; only the last ``KEEP_FILES`` of each kind are kept (the page has loaded the older ones)."""
+        path = self._dir() / f"{kind}.{next(self._file_ids)}.{'jpeg' if fmt in ('jpg', 'jpeg') else 'png'}"
+        self._save_image(image, path)
+        with self._lock:
+            kept = self._published.setdefault(kind, deque())
+            kept.append(path)
+            while len(kept) > self.KEEP_FILES:
+                kept.popleft().unlink(missing_ok=True)
+        return path
+
+    def entry_image(self, entry: Entry, kind: str, image: Image.Image) -> Path:
+        """The file of one of ``entry``'s fixed images (its source crop, its inversion), written once; removed
+        with the entry."""
+        path = self._dir() / f"{kind}-{entry.key}.png"
+        if not path.exists():
+            self._save_image(image, path)
+        return path
+
+    # -- adapters in and out ----------------------------------------------------------------------------------
 
     def export_adapter(self, key: str | None = None, path: str | Path | None = None) -> Path:
         """Save the entry's adapter to ``path`` (default: a file in this session's temp dir, written once)."""
@@ -868,15 +1157,24 @@ class Studio:
         return entry
 
     # -- lifetime ----------------------------------------------------------------------------------------------
-    def close(self) -> None:
-        """Cancel what runs and drop everything (the browser tab went away)."""
+    def close(self, reason: str | None = None) -> None:
+        """Cancel what runs, delete this session's folder and drop everything it holds (the tab went away, the
+        session timed out, or the person ended it). ``reason`` is kept in ``closed_reason``."""
         with self._lock:
             if self.closed:
                 return
             self.closed = True
+            self.closed_reason = reason
+            task = self.task
             self.cancel()
+            self._threads = [t for t in (task.thread if task is not None else None, self._prefill_thread)
+                             if t is not None]
+            # nothing of the person stays referenced from here: the task (its entry, adapter, losses) goes too
+            self.task = None
             self.entries.clear()
             self._cache.clear()
+            self._published.clear()
+            self.ui.clear()
             if self._tmpdir is not None:
                 shutil.rmtree(self._tmpdir, ignore_errors=True)
                 self._tmpdir = None
@@ -884,10 +1182,13 @@ class Studio:
 
     def join(self, timeout: float | None = None) -> None:
         """Wait for this session's background threads (after ``close``)."""
-        for thread in (self.task.thread if self.task is not None else None, self._prefill_thread):
+        threads = self._threads if self.closed else [self.task.thread if self.task is not None else None,
+                                                     self._prefill_thread]
+        for thread in threads:
             if thread is not None and thread.is_alive():
                 thread.join(timeout)
 
 
-__all__ = ["EXAMPLE_IDS", "JOB_QUEUE", "BusyError", "Entry", "ForgetTask", "ImageError", "JobQueue", "JobStatus",
-           "Resources", "Studio", "StudioError", "forgetting_curve", "get_resources", "set_resources"]
+__all__ = ["EXAMPLE_IDS", "JOB_QUEUE", "JOB_TIMES", "MAX_FACE_ID", "MIN_FACE_ID", "BusyError", "Entry", "ForgetTask",
+           "ImageError", "JobQueue", "JobStatus", "JobTimes", "Resources", "Studio", "StudioError", "forgetting_curve",
+           "get_resources", "set_resources"]

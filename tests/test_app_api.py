@@ -1,8 +1,13 @@
-"""The gradio app through its API (gradio_client): add a face, forget it, dial t; bad files get clear errors."""
+"""The gradio app through its API (gradio_client): add a face, forget it, dial t; bad files get clear errors; API
+misuse gets a clear message and no traceback in the log; uploads and session files do not outlive their use."""
 
 from __future__ import annotations
 
+import struct
 import time
+import uuid
+import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +21,7 @@ from gradio_client import Client, handle_file  # noqa: E402
 
 STEPS = 6
 STATUS = 6  # index of the status text in the outputs of /add_image, /poll, /import_adapter (gr.State is left out)
+COMPOSITION = 9 - 1  # index of the composition text in the same outputs
 # grid layout (legato_core.studio.Studio): label column, header, 128 px cells, a 16 px gap between rows / groups
 X0, Y0, CELL, GAP, N_TARGET = 112, 32, 128, 16, 3
 
@@ -74,7 +80,7 @@ def test_upload_forget_and_render_at_several_t(url, tmp_path):
     renders = {}
     for t in (0.0, 0.4, 0.8, 1.6, 0.0):
         t1 = time.time()
-        renders[t] = c.predict(t, "1", api_name="/render")
+        renders[t] = c.predict(t, "1", api_name="/render")[0]
         print(f"render t={t}: {1000 * (time.time() - t1):.0f} ms via the API")
     top, bottom = _rows(renders[0.0])
     assert np.abs(top - bottom).max() <= 2, "t = 0 must show exactly the original model"
@@ -125,6 +131,8 @@ def test_server_wide_queue_shows_the_place_of_a_waiting_job(url):
     _poll_until(a, ["step"], timeout=60)
     b.predict("1", 400, api_name="/forget")
     assert "place 1 in the queue" in _poll_until(b, ["Waiting for the server"], timeout=30)
+    waiting = _poll_until(b, ["should start in about"], timeout=60)  # the job ahead has progress: an estimate
+    assert "place 1 in the queue" in waiting, waiting
     b.predict(api_name="/cancel")
     assert "Cancelled" in _poll_until(b, ["Cancelled"], timeout=30)
     a.predict(api_name="/cancel")
@@ -151,3 +159,179 @@ def test_adapter_download_restore_and_wrong_base(url, tmp_path):
     wrong.save(tmp_path / "wrong.safetensors")
     with pytest.raises(Exception, match="different base model"):
         d.predict(handle_file(tmp_path / "wrong.safetensors"), api_name="/import_adapter")
+
+
+# -- issue 16: misuse, messages, privacy, composition, removal, the view after a job -----------------------------
+def _png_header(w: int, h: int) -> bytes:
+    """A PNG whose header claims w x h pixels, with almost no pixel data."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+    idat = chunk(b"IDAT", zlib.compress(b"\x00" * 16))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + idat + chunk(b"IEND", b"")
+
+
+@pytest.fixture(scope="module")
+def adapter_file(url, tmp_path_factory):
+    """An adapter trained (3 steps) and downloaded through the API, for tests that need forgotten identities."""
+    c = _client(url)
+    c.predict(200_008, api_name="/add_identity")
+    c.predict("1", 3, api_name="/forget")
+    assert _poll_until(c, ["Done", "Failed"]).startswith("Done")
+    path = tmp_path_factory.mktemp("adapter") / "a.safetensors"
+    path.write_bytes(Path(c.predict("1", api_name="/export_adapter")).read_bytes())
+    c.predict(api_name="/end_session")
+    return path
+
+
+def _restore(c, path, key):
+    out = c.predict(handle_file(path), api_name="/import_adapter")
+    assert out[0]["value"] == key
+    assert "Restored" in _poll_until(c, ["Restored", "Failed"], key=key)
+    return out
+
+
+def test_api_misuse_gets_a_clear_error_and_no_traceback(url, capfd):
+    c = _client(url)
+    c.predict(200_011, api_name="/add_identity")
+    capfd.readouterr()
+    cases = [
+        ("/render", (1e9, "1"), r"t must be a number from 0 to 1.6; got 1000000000.0"),
+        ("/render", ("fast", "1"), r"t must be a number from 0 to 1.6"),
+        ("/curve", (-1, "1"), r"t must be a number from 0 to 1.6"),
+        ("/forget", ("1", 5000), r"Training steps must be a whole number from 1 to 600; got 5000"),
+        ("/forget", ("1", 2.5), r"whole number from 1 to 600"),
+        ("/select", ("zzz",), r"There is no identity 'zzz' in this session; choose one from the Identity list"),
+        ("/render", (0.5, "zzz"), r"no identity 'zzz'"),
+        ("/remove", ("zzz",), r"no identity 'zzz'"),
+        ("/export_adapter", ("1",), r"has no adapter yet: forget it first"),
+        ("/compose", ("yes", "1"), r"The compose switch is true or false; got .yes."),
+        ("/add_identity", (3.7,), r"whole number such as 200010; 3.7 is not one \(ids are not rounded\)"),
+        ("/add_identity", (1e15,), r"takes ids from 200,000 to 999,999,999"),
+        ("/add_identity", (150,), r"ids below 200,000 are the ones the networks were trained and tuned on"),
+        ("/add_identity", ("abc",), r"whole number"),
+    ]
+    for api, args, message in cases:
+        with pytest.raises(Exception, match=message):
+            c.predict(*args, api_name=api)
+    out = c.predict(200_012.0, api_name="/add_identity")  # a whole number sent as a float is fine
+    assert "face-world #200012" in out[STATUS]
+    log = capfd.readouterr()
+    assert "Traceback" not in log.out + log.err, (log.out + log.err)[-3000:]
+
+
+def test_over_the_pixel_limit_and_refused_uploads_are_not_kept(url, tmp_path, capfd):
+    import gradio as gr
+
+    c = _client(url)
+    name = f"secret-{uuid.uuid4().hex[:8]}"
+    huge = tmp_path / f"{name}-huge.png"
+    huge.write_bytes(_png_header(9000, 9000))
+    with pytest.raises(Exception) as info:
+        c.predict(handle_file(huge), api_name="/add_image")
+    assert "Cannot use this file: the image has 81 megapixels and the limit is 40 megapixels." in str(info.value)
+    good = _face_file(tmp_path, 200_013)
+    kept = good.rename(tmp_path / f"{name}-face.png")
+    assert "Added" in c.predict(handle_file(kept), api_name="/add_image")[STATUS]
+    cache = Path(gr.utils.get_upload_folder())
+    left = [p for p in cache.rglob(f"{name}*") if p.is_file()]
+    assert not left, f"uploads kept on the server after they were read: {left}"
+    log = capfd.readouterr()
+    assert name not in log.out + log.err, "file names must not be logged"
+
+
+def test_session_files_are_deleted_when_the_session_ends(url, adapter_file):
+    import app
+
+    c = _client(url)
+    _restore(c, adapter_file, "1")
+    c.predict(0.8, "1", api_name="/render")
+    exported = Path(c.predict("1", api_name="/export_adapter"))
+    studio = app.SESSIONS[c.session_hash]
+    folder = studio.folder
+    assert folder is not None and folder.is_relative_to(app.session_root())
+    files = studio.files()
+    assert len(files) >= 4 and {p.suffix for p in files} >= {".png", ".jpeg", ".safetensors"}
+    assert exported.name in {p.name for p in files}, "the adapter is served from the session folder, not copied"
+    c.close()  # as a closed tab: the heartbeat stops, gradio runs the unload event
+    deadline = time.time() + 40
+    while folder.exists() and time.time() < deadline:
+        time.sleep(0.5)
+    assert not folder.exists(), "the session's folder must go when the session ends"
+    assert c.session_hash not in app.SESSIONS and studio.closed and not studio.entries
+
+    d = _client(url)  # the "End session" button does the same at once
+    d.predict(200_014, api_name="/add_identity")
+    folder = app.SESSIONS[d.session_hash].folder
+    assert folder.exists()
+    out = d.predict(api_name="/end_session")
+    assert "everything it held was deleted" in out[STATUS] and not folder.exists()
+
+
+def test_idle_sessions_end_and_say_so(url):
+    import app
+
+    c = _client(url)
+    c.predict(200_015, api_name="/add_identity")
+    studio = app.SESSIONS[c.session_hash]
+    folder = studio.folder
+    assert c.session_hash not in app.reap_sessions(), "an active session is kept"
+    assert c.session_hash in app.reap_sessions(idle_seconds=0)
+    assert not folder.exists() and studio.closed_reason == "idle"
+    with pytest.raises(Exception, match="This session ended after 15 minutes without activity"):
+        c.predict("1", api_name="/select")
+    assert "Added" in c.predict(200_015, api_name="/add_identity")[STATUS], "adding a face starts afresh"
+
+
+def test_composition_is_off_by_default_and_can_be_switched_on(url, adapter_file):
+    c = _client(url)
+    _restore(c, adapter_file, "1")
+    _restore(c, adapter_file, "2")
+    c.predict(1.6, "2", api_name="/curve")  # identity 2 at t = T
+    grid, text = c.predict(0.0, "1", api_name="/render")
+    top, bottom = _rows(grid)
+    assert np.abs(top - bottom).max() <= 2, "t = 0 is the original while composition is off"
+    assert "composition is off" in text
+    grid, text = c.predict(True, "1", api_name="/compose")
+    top, bottom = _rows(grid)
+    assert np.abs(top - bottom).mean() > 0.2, "composed: identity 2's adapter acts at its own t"
+    assert text.startswith("Composition is on: the bottom row applies face-world #200008 at t = 0.00 together "
+                           "with face-world #200008 at t = 1.60."), text
+    assert Image.open(grid).height > Y0 + 2 * CELL + GAP + 40, "and the grid has the same line under its rows"
+    grid, text = c.predict(False, "1", api_name="/compose")
+    top, bottom = _rows(grid)
+    assert np.abs(top - bottom).max() <= 2
+
+
+def test_remove_frees_room_and_the_limit_says_how(url, adapter_file):
+    c = _client(url)
+    for face in range(200_020, 200_026):
+        c.predict(face, api_name="/add_identity")
+    with pytest.raises(Exception, match=r"already holds 6 identities.*remove one .*to make room"):
+        c.predict(200_026, api_name="/add_identity")
+    out = c.predict("3", api_name="/remove")
+    assert "Removed face-world #200022" in out[STATUS]
+    assert [k for _, k in out[0]["choices"]] == ["1", "2", "4", "5", "6"]
+    out = c.predict(handle_file(adapter_file), api_name="/import_adapter")  # room again
+    assert out[0]["value"] == "7"
+    assert "Restored" in _poll_until(c, ["Restored", "Failed"], key="7")
+    out = c.predict("7", api_name="/remove")
+    assert out[0]["value"] == "6" and "its adapter and its files are deleted" in out[STATUS]
+
+
+def test_the_view_stays_on_the_identity_being_looked_at(url):
+    c = _client(url)
+    c.predict(200_016, api_name="/add_identity")
+    c.predict(200_017, api_name="/add_identity")
+    c.predict("1", 3, api_name="/forget")
+    c.predict("2", api_name="/select")  # the person looks at identity 2 while 1 trains
+    deadline, out = time.time() + 180, None
+    while time.time() < deadline:
+        out = c.predict("2", api_name="/poll")
+        if "Done" in str(out[STATUS]):
+            break
+        time.sleep(0.3)
+    assert out is not None and "Done" in out[STATUS]
+    assert out[0]["value"] == "2", "the finished job must not pull the view back to identity 1"
+    assert "(forgotten)" in out[0]["choices"][0][0] and "Select 1 · face-world #200016" in out[STATUS]

@@ -189,3 +189,129 @@ def test_a_real_photo_shows_the_face_found_and_the_crop_used(app_url, browser, s
     assert "nearest face-world likeness" in page.locator("#face_note").inner_text()
     _shot(page, shots, "08_real_photo.png")
     page.close()
+
+
+def _select_identity(page, label_start: str) -> None:
+    """Pick an identity in the dropdown as a person would (open it, click the option)."""
+    src = page.locator("#grid img").get_attribute("src")
+    page.locator("#identity input").click()
+    page.locator(f"#identity li[role=option][aria-label^='{label_start}']").first.click()
+    page.wait_for_function("(v) => document.querySelector('#identity input').value.startsWith(v)", arg=label_start,
+                           timeout=30_000)
+    _wait_new_grid(page, src)  # the server's answer (the identity's grid, slider and curve) has arrived
+
+
+def _composition(page) -> str:
+    return page.locator("#composition").inner_text().strip()
+
+
+def test_composition_switch_removal_and_privacy_on_close(app_url, browser, shots, tmp_path):
+    """Issue 16: t = 0 is the original unless composition is switched on, the grid says what it composes, an
+    identity can be removed, a refused file leaves the upload box, and closing the tab deletes the session's files."""
+    import gradio as gr
+
+    import app
+
+    face = tmp_path / "my-face.png"
+    to_pil(faceworld.render([200_004], 0)[0]).resize((256, 256), Image.BICUBIC).save(face)
+    page = browser.new_page(viewport={"width": 1500, "height": 1100})
+    page.goto(app_url)
+    page.wait_for_selector("#examples img")
+    assert "deleted when you close the tab" in page.locator("#note").inner_text()
+
+    # a refused file clears itself from the upload box
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(face.read_bytes()[:300])
+    page.locator("#face_upload input[type=file]").set_input_files(str(bad))
+    page.wait_for_selector(".toast-body:has-text('Cannot use this file')", timeout=30_000)
+    page.wait_for_function("!document.querySelector('#face_upload img')", timeout=15_000)
+
+    # one forgotten identity, its adapter downloaded and restored: two forgotten identities in this session
+    page.locator("#face_upload input[type=file]").set_input_files(str(face))
+    page.wait_for_function("document.querySelector('#status textarea').value.startsWith('Added')", timeout=60_000)
+    page.wait_for_function("!document.querySelector('#face_upload img')", timeout=15_000)
+    steps = page.locator("#steps input[type=number]")
+    steps.fill(str(STEPS))
+    steps.press("Enter")
+    page.click("#forget_btn")
+    page.wait_for_function("document.querySelector('#status textarea').value.startsWith('Done')",
+                           timeout=180_000 + 2_000 * STEPS)
+    page.wait_for_function("!document.querySelector('#download_btn').disabled", timeout=10_000)
+    with page.expect_download() as info:
+        page.click("#download_btn")
+    adapter = tmp_path / "adapter.safetensors"
+    info.value.save_as(adapter)
+    assert adapter.stat().st_size > 1000
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not an adapter")
+    page.locator("#adapter_upload input[type=file]").set_input_files(str(junk))  # refused: it clears itself
+    page.wait_for_selector(".toast-body:has-text('not a legato adapter')", timeout=30_000)
+    page.wait_for_function("!document.querySelector('#adapter_upload .file-preview')", timeout=15_000)
+    page.locator("#adapter_upload input[type=file]").set_input_files(str(adapter))
+    page.wait_for_function("document.querySelector('#status textarea').value.startsWith('Restored')",
+                           timeout=120_000)
+    page.wait_for_function("!document.querySelector('#adapter_upload .file-preview')", timeout=15_000)
+
+    # back on identity 1 at t = 0: exactly the original, and the grid says the other one is not applied
+    _select_identity(page, "1 · ")
+    slider = page.locator("#t_slider input[type=range]")
+    src = page.locator("#grid img").get_attribute("src")
+    slider.fill("0")
+    _wait_new_grid(page, src)
+    page.wait_for_function("document.querySelector('#grid img').complete")
+    _, grid = _grid(page)
+    top, bottom = _rows(grid)
+    assert np.abs(top - bottom).max() <= 2, "t = 0 is exactly the original while composition is off"
+    assert "composition is off" in _composition(page)
+
+    # composition on: identity 2's adapter acts at its own t, and the text under the grid says so
+    src = page.locator("#grid img").get_attribute("src")
+    page.locator("#compose input[type=checkbox]").check()
+    _wait_new_grid(page, src)
+    page.wait_for_function("document.querySelector('#grid img').complete")
+    _, grid = _grid(page)
+    top, bottom = _rows(grid)
+    assert np.abs(top - bottom).mean() > 0.2, "composed: the other forgotten identity acts in the bottom row"
+    text = _composition(page)
+    assert text.startswith("Composition is on: the bottom row applies my-face.png at t = 0.00 together with "
+                           "my-face.png at t = 1.60."), text
+    footer = grid[Y0 + 2 * CELL + GAP + 16:]
+    assert footer.shape[0] >= 20 and footer.min() < 80, "the grid image says so too, in dark text under its rows"
+    time.sleep(0.5)
+    _shot(page, shots, "08_composed.png")
+    src = page.locator("#grid img").get_attribute("src")
+    page.locator("#compose input[type=checkbox]").uncheck()
+    _wait_new_grid(page, src)
+    page.wait_for_function("document.querySelector('#grid img').complete")
+    _, grid = _grid(page)
+    top, bottom = _rows(grid)
+    assert np.abs(top - bottom).max() <= 2
+
+    # remove identity 2 (its adapter too)
+    _select_identity(page, "2 · ")
+    page.click("#remove_btn")
+    page.wait_for_function("document.querySelector('#status textarea').value.startsWith('Removed')",
+                           timeout=30_000)
+    page.locator("#identity input").click()
+    page.wait_for_selector("#identity li[role=option]")
+    options = [o.get_attribute("aria-label") for o in page.locator("#identity li[role=option]").all()]
+    page.keyboard.press("Escape")
+    assert options and not any(o.startswith("2 · ") for o in options), options
+
+    # privacy: the session's folder holds what the page shows; closing the tab deletes it
+    assert len(app.SESSIONS) == 1, "this page is the only session of this server"
+    studio = next(iter(app.SESSIONS.values()))
+    folder, files = studio.folder, studio.files()
+    assert folder is not None and files, "the session has files while it is open"
+    cache = Path(gr.utils.get_upload_folder())
+    assert not [p for p in cache.rglob("my-face*") if p.is_file() and not p.is_relative_to(folder)], \
+        "the uploaded photo is deleted once read"
+    assert not [p for p in cache.rglob("adapter*.safetensors") if p.is_file()], "so is the uploaded adapter"
+    page.close()
+    deadline = time.time() + 30
+    while (folder.exists() or app.SESSIONS) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not folder.exists() and not any(p.exists() for p in files), "closing the tab deletes the session's files"
+    assert not app.SESSIONS and studio.closed and not studio.entries
+    print(f"browser: the session's {len(files)} files were gone {30 - (deadline - time.time()):.1f} s after the tab "
+          "closed")

@@ -92,8 +92,8 @@ def test_bad_files_are_refused_with_a_clear_message(res, tmp_path, kind):
         path.write_bytes(_png_header(9000, 9000))  # 81 MP > the 40 MP limit
     else:
         path.write_bytes(_png_header(20_000, 20_000))  # beyond PIL's own decompression-bomb limit
-    expected = {"text": "not an image", "empty": "empty", "truncated": "truncated", "huge": "too large",
-                "bomb": "too large"}[kind]
+    expected = {"text": "not an image", "empty": "empty", "truncated": "truncated", "huge": "81 megapixels",
+                "bomb": "400 megapixels"}[kind]
     with pytest.raises(ImageError, match=expected):
         studio.add_image(path)
     assert not studio.entries
@@ -123,15 +123,36 @@ def test_odd_but_valid_images_are_accepted(res, tmp_path):
 
 def test_identity_limit_and_bad_ids(res):
     studio = _studio(res, max_identities=1)
-    with pytest.raises(StudioError, match="non-negative"):
+    with pytest.raises(StudioError, match="below 200,000 are the ones the networks were trained and tuned on"):
         studio.add_identity(-3)
     with pytest.raises(StudioError, match="whole number"):
         studio.add_identity("abc")
     with pytest.raises(StudioError, match="add a face first"):
         studio.start_forget()
     studio.add_identity(200_003)
-    with pytest.raises(StudioError, match="already holds 1"):
+    with pytest.raises(StudioError, match=r"already holds 1 identities, the most it can hold; remove one .* make room"):
         studio.add_identity(200_004)
+    studio.remove("1")  # removing one makes room
+    assert studio.add_identity(200_004).name == "face-world #200004"
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    (200_000, 200_000), (200_010.0, 200_010), ("200010", 200_010), (" 1,000,000 ", 1_000_000), (999_999_999, None),
+    (np.int64(300_000), 300_000),
+])
+def test_face_ids_taken(value, expected):
+    assert Studio.face_id(value) == (expected or value)
+
+
+@pytest.mark.parametrize(("value", "why"), [
+    (3.7, "whole number.*not rounded"), (200_010.5, "not rounded"), (199_999, "trained and tuned"),
+    (4, "trained and tuned"), (-3, "trained and tuned"), (10**15, "from 200,000 to 999,999,999"),
+    (1e15, "from 200,000 to 999,999,999"), (float("nan"), "whole number"), (float("inf"), "whole number"),
+    (True, "whole number"), (None, "whole number"), ("abc", "whole number"), ([200_010], "whole number"),
+])
+def test_face_ids_refused_with_the_reason(value, why):
+    with pytest.raises(StudioError, match=why):
+        Studio.face_id(value)
 
 
 # -- forgetting and the intensity knob ----------------------------------------------------------------------------
@@ -223,9 +244,125 @@ def test_several_identities_each_with_its_own_t(res, trained, tmp_path):
     _, only_e1 = s.render_rows(e1.key)
     assert s.get(e2.key).t == 0.0 and s.get(e1.key).t == pytest.approx(1.2)
     s.set_t(e2.key, 0.8)
+    _, alone = s.render_rows(e1.key)
+    assert torch.equal(alone, only_e1), "composition is off by default: the other adapter does not act"
+    s.set_compose(True)
     _, both = s.render_rows(e1.key)
-    assert (both - only_e1).abs().max() > 0, "every forgotten identity's adapter acts, each at its own t"
+    assert (both - only_e1).abs().max() > 0, "composed: every forgotten identity's adapter acts, each at its own t"
     s.close()
+
+
+def test_t0_is_the_original_unless_composition_is_on(res, trained, tmp_path):
+    """Issue 16: with two forgotten identities, the bottom row at t = 0 kept the other adapter on."""
+    studio, entry, _ = trained
+    path = studio.export_adapter(entry.key, tmp_path / "a.safetensors")
+    s = _studio(res)
+    e1 = s.import_adapter(path)
+    _wait(s)
+    e2 = s.import_adapter(path)
+    _wait(s)
+    e2.name = "second"
+    s.set_t(e2.key, 1.6)
+    before, at0 = s.render_rows(e1.key, 0.0)
+    assert torch.equal(before, at0), "t = 0 is exactly the original while composition is off"
+    text = s.composition_text(e1)
+    assert "composition is off" in text and "1 other forgotten identity" in text
+    plain = s.compose_grid(before, at0, e1)  # no footer
+    assert s.render_grid(e1.key, 0.0).height == plain.height and s.composition_footer(e1) == ""
+
+    s.set_compose(True)
+    before, composed = s.render_rows(e1.key, 0.0)
+    assert (composed - before).abs().max() > 0, "composed: the other adapter acts at its own t"
+    assert s.composition_footer(e1) == f"Bottom row: {e1.name} at t = 0.00, composed with second at t = 1.60."
+    assert s.composition_text(e1).startswith(f"Composition is on: the bottom row applies {e1.name} at t = 0.00 "
+                                             "together with second at t = 1.60.")
+    grid = s.render_grid(e1.key, 0.0)
+    assert grid.height > plain.height and grid.width == plain.width, "the grid says so in a line under the rows"
+    footer = np.asarray(grid.convert("L"))[plain.height:]
+    assert footer.min() < 60, "the line is written in black, not in small grey"
+
+    s.set_t(e2.key, 0.0)  # composed, but the other one at t = 0: nothing else acts
+    before, at0 = s.render_rows(e1.key, 0.0)
+    assert torch.equal(before, at0) and "every other forgotten identity is at t = 0" in s.composition_text(e1)
+    s.set_compose(False)
+    s.close()
+
+
+def test_remove_drops_the_identity_its_adapter_and_files(res, trained, tmp_path):
+    studio, entry, _ = trained
+    path = studio.export_adapter(entry.key, tmp_path / "a.safetensors")
+    s = _studio(res, session_root=tmp_path / "sessions")
+    kept = s.add_identity(200_002)
+    gone = s.import_adapter(path)
+    _wait(s)
+    exported = s.export_adapter(gone.key)
+    shown = s.entry_image(gone, "source", gone.source)
+    grid = s.publish(s.render_grid(gone.key, 1.0), "grid", "jpeg")
+    assert exported.exists() and shown.exists() and grid.exists()
+    assert exported.parent == s.folder and s.folder.parent == tmp_path / "sessions"
+    removed = s.remove(gone.key)
+    assert removed is gone and gone.key not in s.entries and gone.adapter is None
+    assert not exported.exists() and not shown.exists()
+    assert list(s.entries) == [kept.key]
+    before, after = s.render_rows(kept.key)
+    assert torch.equal(before, after), "no adapter of the removed identity acts any more"
+    with pytest.raises(StudioError, match="no identity"):
+        s.remove(gone.key)
+    # a running job for the identity is cancelled by the removal
+    s.start_forget(kept.key, steps=500)
+    s.remove(kept.key)
+    assert not s.busy and not s.entries
+    s.close()
+
+
+def test_close_deletes_the_session_folder_and_drops_what_it_held(res, trained, tmp_path):
+    studio, entry, _ = trained
+    path = studio.export_adapter(entry.key, tmp_path / "a.safetensors")
+    s = _studio(res, session_root=tmp_path / "sessions")
+    e = s.import_adapter(path)
+    _wait(s)
+    files = [s.export_adapter(e.key), s.entry_image(e, "source", e.source),
+             s.publish(s.render_grid(e.key, 0.8), "grid", "jpeg")]
+    for _ in range(Studio.KEEP_FILES + 3):  # only the last few renders of a kind are kept
+        s.publish(s.render_grid(e.key, 0.8), "grid", "jpeg")
+    assert len([p for p in s.files() if p.name.startswith("grid.")]) == Studio.KEEP_FILES
+    folder = s.folder
+    assert all(p.exists() for p in files[:2]) and folder.exists()
+    s.close("closed")
+    assert not folder.exists() and s.files() == [] and s.closed_reason == "closed"
+    assert not s.entries and s.task is None and not s.ui and not s._cache
+    with pytest.raises(StudioError, match="session has ended"):
+        s.export_adapter(e.key)
+
+
+def test_idle_clock_counts_a_running_job_as_activity(res):
+    s = _studio(res)
+    s.last_active -= 100
+    assert s.idle_seconds >= 100
+    s.touch()
+    assert s.idle_seconds < 1
+    s.add_identity(200_006)
+    s.start_forget(steps=500)
+    s.last_active -= 100
+    assert s.idle_seconds == 0, "a job running (or queued) keeps the session alive"
+    s.close()
+
+
+def test_animated_upload_is_added_with_a_note(res, tmp_path):
+    frames = [_face_png(size=64), _face_png(200_003, size=64)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:], duration=100)
+    s = _studio(res)
+    e = s.add_image(tmp_path / "anim.gif")
+    assert e.notes == ["it is an animated image with 2 frames; only its first frame is used"]
+    still = s.add_image(_save_png(tmp_path, frames[1]))
+    assert still.notes == []
+    s.close()
+
+
+def _save_png(tmp_path, im):
+    path = tmp_path / "still.png"
+    im.save(path)
+    return path
 
 
 # -- jobs, cancellation, queue ------------------------------------------------------------------------------------
@@ -261,10 +398,16 @@ def test_queue_limits_jobs_and_reports_positions(res):
         time.sleep(0.02)
     st = b.status()
     assert st.state == "queued" and st.queue_position == 1 and "place 1 in the queue" in st.text()
+    deadline = time.time() + 60
+    while a.status().step < 2 and time.time() < deadline:  # once the job ahead has made progress: an estimate
+        time.sleep(0.05)
+    assert "yours should start in about" in b.status().text(), b.status().text()
     b.cancel()
     assert _wait(b, 10).state == "cancelled" and b.status().step == 0, "a waiting job is cancelled without running"
+    task = a.task
     a.close()
-    assert _wait(a, 30).state == "cancelled" and queue.running == 0 and queue.waiting == 0
+    a.join(30)
+    assert task.state == "cancelled" and queue.running == 0 and queue.waiting == 0
 
 
 def test_job_queue_is_fifo_with_a_limit():
@@ -344,8 +487,51 @@ def test_sessions_never_see_each_others_adapters(res, trained):
 def test_close_cancels_and_forgets_everything(res):
     studio = _studio(res)
     studio.add_identity(200_004)
-    studio.start_forget(steps=500)
+    task = studio.start_forget(steps=500)
     studio.close()
-    assert _wait(studio, 30).state == "cancelled" and not studio.entries
+    studio.join(30)
+    assert task.state == "cancelled" and not studio.entries and studio.status() is None
     with pytest.raises(StudioError, match="session has ended"):
         studio.add_identity(200_004)
+
+
+class _Ticket:
+    def __init__(self, left):
+        self.left = left
+
+    def expected_remaining(self):
+        return self.left
+
+
+def test_queue_estimates_the_wait_from_the_jobs_ahead():
+    q = JobQueue(1)
+    running, first, second = _Ticket(30.0), _Ticket(50.0), _Ticket(20.0)
+    assert q.acquire(running)
+    q._waiting.extend([first, second])  # as two waiting threads would have put them
+    assert q.wait_estimate(first) == pytest.approx(30.0)
+    assert q.wait_estimate(second) == pytest.approx(80.0)
+    running.left = None  # nothing known yet about the job ahead: no number is made up
+    assert q.wait_estimate(second) is None
+    q2 = JobQueue(2)  # two slots: the second waiter takes whichever frees first
+    a, b, w1, w2 = _Ticket(10.0), _Ticket(40.0), _Ticket(100.0), _Ticket(5.0)
+    q2.acquire(a)
+    q2.acquire(b)
+    q2._waiting.extend([w1, w2])
+    assert q2.wait_estimate(w1) == pytest.approx(10.0) and q2.wait_estimate(w2) == pytest.approx(40.0)
+    assert q2.wait_estimate(a) is None, "a running job does not wait"
+
+
+def test_queued_status_says_place_and_estimate():
+    from legato_core.studio import JobStatus, JobTimes
+
+    st = JobStatus("2", "face", "queued", queue_position=2, queue_wait=131.0, queue_running=1)
+    assert st.text() == ("Waiting for the server: place 2 in the queue (1 job runs at a time, 1 running now); "
+                         "yours should start in about 2 min 10 s.")
+    st.queue_wait = 12
+    assert "should start in about 10 s" in st.text()
+    st.queue_wait = None
+    assert "an estimate follows" in st.text()
+    times = JobTimes(weight=0.5)
+    times.record(steps=10, train_seconds=20.0, curve_seconds=8.0)
+    times.record(steps=10, train_seconds=40.0)
+    assert times.step_seconds == pytest.approx(3.0) and times.curve_seconds == pytest.approx(8.0)
