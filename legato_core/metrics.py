@@ -13,14 +13,14 @@ The judge is the embedded ``judge`` model by default; the diffusers backends pas
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Protocol
 
 import numpy as np
 import torch
 
-from .adapters import active
+from .adapters import ODEAdapter, active
 from .identity.model import load_identity_model
 
 
@@ -187,6 +187,41 @@ def pixel_forgetting(backend, knob: Knob, target_latent: torch.Tensor, s: float,
     return {"pixel_change_target": target_change, "pixel_change_others": others_change,
             "pixel_change_ratio": target_change / max(others_change, 1e-8),
             "others_psnr_db_mean": float(psnr.mean()), "others_psnr_db_min": float(psnr.min())}
+
+
+def _base_embeddings(backend, judge, latents: torch.Tensor, views: torch.Tensor) -> torch.Tensor:
+    lat = latents.repeat_interleave(len(views), 0)  # same pairing as metrics.identity_similarity
+    vw = views.repeat(len(latents), 1)
+    with torch.no_grad():
+        return judge.embed(backend.render(lat, vw))
+
+
+def forgetting_curve(backend, adapter: ODEAdapter, latent: torch.Tensor | None, judge, retained: torch.Tensor,
+                     n_views: int = 6, points: int = 9,
+                     should_stop: Callable[[], bool] | None = None) -> dict:
+    """ID_target(t) and retention(t) at ``points`` t's in [0, t_max], scored by the judge only."""
+    ts = [round(float(t), 4) for t in np.linspace(0.0, adapter.config.t_max, points)]
+    knob = AdapterKnob(backend, [adapter])
+    views = backend.canonical_views(n_views)
+    frontal = backend.canonical_views(1)
+    out = {"t": ts, "id_target": [], "retention": [], "retention_min": [], "threshold": float(judge.threshold),
+           "views": n_views, "retained": len(retained)}
+    base_t = _base_embeddings(backend, judge, latent, views) if latent is not None else None
+    base_r = _base_embeddings(backend, judge, retained, frontal)
+    for t in ts:
+        if should_stop is not None and should_stop():
+            raise InterruptedError("cancelled while computing the forgetting curve")
+        if latent is not None:
+            out["id_target"].append(float(identity_similarity(knob, latent, views, t, judge, base_t).mean()))
+        ret = identity_similarity(knob, retained, frontal, t, judge, base_r)
+        out["retention"].append(float(ret.mean()))
+        out["retention_min"].append(float(ret.min()))
+    if latent is None:
+        out["id_target"] = None
+    return out
+
+
+# -- one forgotten identity -------------------------------------------------------------------------------------
 
 
 def _spearman(x: Sequence[float], y: Sequence[float]) -> float:

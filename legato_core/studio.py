@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import atexit
 import copy
-import functools
 import itertools
 import os
 import shutil
@@ -26,304 +25,32 @@ import threading
 import time
 import weakref
 from collections import OrderedDict, deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 
 from . import faceworld
 from .adapters import AdapterMismatchError, ODEAdapter, ODEConfig, active
-from .faces import FaceCrop, FaceError, PreparedFace, prepare_face
+from .faces import FaceError, PreparedFace, prepare_face
 from .images import ImageError, open_image, to_pil
-from .metrics import AdapterKnob, identity_similarity
+from .metrics import forgetting_curve
 from .ranges import DEVELOPMENT, EVALUATION_START
-from .unlearning.engine import ForgetConfig, ForgetJob, ProgressEvent
+from .serving.errors import BusyError, StudioError
+from .serving.grid import CELL, GAP, HEADER_H, LABEL_W, compose_grid
+from .serving.jobs import ForgetTask, JobStatus
+from .serving.queue import JOB_QUEUE, JOB_TIMES, JobQueue, JobTimes
+from .serving.resources import EXAMPLE_IDS, Resources, get_resources, quantize, set_resources
+from .unlearning.engine import ForgetConfig
 
-EXAMPLE_IDS = tuple(range(DEVELOPMENT.start + 1, DEVELOPMENT.start + 9))  # 200_001 .. 200_008
-RETAINED_IDS = tuple(range(DEVELOPMENT.start + 101, DEVELOPMENT.start + 105))  # 200_101 .. 200_104
 MAX_IDENTITIES = 6
 CURVE_POINTS = 9
 MIN_FACE_ID = DEVELOPMENT.start  # below: ids the networks were trained or tuned on (legato_core.ranges)
 MAX_FACE_ID = 999_999_999  # a sane maximum for the "add by id" box
 
 
-class StudioError(ValueError):
-    """A request the studio refuses; the message is meant for the person using the demo."""
-
-
-class BusyError(StudioError):
-    """This session already has a job running."""
-
-
-# -- server-wide job queue -------------------------------------------------------------------------------------
-class JobQueue:
-    """At most ``max_jobs`` jobs hold a slot at once; the others wait in FIFO order and know their place.
-
-    A counting semaphore with a visible, ordered waiting line (``threading.Semaphore`` wakes waiters in no
-    particular order and cannot say where a waiter stands, hence a condition variable over a list).
-    """
-
-    def __init__(self, max_jobs: int = 1):
-        self._cond = threading.Condition()
-        self._waiting: list[object] = []
-        self._running: list[object] = []
-        self.max_jobs = max_jobs
-
-    @property
-    def max_jobs(self) -> int:
-        return self._max_jobs
-
-    @max_jobs.setter
-    def max_jobs(self, n: int) -> None:
-        if int(n) < 1:
-            raise ValueError(f"max_jobs must be >= 1, got {n}")
-        with self._cond:
-            self._max_jobs = int(n)
-            self._cond.notify_all()
-
-    def acquire(self, ticket: object, should_stop: Callable[[], bool] | None = None, poll: float = 0.1) -> bool:
-        """Wait for a slot; False (and out of the line) if ``should_stop()`` turns true while waiting."""
-        with self._cond:
-            self._waiting.append(ticket)
-            try:
-                while not (self._waiting[0] is ticket and len(self._running) < self._max_jobs):
-                    if should_stop is not None and should_stop():
-                        return False
-                    self._cond.wait(poll)
-                self._running.append(ticket)
-                return True
-            finally:
-                self._waiting.remove(ticket)
-                self._cond.notify_all()
-
-    def release(self, ticket: object) -> None:
-        with self._cond:
-            if ticket in self._running:
-                self._running.remove(ticket)
-            self._cond.notify_all()
-
-    def position(self, ticket: object) -> int | None:
-        """0: holds a slot; k >= 1: k-th in the waiting line; None: not in the queue."""
-        with self._cond:
-            if any(t is ticket for t in self._running):
-                return 0
-            for i, t in enumerate(self._waiting):
-                if t is ticket:
-                    return i + 1
-            return None
-
-    def wait_estimate(self, ticket: object) -> float | None:
-        """Seconds until ``ticket`` should get a slot, from what the jobs ahead of it still need
-        (``ticket.expected_remaining()``, None when unknown); None if not waiting or nothing is known yet."""
-        with self._cond:
-            if ticket not in self._waiting:
-                return None
-            ahead = self._waiting[: self._waiting.index(ticket)]
-            running = list(self._running)
-            free = self._max_jobs
-        slots = []
-        for t in running:
-            left = getattr(t, "expected_remaining", lambda: None)()
-            if left is None:
-                return None
-            slots.append(max(float(left), 0.0))
-        slots = sorted(slots + [0.0] * max(free - len(slots), 0))[:max(free, 1)]
-        for t in ahead:  # each job ahead takes the slot that frees first
-            need = getattr(t, "expected_remaining", lambda: None)()
-            if need is None:
-                return None
-            slots[0] += float(need)
-            slots.sort()
-        return slots[0]
-
-    @property
-    def running(self) -> int:
-        return len(self._running)
-
-    @property
-    def waiting(self) -> int:
-        return len(self._waiting)
-
-
-JOB_QUEUE = JobQueue(1)
-
-
-class JobTimes:
-    """Server-wide running averages of how long a training step and a forgetting-curve evaluation take, for the
-    queue's time estimates (exponential moving averages; nothing until the first job has finished)."""
-
-    def __init__(self, weight: float = 0.3):
-        self._lock = threading.Lock()
-        self.weight = weight
-        self.step_seconds: float | None = None
-        self.curve_seconds: float | None = None
-
-    def _mix(self, old: float | None, new: float) -> float:
-        return new if old is None else (1 - self.weight) * old + self.weight * new
-
-    def record(self, steps: int | None = None, train_seconds: float | None = None,
-               curve_seconds: float | None = None) -> None:
-        with self._lock:
-            if steps and train_seconds is not None:
-                self.step_seconds = self._mix(self.step_seconds, train_seconds / steps)
-            if curve_seconds is not None:
-                self.curve_seconds = self._mix(self.curve_seconds, curve_seconds)
-
-
-JOB_TIMES = JobTimes()
-
-
-def _duration(seconds: float) -> str:
-    """42 -> "about 45 s", 130 -> "about 2 min 10 s", 3700 -> "about 62 min"."""
-    if seconds < 60:
-        return f"about {max(5, 5 * round(seconds / 5))} s"
-    minutes, rest = divmod(int(10 * round(seconds / 10)), 60)
-    return f"about {minutes} min" + (f" {rest} s" if rest and minutes < 10 else "")
-
-
-# -- shared, process-wide resources ------------------------------------------------------------------------------
-class Resources:
-    """The backend(s), the render lock, the fixed retained identities and the lazily loaded judge.
-
-    ``backend``: default the embedded face world. A diffusers backend (arc2face, ddpm) is judged by ``judge``, else
-    by its own insightface pack; with neither there is no forgetting curve (the embedded judge only knows 64 x 64
-    face-world faces). ``label``: the line the app shows to say which backend is live (default: from the backend).
-    """
-
-    def __init__(self, backend=None, retained_ids: tuple[int, ...] = RETAINED_IDS, curve_retained: int = 12,
-                 seed: int = 20_260_104, judge=None, label: str | None = None):
-        from .backends.registry import backend_kind, backend_label
-
-        if backend is None:
-            from .backends.embedded import EmbeddedFaceBackend
-
-            backend = EmbeddedFaceBackend.from_pretrained()
-        self.base = backend
-        self.kind = backend_kind(backend)
-        if judge is None and self.kind != "embedded":
-            judge = getattr(backend, "identity", None)
-        self.backend_label = label or backend_label(backend)
-        self.base.weight_hash()  # computed once here: adapters are checked against it on every render
-        gen = torch.Generator().manual_seed(seed)
-        if self.face_world:
-            # the grid's "retained" column: face-world people (development ids, never trained on), inverted by the
-            # encoders alone (~20 ms; refining them hardly changes the render); the curve's retention is measured
-            # on random identities from the generator's prior, as in legato_core.metrics
-            self.retained_latents, self.retained_views = backend.invert(faceworld.render(list(retained_ids), 0),
-                                                                        refine_steps=0)
-        else:  # a photo model cannot invert 64 x 64 synthetic faces (insightface finds none): its own prior instead
-            self.retained_latents = backend.sample_latents(len(retained_ids), gen)
-            self.retained_views = backend.canonical_views(len(retained_ids))
-        self.curve_retained_latents = backend.sample_latents(curve_retained, gen)
-        self._retained_base: torch.Tensor | None = None
-        self._judge = judge
-        self._judge_lock = threading.Lock()
-
-    @property
-    def face_world(self) -> bool:
-        """Whether face-world identities (the examples, "add by id") can be used: only the embedded backend."""
-        return bool(self.base.face_world)
-
-    @property
-    def image_size(self) -> int:
-        """Square size uploads are cropped to: the backend's own (64 embedded, the checkpoint's for diffusers)."""
-        return int(self.base.image_size)
-
-    @property
-    def face_crop(self) -> FaceCrop:
-        """The crop uploads are aligned to: the backend's own."""
-        return self.base.face_crop()
-
-    @property
-    def has_judge(self) -> bool:
-        """Whether jobs measure a forgetting curve (without loading the judge)."""
-        return self._judge is not None or self.face_world
-
-    @property
-    def judge(self):
-        """The network that scores forgetting curves; None for a diffusers backend loaded without an insightface
-        pack (no curve then)."""
-        with self._judge_lock:
-            if self._judge is None and self.face_world:
-                from .identity.model import load_identity_model
-
-                self._judge = load_identity_model("judge")
-            return self._judge
-
-    @property
-    def retained_base(self) -> torch.Tensor:
-        """uint8 renders of the retained identities by the base model."""
-        if self._retained_base is None:
-            with torch.inference_mode():
-                self._retained_base = quantize(self.base.render(self.retained_latents, self.retained_views))
-        return self._retained_base
-
-
-def quantize(images: torch.Tensor) -> torch.Tensor:
-    """[0, 1] floats -> uint8 (what the grid shows; caches hold these, 4x smaller than floats)."""
-    return (images.clamp(0, 1) * 255).round().to(torch.uint8)
-
-
-_RESOURCES: Resources | None = None
-_RESOURCES_LOCK = threading.Lock()
-
-
-def get_resources() -> Resources:
-    """The process-wide resources, loaded on first use (the embedded default unless ``set_resources`` ran)."""
-    global _RESOURCES
-    with _RESOURCES_LOCK:
-        if _RESOURCES is None:
-            _RESOURCES = Resources()
-        return _RESOURCES
-
-
-def set_resources(resources: Resources) -> Resources:
-    """Install ``resources`` (e.g. built on a backend chosen by the app's flags) as the process-wide ones; sessions
-    created afterwards use them."""
-    global _RESOURCES
-    with _RESOURCES_LOCK:
-        _RESOURCES = resources
-        return resources
-
-
-# -- forgetting curve ---------------------------------------------------------------------------------------------
-def _base_embeddings(backend, judge, latents: torch.Tensor, views: torch.Tensor) -> torch.Tensor:
-    lat = latents.repeat_interleave(len(views), 0)  # same pairing as metrics.identity_similarity
-    vw = views.repeat(len(latents), 1)
-    with torch.no_grad():
-        return judge.embed(backend.render(lat, vw))
-
-
-def forgetting_curve(backend, adapter: ODEAdapter, latent: torch.Tensor | None, judge, retained: torch.Tensor,
-                     n_views: int = 6, points: int = CURVE_POINTS,
-                     should_stop: Callable[[], bool] | None = None) -> dict:
-    """ID_target(t) and retention(t) at ``points`` t's in [0, t_max], scored by the judge only."""
-    ts = [round(float(t), 4) for t in np.linspace(0.0, adapter.config.t_max, points)]
-    knob = AdapterKnob(backend, [adapter])
-    views = backend.canonical_views(n_views)
-    frontal = backend.canonical_views(1)
-    out = {"t": ts, "id_target": [], "retention": [], "retention_min": [], "threshold": float(judge.threshold),
-           "views": n_views, "retained": len(retained)}
-    base_t = _base_embeddings(backend, judge, latent, views) if latent is not None else None
-    base_r = _base_embeddings(backend, judge, retained, frontal)
-    for t in ts:
-        if should_stop is not None and should_stop():
-            raise InterruptedError("cancelled while computing the forgetting curve")
-        if latent is not None:
-            out["id_target"].append(float(identity_similarity(knob, latent, views, t, judge, base_t).mean()))
-        ret = identity_similarity(knob, retained, frontal, t, judge, base_r)
-        out["retention"].append(float(ret.mean()))
-        out["retention_min"].append(float(ret.min()))
-    if latent is None:
-        out["id_target"] = None
-    return out
-
-
-# -- one forgotten identity -------------------------------------------------------------------------------------
 @dataclass
 class Entry:
     key: str
@@ -358,191 +85,6 @@ class Entry:
         return f"{self.key} · {self.name}{suffix}"
 
 
-# -- the background task: queue -> train -> forgetting curve -> install -------------------------------------------
-@dataclass
-class JobStatus:
-    key: str
-    name: str
-    state: str  # queued | training | evaluating | done | cancelled | failed
-    step: int = 0
-    steps: int = 0
-    elapsed: float = 0.0
-    eta: float | None = None
-    queue_position: int | None = None
-    queue_wait: float | None = None  # estimated seconds until a queued job starts (None: not known yet)
-    queue_running: int = 0
-    max_jobs: int = 1
-    losses: list[dict] = field(default_factory=list)
-    preview: torch.Tensor | None = None  # the target rendered at t = T, refreshed every few steps
-    error: str | None = None
-    train_seconds: float | None = None
-
-    @property
-    def done(self) -> bool:
-        return self.state in ("done", "cancelled", "failed")
-
-    def text(self) -> str:
-        if self.state == "queued" and self.queue_position == 0:  # a slot is taken: training starts now
-            return f"Forgetting {self.name}: starting…"
-        if self.state == "queued":
-            who = "job runs" if self.max_jobs == 1 else "jobs run"
-            place = f"place {self.queue_position} in the queue" if self.queue_position else "joining the queue"
-            if self.queue_wait is not None:
-                when = f"yours should start in {_duration(self.queue_wait)}"
-            else:
-                when = "an estimate follows once the job ahead has made some progress"
-            return (f"Waiting for the server: {place} ({self.max_jobs} {who} at a time, "
-                    f"{self.queue_running} running now); {when}.")
-        if self.state == "training":
-            if self.step == 0:
-                return f"Forgetting {self.name}: starting…"
-            eta = f" · about {self.eta:.0f} s left" if self.eta is not None else ""
-            return f"Forgetting {self.name}: step {self.step}/{self.steps} · {self.elapsed:.1f} s{eta}"
-        if self.state == "evaluating":
-            return f"Forgetting {self.name}: measuring the forgetting curve with the judge network…"
-        if self.state == "done":
-            if self.steps:
-                return (f"Done: {self.name} forgotten in {self.elapsed:.1f} s ({self.steps} steps"
-                        f"{f', training {self.train_seconds:.1f} s' if self.train_seconds else ''}). "
-                        "Move the intensity slider.")
-            return f"Restored the adapter for {self.name}. Move the intensity slider."
-        if self.state == "cancelled":
-            at = f" at step {self.step}/{self.steps}" if self.step else ""
-            return f"Cancelled{at}. Nothing was changed; earlier identities are untouched."
-        return f"Failed: {self.error}. Earlier identities are untouched."
-
-
-class ForgetTask:
-    """Waits for a queue slot, trains (unless an adapter is given), measures the curve, then calls ``on_done``."""
-
-    _ids = itertools.count(1)
-
-    def __init__(self, res: Resources, queue: JobQueue, entry: Entry, config: ForgetConfig | None,
-                 adapter: ODEAdapter | None, on_done: Callable[[ForgetTask], None], curve_views: int = 6,
-                 preview_every: int = 5, times: JobTimes | None = None):
-        self.id = next(self._ids)
-        self.times = times or JOB_TIMES
-        self._eval_t0: float | None = None
-        self.res, self.queue, self.entry, self.config = res, queue, entry, config
-        self.adapter, self.curve = adapter, None
-        self.on_done, self.curve_views, self.preview_every = on_done, curve_views, preview_every
-        self.state = "queued"
-        self.error: str | None = None
-        self.job: ForgetJob | None = None
-        self.preview: torch.Tensor | None = None
-        self._stop = threading.Event()
-        self._t0 = time.time()
-        self.train_seconds: float | None = None
-        self.seconds: float | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True, name=f"legato-task-{self.id}")
-
-    def start(self) -> ForgetTask:
-        self.thread.start()
-        return self
-
-    def cancel(self) -> None:
-        self._stop.set()
-        if self.job is not None:
-            self.job.cancel()
-
-    @property
-    def done(self) -> bool:
-        return self.state in ("done", "cancelled", "failed")
-
-    def _on_progress(self, ev: ProgressEvent) -> None:
-        # runs in the training thread between steps: a preview of the adapter as it stands, at t = T
-        if ev.step % self.preview_every == 0 or ev.step in (1, ev.steps):
-            backend = self.res.base
-            with torch.no_grad(), active(backend, [(ev.adapter, self.config.ode.t_end)]):
-                self.preview = backend.render(self.entry.latent, self.entry.view)[0]
-
-    def _run(self) -> None:
-        try:
-            if not self.queue.acquire(self, self._stop.is_set):
-                self.state = "cancelled"
-                return
-            try:
-                self._t0 = time.time()
-                backend = self.res.base
-                if self.adapter is None:
-                    self.state = "training"
-                    self.job = ForgetJob(backend, self.entry.latent, self.config, on_progress=self._on_progress)
-                    if self._stop.is_set():
-                        self.job.cancel()
-                    self.job.start()
-                    self.job.thread.join()
-                    if self.job.state != "done":
-                        self.error = (f"{type(self.job.error).__name__}: {self.job.error}"
-                                      if self.job.error is not None else None)
-                        self.state = self.job.state
-                        return
-                    self.adapter = self.job.result.adapter
-                    self.train_seconds = self.job.result.seconds
-                    self.times.record(steps=self.config.steps, train_seconds=self.train_seconds)
-                judge = self.res.judge
-                if judge is not None:  # None: a diffusers backend without an insightface pack, so no curve
-                    self.state = "evaluating"
-                    self._eval_t0 = time.time()
-                    views = self.curve_views if self.res.base.has_views else 1  # DDIM from x_T has no views
-                    self.curve = forgetting_curve(backend, self.adapter, self.entry.latent, judge,
-                                                  self.res.curve_retained_latents, views,
-                                                  should_stop=self._stop.is_set)
-                    self.times.record(curve_seconds=time.time() - self._eval_t0)
-                self.seconds = time.time() - self._t0
-                self.on_done(self)
-                self.state = "done"
-            finally:
-                self.queue.release(self)
-                if self.job is not None:
-                    self.job.backend = None
-        except InterruptedError:
-            self.state = "cancelled"
-        except Exception as e:  # reported to the person, never raised into the UI thread
-            self.error = f"{type(e).__name__}: {e}"
-            self.state = "failed"
-
-    def expected_remaining(self) -> float | None:
-        """Seconds this task still needs (training, then its curve), from its own progress and the server's
-        averages; None when nothing is known yet (before the first job on this server has finished)."""
-        if self.done:
-            return 0.0
-        curve = self.times.curve_seconds if self.res.has_judge else 0.0
-        if self.state == "evaluating":
-            return None if curve is None else max(curve - (time.time() - (self._eval_t0 or time.time())), 1.0)
-        steps = self.config.steps if self.config is not None else 0
-        ev = self.job.latest if self.job is not None else None
-        if ev is not None and ev.step > 0:
-            train = float(ev.eta)
-            per_step = ev.elapsed / ev.step
-        else:
-            per_step = self.times.step_seconds
-            if per_step is None and steps:
-                return None
-            train = steps * (per_step or 0.0)
-        if curve is None:  # no curve measured yet on this server: guess it as 20 training steps
-            curve = 20 * per_step if per_step is not None else None
-        return None if curve is None else train + curve
-
-    def status(self) -> JobStatus:
-        st = JobStatus(self.entry.key, self.entry.name, self.state, max_jobs=self.queue.max_jobs,
-                       queue_running=self.queue.running, preview=self.preview, error=self.error,
-                       train_seconds=self.train_seconds)
-        if self.config is not None:
-            st.steps = self.config.steps
-        if self.state == "queued":
-            st.queue_position = self.queue.position(self)
-            st.queue_wait = self.queue.wait_estimate(self)
-        ev = self.job.latest if self.job is not None else None
-        if ev is not None:
-            st.step, st.steps, st.eta = ev.step, ev.steps, ev.eta
-            st.losses = [e.losses for e in list(self.job.events)]
-        if self.state != "queued":
-            st.elapsed = self.seconds if self.seconds is not None else time.time() - self._t0
-        if self.state == "done" and self.job is None:
-            st.steps = 0  # restored from a file, not trained here
-        return st
-
-
 _LIVE_STUDIOS: weakref.WeakSet = weakref.WeakSet()
 
 
@@ -556,22 +98,10 @@ def _shutdown() -> None:
         studio.join(10)
 
 
-# -- the session ---------------------------------------------------------------------------------------------------
-@functools.lru_cache(maxsize=8)
-def _font(size: int):
-    try:
-        return ImageFont.load_default(size=size)
-    except (TypeError, OSError):  # Pillow without FreeType
-        return ImageFont.load_default()
-
-
 class Studio:
     """One browser session: identities, their adapters and intensities, and at most one running task."""
 
-    CELL = 128  # grid cells are multiples of 16 px so identical cells encode to identical JPEG blocks
-    GAP = 16
-    LABEL_W = 112
-    HEADER_H = 32
+    CELL, GAP, LABEL_W, HEADER_H = CELL, GAP, LABEL_W, HEADER_H  # the grid's layout (serving.grid)
 
     KEEP_FILES = 6  # rendered files of one kind kept in the session folder (older ones are deleted)
 
@@ -974,65 +504,9 @@ class Studio:
             self.prefill_done = not self._prefill_wake.is_set()
 
     def compose_grid(self, before: torch.Tensor, after: torch.Tensor, entry: Entry, footer: str = "") -> Image.Image:
-        """uint8 rows (N, 3, 64, 64) -> labelled grid image; ``footer``: text under the rows, in the labels' font
-        (what the bottom row composes).
+        """uint8 rows (N, 3, 64, 64) -> the labelled grid image (``serving.grid.compose_grid``)."""
+        return compose_grid(before, after, entry, footer)
 
-        The cells are laid out at half scale and the whole canvas is upscaled once (PIL bicubic, ~1 ms); every
-        cell sits on a 16 px boundary of the result, so identical cells give identical JPEG blocks.
-        """
-        c, g, lw, hh = self.CELL // 2, self.GAP // 2, self.LABEL_W // 2, self.HEADER_H // 2
-        n_target = 0 if entry.latent is None else len(entry.grid_views)
-        n = len(before)
-        cells = torch.cat([before, after])
-        if cells.shape[-1] != c:
-            cells = quantize(F.interpolate(cells.float() / 255, size=(c, c), mode="bicubic", align_corners=False))
-        cells = cells.permute(0, 2, 3, 1).numpy()
-        sep = 4  # between two cells of a group; groups are g apart (horizontal offsets do not matter for JPEG
-        # identity of the rows: the bottom row is exactly c + g = 72 -> 144 px below the top one)
-        xs = [lw + i * (c + sep) + (g if n_target and i >= n_target else 0) for i in range(n)]
-        canvas = np.full((hh + 2 * c + 2 * g, xs[-1] + c + g, 3), 255, np.uint8)
-        for row in range(2):
-            y = hh + row * (c + g)
-            for i, x in enumerate(xs):
-                canvas[y:y + c, x:x + c] = cells[row * n + i]
-        im = Image.fromarray(canvas)
-        im = im.resize((im.width * 2, im.height * 2), Image.BICUBIC)
-        draw = ImageDraw.Draw(im)
-        font, small = _font(15), _font(13)
-        name = entry.name if len(entry.name) <= 30 else entry.name[:29] + "…"
-        if n_target:
-            draw.text((2 * xs[0] + 4, 8), f"forgotten: {name}", fill=(150, 30, 30), font=font)
-        draw.text((2 * xs[n_target] + 4, 8), "retained (other identities)", fill=(30, 100, 30), font=font)
-        y1, y2 = 2 * hh + c, 2 * (hh + c + g) + c
-        draw.text((8, y1 - 18), "original", fill=(0, 0, 0), font=font)
-        draw.text((8, y1 + 2), "t = 0", fill=(90, 90, 90), font=small)
-        draw.text((8, y2 - 18), "forgetting", fill=(0, 0, 0), font=font)
-        draw.text((8, y2 + 2), f"t = {entry.t:.2f}", fill=(90, 90, 90), font=small)
-        if footer:
-            im = self._add_footer(im, footer, font)
-        return im
-
-    @staticmethod
-    def _add_footer(im: Image.Image, text: str, font) -> Image.Image:
-        """``im`` with a white band below it holding ``text``, wrapped to the image's width."""
-        draw = ImageDraw.Draw(im)
-        lines, line = [], ""
-        for word in text.split():
-            trial = f"{line} {word}".strip()
-            if line and draw.textlength(trial, font=font) > im.width - 16:
-                lines.append(line)
-                line = word
-            else:
-                line = trial
-        lines.append(line)
-        out = Image.new("RGB", (im.width, im.height + 8 + 20 * len(lines)), (255, 255, 255))
-        out.paste(im, (0, 0))
-        draw = ImageDraw.Draw(out)
-        for i, text_line in enumerate(lines):
-            draw.text((8, im.height + 2 + 20 * i), text_line, fill=(0, 0, 0), font=font)
-        return out
-
-    # -- curve ------------------------------------------------------------------------------------------------
     def curve(self, key: str | None = None) -> dict | None:
         """ID_target(t), retention(t) at 9 t's (computed once when the adapter became ready), plus the current t."""
         entry = self.get(key)

@@ -150,6 +150,7 @@ def test_app_builds_on_the_flagged_backend_and_shows_it(tiny, capsys):
     pytest.importorskip("gradio")
     import app
     from legato_core import studio as studio_mod
+    from legato_core.serving import resources as resources_mod
 
     def backend_line(demo) -> str:
         return next(b.value for b in demo.blocks.values() if getattr(b, "elem_id", None) == "backend")
@@ -159,7 +160,7 @@ def test_app_builds_on_the_flagged_backend_and_shows_it(tiny, capsys):
         app.main(["--backend", "arc2face", "--model-path", "/nowhere/Arc2Face"])  # fails before anything loads
     assert exc.value.code == 2 and "--insightface-pack PATH" in capsys.readouterr().err
     ddpm, pack, _ = tiny
-    saved = studio_mod._RESOURCES
+    saved = resources_mod._RESOURCES
     try:
         res = app.load_resources(BackendSpec("ddpm", str(ddpm), insightface_pack=str(pack), device="cpu",
                                              num_inference_steps=2))
@@ -169,4 +170,4 @@ def test_app_builds_on_the_flagged_backend_and_shows_it(tiny, capsys):
         gallery = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "examples")
         assert not gallery.parent.visible  # face-world examples are hidden for a photo model
     finally:
-        studio_mod.set_resources(saved)
+        resources_mod.set_resources(saved)
