@@ -20,6 +20,7 @@ import shutil
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import gradio as gr
 import numpy as np
@@ -353,6 +354,407 @@ def _path(payload) -> str | None:
 
 
 # -- the app -----------------------------------------------------------------------------------------------------
+def _parts(ns: SimpleNamespace, names: str) -> tuple:
+    """``ns``'s attributes named in ``names`` (space-separated), in that order: a section's components."""
+    return tuple(getattr(ns, n) for n in names.split())
+
+
+def _layout(default_steps: int, backend_label: str, face_world: bool) -> SimpleNamespace:
+    """The page's components, top to bottom (inside the Blocks being built); returned by name for the sections."""
+    state = gr.State(None, delete_callback=_close_state)
+    gr.Markdown(INTRO, elem_id="intro")
+    gr.Markdown(f"**Backend:** {backend_label}", elem_id="backend")
+    gr.Markdown("## 1 · Add a face")
+    with gr.Row():
+        with gr.Column(scale=1, min_width=260):
+            upload = gr.Image(label="Drop a face image", type="filepath", sources=["upload"],
+                              image_mode=None, height=200, elem_id="face_upload")
+            with gr.Row(visible=False) as face_row:  # face handling: the box found and the crop used
+                face_found = gr.Image(label="face found", interactive=False, height=120, elem_id="face_found",
+                                      buttons=[])
+                face_used = gr.Image(label="crop used", interactive=False, height=120, elem_id="face_crop",
+                                     buttons=[])
+            face_note = gr.Markdown("", elem_id="face_note")
+        with gr.Column(scale=3, min_width=400, visible=face_world):
+            gr.Markdown(f"**…or pick a face-world identity** (ids {EXAMPLE_IDS[0]}–{EXAMPLE_IDS[-1]}, "
+                        "held out from every training set)")
+            gallery = gr.Gallery(value=_example_gallery(), show_label=False, columns=len(EXAMPLE_IDS), height=125,
+                                 allow_preview=False, interactive=False, elem_id="examples")
+            with gr.Accordion("Add a face-world identity by id", open=False):
+                with gr.Row():
+                    face_id = gr.Number(value=200_010, precision=None, label="face-world id",
+                                        info=f"a whole number from {MIN_FACE_ID:,} to {MAX_FACE_ID:,}: lower "
+                                             "ids are the networks' training and tuning ranges",
+                                        elem_id="face_id")
+                    add_id = gr.Button("Add", elem_id="add_id_btn", scale=0)
+    with gr.Row():
+        with gr.Column(scale=4):
+            gr.Markdown((NOTE if face_world else NOTE_PHOTO_MODEL) + "\n\n" + privacy_note(), elem_id="note")
+        with gr.Column(scale=1, min_width=200):
+            end_btn = gr.Button("End session (delete everything now)", variant="secondary", size="sm",
+                                elem_id="end_btn")
+    gr.Markdown("## 2 · Forget it")
+    with gr.Row():
+        with gr.Column(scale=1, min_width=320):
+            identity = gr.Dropdown(choices=[], value=None, label="Identity (the slider controls this one)",
+                                   interactive=True, elem_id="identity")
+            remove_btn = gr.Button("Remove identity", size="sm", elem_id="remove_btn")
+            with gr.Row():
+                source = gr.Image(label="your face", interactive=False, height=SHOW,
+                                  elem_id="source_image", buttons=[])
+                inversion = gr.Image(label="its inversion", interactive=False, height=SHOW,
+                                     elem_id="inversion_image", buttons=[])
+        with gr.Column(scale=1, min_width=320):
+            steps = gr.Slider(1, MAX_STEPS, value=default_steps, step=1, label="training steps",
+                              info=f"{ForgetConfig().steps} is the default; fewer is faster and forgets less",
+                              elem_id="steps")
+            with gr.Row():
+                forget_btn = gr.Button("Forget", variant="primary", elem_id="forget_btn")
+                cancel_btn = gr.Button("Cancel", variant="stop", elem_id="cancel_btn")
+            status = gr.Textbox(label="status", interactive=False, lines=2, elem_id="status",
+                                value="Add a face to begin.")
+            preview = gr.Image(label="at t = T while training", interactive=False, height=150,
+                               elem_id="preview", buttons=[])
+        with gr.Column(scale=1, min_width=320):
+            loss_plot = gr.Plot(label="training losses", show_label=False, elem_id="loss_plot")
+    gr.Markdown("## 3 · Dial the forgetting intensity")
+    t_slider = gr.Slider(0.0, 1.6, value=0.0, step=0.05, label="intensity t (0 = original model)",
+                         interactive=False, elem_id="t_slider")
+    compose = gr.Checkbox(False, label="Compose: also apply this session's other forgotten identities in the "
+                                       "bottom row, each at its own t (off: the bottom row is the selected "
+                                       "identity's adapter alone, so t = 0 is exactly the original)",
+                          elem_id="compose")
+    grid = gr.Image(label="top: original model (t = 0) · bottom: adapted model at t", show_label=False,
+                    format="jpeg", interactive=False, elem_id="grid", buttons=["download"])
+    composition = gr.Markdown("", elem_id="composition")
+    with gr.Row():
+        with gr.Column(scale=3):
+            curve = gr.Plot(label="forgetting curve", show_label=False, elem_id="curve")
+        with gr.Column(scale=2):
+            gr.Markdown("### Adapters\nDownload the selected identity's adapter (a small .safetensors file), "
+                        "or upload one to restore it. Adapters only load onto the base model they were "
+                        "trained for.")
+            download = gr.DownloadButton("Download adapter (.safetensors)", value=None, interactive=False,
+                                         elem_id="download_btn")
+            adapter_upload = gr.File(label="Restore an adapter (.safetensors)", file_types=[".safetensors"],
+                                     height=120, elem_id="adapter_upload")
+    timer = gr.Timer(0.5, active=False)
+
+    entry_outputs = [state, identity, source, inversion, t_slider, grid, curve, status, download, composition]
+    face_outputs = [face_row, face_found, face_used, face_note]
+    named = (gr.components.Component, gr.blocks.BlockContext, list)
+    return SimpleNamespace(**{k: v for k, v in locals().items() if isinstance(v, named)})
+
+
+def _views(page: SimpleNamespace) -> SimpleNamespace:
+    """What the page shows for an entry, an empty session, a new face and its face handling (shared by sections)."""
+    (composition, curve, download, face_found, face_note, face_row, face_used, grid, identity, inversion,
+     source, state, status, t_slider, upload) = _parts(
+        page, "composition curve download face_found face_note face_row face_used grid identity inversion "
+        "source state status t_slider upload")
+
+    def grid_file(studio: Studio, key: str | None, t: float | None = None) -> str:
+        return str(studio.publish(studio.render_grid(key, t), "grid", "jpeg"))
+
+    def entry_view(studio: Studio, entry, text: str | None = None) -> dict:
+        out = {
+            state: studio,
+            identity: gr.Dropdown(choices=[(e.label, e.key) for e in studio.entries.values()], value=entry.key),
+            source: str(studio.entry_image(entry, "source", _big(entry.source))),
+            inversion: str(studio.entry_image(entry, "inversion", _big(entry.inversion))),
+            t_slider: gr.Slider(maximum=entry.t_max, value=round(entry.t, 4), interactive=entry.ready),
+            grid: grid_file(studio, entry.key),
+            curve: curve_figure(studio.curve(entry.key)),
+            download: gr.DownloadButton(value=str(studio.export_adapter(entry.key)) if entry.ready else None,
+                                        interactive=entry.ready),
+            composition: studio.composition_text(entry),
+        }
+        if text is not None:
+            out[status] = text
+        return out
+
+    def empty_view(studio: Studio | None, text: str) -> dict:
+        return {state: studio, identity: gr.Dropdown(choices=[], value=None), source: None, inversion: None,
+                t_slider: gr.Slider(maximum=1.6, value=0.0, interactive=False), grid: None, curve: None,
+                status: text, download: gr.DownloadButton(value=None, interactive=False), composition: ""}
+
+    def added(studio: Studio, entry) -> dict:
+        text = (f"Added {entry.name}. Press Forget to train its adapter." if not studio.busy
+                else f"Added {entry.name}. It can be forgotten when the running job ends.")
+        for note in entry.notes:
+            text += f" Note: {note}."
+            gr.Info(f"{entry.name}: {note}.")
+        return {**entry_view(studio, entry, text), upload: None}
+
+
+    def face_view(studio: Studio, entry) -> dict:
+        """What face handling did with an upload: the box found, the crop used and one line about it."""
+        face = entry.face
+        if face is None:  # a face-world identity added by id: nothing was detected
+            return {face_row: gr.Row(visible=False), face_note: ""}
+        lines = [face.message] if face.message else []
+        if face.aligned and studio.res.face_world:
+            lines.append(FACE_WORLD_LIKENESS)
+        return {face_row: gr.Row(visible=True), face_found: entry.face_preview, face_used: _big(entry.source),
+                face_note: " ".join(lines)}
+
+    return SimpleNamespace(grid_file=grid_file, entry_view=entry_view, empty_view=empty_view, added=added,
+                           face_view=face_view)
+
+
+def _wire_adding(page: SimpleNamespace, views: SimpleNamespace) -> None:
+    """Adding faces (upload, examples, by id), choosing, removing, ending the session."""
+    (add_id, compose, end_btn, entry_outputs, face_id, face_outputs, gallery, identity, loss_plot, preview,
+     remove_btn, state, timer, upload) = _parts(
+        page, "add_id compose end_btn entry_outputs face_id face_outputs gallery identity loss_plot preview "
+        "remove_btn state timer upload")
+    added, empty_view, entry_view, face_view = _parts(views, "added empty_view entry_view face_view")
+
+    def on_upload(payload, studio, request: gr.Request):
+        path = _path(payload)
+        if not path:
+            raise _error("no file arrived; drop a face image (PNG, JPEG or WebP)")
+        try:
+            studio = _session(studio, request)
+            name = payload.get("orig_name") if isinstance(payload, dict) else None
+            try:
+                entry = studio.add_image(path, name=name or None)
+            except ImageError as e:
+                raise _error(f"Cannot use this file: {e}", title="Not a usable image") from e
+            except StudioError as e:
+                raise _error(str(e)) from e
+        finally:
+            _forget_upload(path)  # read into memory (or refused): the file itself is not kept
+        return {**added(studio, entry), **face_view(studio, entry)}
+
+    def on_add_id(face, studio, request: gr.Request):
+        studio = _session(studio, request)
+        try:
+            entry = studio.add_identity(face)
+        except StudioError as e:
+            raise _error(str(e), title="Id refused") from e
+        return {**added(studio, entry), **face_view(studio, entry)}
+
+    def on_example(studio, evt: gr.SelectData, request: gr.Request):
+        return on_add_id(EXAMPLE_IDS[evt.index], studio, request)
+
+    # show_progress_on: the spinner, and on failure gradio's "Error" badge, stay on the input that was used
+    # (by default every output would be replaced by an "Error" badge next to the toast); a refused file is
+    # cleared from the upload box by the .failure() step
+    upload.upload(on_upload, [upload, state], [*entry_outputs, upload, *face_outputs], preprocess=False,
+                  api_name="add_image", show_progress_on=upload, concurrency_limit=2, concurrency_id="invert"
+                  ).failure(lambda: None, None, upload, api_visibility="private", show_progress="hidden")
+    # preprocess=False: the id arrives as sent (no rounding of 3.7 to 4) and Studio.face_id checks it
+    add_id.click(on_add_id, [face_id, state], [*entry_outputs, upload, *face_outputs], api_name="add_identity",
+                 preprocess=False, show_progress_on=face_id, concurrency_limit=2, concurrency_id="invert")
+    gallery.select(on_example, [state], [*entry_outputs, upload, *face_outputs], api_visibility="private",
+                   show_progress_on=gallery, concurrency_limit=2, concurrency_id="invert")
+
+    # inputs below are checked by the handlers (preprocess=False): a bad API value gets a clear message, and
+    # gradio's own checks (which log a traceback) never run
+    def on_select(key, studio, request: gr.Request):
+        studio = _session(studio, request, new_ok=False)
+        try:
+            entry = studio.get(_key(key))
+        except StudioError as e:
+            raise _error(str(e)) from e
+        if entry.ready:
+            studio.prefill(entry.key)
+        return entry_view(studio, entry)
+
+    identity.input(on_select, [identity, state], entry_outputs, api_name="select", show_progress_on=identity,
+                   preprocess=False, concurrency_limit=4, concurrency_id="render")
+
+    def on_remove(key, studio, request: gr.Request):
+        studio = _session(studio, request, new_ok=False)
+        try:
+            gone = studio.remove(_key(key))
+        except StudioError as e:
+            raise _error(str(e)) from e
+        text = f"Removed {gone.name}: its adapter and its files are deleted."
+        if not studio.entries:
+            return empty_view(studio, text + " Add a face to begin.")
+        entry = studio.get()
+        if entry.ready:
+            studio.prefill(entry.key)
+        return entry_view(studio, entry, text)
+
+    remove_btn.click(on_remove, [identity, state], entry_outputs, api_name="remove", preprocess=False,
+                     show_progress_on=identity, concurrency_limit=4, concurrency_id="render")
+
+    def on_end(studio, request: gr.Request):
+        sid = getattr(request, "session_hash", None)
+        with _SESSIONS_LOCK:
+            live = SESSIONS.pop(sid, None) if sid is not None else None
+        for s in {id(x): x for x in (studio, live) if x is not None}.values():
+            _end(s, "ended")
+        return {**empty_view(None, "Session ended: everything it held was deleted. Add a face to start again."),
+                loss_plot: None, preview: None, timer: gr.Timer(active=False), compose: False}
+
+    end_btn.click(on_end, [state], [*entry_outputs, loss_plot, preview, timer, compose], api_name="end_session",
+                  concurrency_limit=None)
+
+
+
+def _wire_forgetting(page: SimpleNamespace, views: SimpleNamespace) -> None:
+    """The forget job: start, poll its progress, cancel."""
+    (cancel_btn, entry_outputs, forget_btn, identity, loss_plot, preview, state, status, steps, timer) = _parts(
+        page, "cancel_btn entry_outputs forget_btn identity loss_plot preview state status steps timer")
+    entry_view, = _parts(views, "entry_view")
+
+    def on_forget(key, n_steps, studio, request: gr.Request):
+        studio = _session(studio, request, new_ok=False)
+        n_steps = _number(n_steps, "training steps", 1, MAX_STEPS, whole=True)
+        try:
+            studio.start_forget(_key(key), steps=n_steps)
+        except BusyError as e:
+            gr.Warning(f"Only one job per session: {e}.", duration=6)
+            return {state: studio, status: f"Only one job per session: {e}.", timer: gr.Timer(active=True)}
+        except StudioError as e:
+            raise _error(str(e)) from e
+        st = studio.status()
+        return {state: studio, status: st.text(), timer: gr.Timer(active=True),
+                loss_plot: loss_figure([], st.steps), preview: None}
+
+    forget_btn.click(on_forget, [identity, steps, state], [state, status, timer, loss_plot, preview],
+                     api_name="forget", preprocess=False, concurrency_limit=None)
+
+    def on_poll(key, studio):
+        if studio is None or studio.closed or studio.status() is None:
+            return {timer: gr.Timer(active=False)}
+        st = studio.status()
+        out = {status: st.text(), timer: gr.Timer(active=not st.done)}
+        ui = studio.ui  # what this session's page already shows
+        if st.losses and (ui.get("step") != st.step or ui.get("task") != id(studio.task)):
+            out[loss_plot] = loss_figure(st.losses, st.steps)
+            ui["step"], ui["task"] = st.step, id(studio.task)
+        if st.preview is not None and ui.get("preview") is not st.preview:
+            out[preview] = str(studio.publish(_big(to_pil(st.preview)), "preview"))
+            ui["preview"] = st.preview
+        fin = studio.take_finished()
+        if fin is not None:  # a training run's garbage: give it back now, not when the session ends
+            threading.Thread(target=release_memory, daemon=True, name="legato-release").start()
+        if fin is not None and fin.state == "done" and fin.key in studio.entries:
+            # the view stays on the identity the person is looking at; only its list and status change
+            shown = key if isinstance(key, str) and key in studio.entries else fin.key
+            text = None
+            if shown != fin.key:
+                text = f"{st.text()} (Select {studio.get(fin.key).label} to move its slider.)"
+            out.update(entry_view(studio, studio.get(shown), text))
+        return out
+
+    timer.tick(on_poll, [identity, state], [*entry_outputs, loss_plot, preview, timer], api_name="poll",
+               preprocess=False, concurrency_limit=None, show_progress="hidden")
+
+    def on_cancel(studio):
+        if studio is None or not studio.cancel():
+            gr.Info("Nothing is running.")
+            return gr.skip()
+        return "Cancelling…"
+
+    cancel_btn.click(on_cancel, [state], [status], api_name="cancel", concurrency_limit=None)
+
+
+
+def _wire_intensity(page: SimpleNamespace, views: SimpleNamespace) -> None:
+    """The intensity slider, its curve marker and the composition switch."""
+    (compose, composition, curve, grid, identity, state, t_slider) = _parts(
+        page, "compose composition curve grid identity state t_slider")
+    grid_file, = _parts(views, "grid_file")
+
+    def _entry_and_t(t, key, studio):
+        try:
+            entry = studio.get(_key(key))
+        except StudioError as e:
+            raise _error(str(e)) from e
+        return entry, _number(t, "t", 0.0, round(entry.t_max, 6))
+
+    def on_slide(t, key, studio):
+        if studio is None or not studio.entries:
+            return gr.skip(), gr.skip()
+        entry, t = _entry_and_t(t, key, studio)
+        studio.touch()
+        return grid_file(studio, entry.key, t), studio.composition_text(entry)
+
+    t_slider.input(on_slide, [t_slider, identity, state], [grid, composition], trigger_mode="always_last",
+                   preprocess=False, show_progress="hidden", api_name="render", concurrency_limit=4,
+                   concurrency_id="render")
+
+    def on_slide_curve(t, key, studio):
+        if studio is None or not studio.entries:
+            return gr.skip()
+        entry, t = _entry_and_t(t, key, studio)
+        studio.touch()
+        studio.set_t(entry.key, t)
+        return curve_figure(studio.curve(entry.key))
+
+    # the curve's marker follows on release: redrawing the plot on every input costs the browser ~90 ms
+    t_slider.release(on_slide_curve, [t_slider, identity, state], curve, show_progress="hidden",
+                     preprocess=False, api_name="curve", concurrency_limit=4)
+
+    def on_compose(on, key, studio, request: gr.Request):
+        if not isinstance(on, bool):
+            raise _error(f"the compose switch is true or false; got {on!r}")
+        studio = _session(studio, request, new_ok=False)
+        studio.set_compose(on)
+        if not studio.entries:
+            return {state: studio}
+        try:
+            entry = studio.get(_key(key))
+        except StudioError as e:
+            raise _error(str(e)) from e
+        if entry.ready:
+            studio.prefill(entry.key)
+        return {state: studio, grid: grid_file(studio, entry.key), composition: studio.composition_text(entry)}
+
+    compose.input(on_compose, [compose, identity, state], [state, grid, composition], api_name="compose",
+                  preprocess=False, show_progress="hidden", concurrency_limit=4, concurrency_id="render")
+
+
+
+def _wire_adapters(page: SimpleNamespace, views: SimpleNamespace) -> None:
+    """Adapters out (download) and in (restore from a file)."""
+    (adapter_upload, download, entry_outputs, identity, state, timer) = _parts(
+        page, "adapter_upload download entry_outputs identity state timer")
+    entry_view, = _parts(views, "entry_view")
+
+    def on_export(key, studio):
+        if studio is None or studio.closed:
+            raise _error("nothing to download yet: forget an identity first")
+        studio.touch()
+        try:
+            return str(studio.export_adapter(_key(key)))
+        except StudioError as e:
+            raise _error(str(e)) from e
+
+    # the button's file is set whenever a forgotten identity is shown; the click downloads it (and, through
+    # the API, returns it)
+    download.click(on_export, [identity, state], download, api_name="export_adapter", preprocess=False,
+                   show_progress="hidden")
+
+    def on_import(payload, studio, request: gr.Request):
+        path = _path(payload)
+        if not path:
+            raise _error("no file arrived; upload an adapter .safetensors file")
+        try:
+            studio = _session(studio, request)
+            try:
+                entry = studio.import_adapter(path)
+            except StudioError as e:
+                raise _error(str(e), title="Adapter refused") from e
+        finally:
+            _forget_upload(path)
+        st = studio.status()
+        return {**entry_view(studio, entry, st.text() if st else None), timer: gr.Timer(active=True),
+                adapter_upload: None}
+
+    adapter_upload.upload(on_import, [adapter_upload, state], [*entry_outputs, timer, adapter_upload],
+                          preprocess=False, api_name="import_adapter", show_progress_on=adapter_upload
+                          ).failure(lambda: None, None, adapter_upload, api_visibility="private",
+                                    show_progress="hidden")
+
+
+
 def build_demo(default_steps: int = DEFAULT_STEPS, backend_label: str = EMBEDDED_LABEL,
                face_world: bool = True) -> gr.Blocks:
     """The page. ``backend_label``: the live backend's line (``Resources.backend_label``); ``face_world``: offer
@@ -360,356 +762,12 @@ def build_demo(default_steps: int = DEFAULT_STEPS, backend_label: str = EMBEDDED
     # gradio's cache sweep: every minute, its own cached files older than CACHE_MINUTES go (session folders are kept
     # fresh by the reaper while their session lives, and deleted when it ends)
     with gr.Blocks(title="legato: continuous identity unlearning", delete_cache=(60, CACHE_MINUTES * 60)) as demo:
-        state = gr.State(None, delete_callback=_close_state)
-        gr.Markdown(INTRO, elem_id="intro")
-        gr.Markdown(f"**Backend:** {backend_label}", elem_id="backend")
-        gr.Markdown("## 1 · Add a face")
-        with gr.Row():
-            with gr.Column(scale=1, min_width=260):
-                upload = gr.Image(label="Drop a face image", type="filepath", sources=["upload"],
-                                  image_mode=None, height=200, elem_id="face_upload")
-                with gr.Row(visible=False) as face_row:  # face handling: the box found and the crop used
-                    face_found = gr.Image(label="face found", interactive=False, height=120, elem_id="face_found",
-                                          buttons=[])
-                    face_used = gr.Image(label="crop used", interactive=False, height=120, elem_id="face_crop",
-                                         buttons=[])
-                face_note = gr.Markdown("", elem_id="face_note")
-            with gr.Column(scale=3, min_width=400, visible=face_world):
-                gr.Markdown(f"**…or pick a face-world identity** (ids {EXAMPLE_IDS[0]}–{EXAMPLE_IDS[-1]}, "
-                            "held out from every training set)")
-                gallery = gr.Gallery(value=_example_gallery(), show_label=False, columns=len(EXAMPLE_IDS), height=125,
-                                     allow_preview=False, interactive=False, elem_id="examples")
-                with gr.Accordion("Add a face-world identity by id", open=False):
-                    with gr.Row():
-                        face_id = gr.Number(value=200_010, precision=None, label="face-world id",
-                                            info=f"a whole number from {MIN_FACE_ID:,} to {MAX_FACE_ID:,}: lower "
-                                                 "ids are the networks' training and tuning ranges",
-                                            elem_id="face_id")
-                        add_id = gr.Button("Add", elem_id="add_id_btn", scale=0)
-        with gr.Row():
-            with gr.Column(scale=4):
-                gr.Markdown((NOTE if face_world else NOTE_PHOTO_MODEL) + "\n\n" + privacy_note(), elem_id="note")
-            with gr.Column(scale=1, min_width=200):
-                end_btn = gr.Button("End session (delete everything now)", variant="secondary", size="sm",
-                                    elem_id="end_btn")
-        gr.Markdown("## 2 · Forget it")
-        with gr.Row():
-            with gr.Column(scale=1, min_width=320):
-                identity = gr.Dropdown(choices=[], value=None, label="Identity (the slider controls this one)",
-                                       interactive=True, elem_id="identity")
-                remove_btn = gr.Button("Remove identity", size="sm", elem_id="remove_btn")
-                with gr.Row():
-                    source = gr.Image(label="your face", interactive=False, height=SHOW,
-                                      elem_id="source_image", buttons=[])
-                    inversion = gr.Image(label="its inversion", interactive=False, height=SHOW,
-                                         elem_id="inversion_image", buttons=[])
-            with gr.Column(scale=1, min_width=320):
-                steps = gr.Slider(1, MAX_STEPS, value=default_steps, step=1, label="training steps",
-                                  info=f"{ForgetConfig().steps} is the default; fewer is faster and forgets less",
-                                  elem_id="steps")
-                with gr.Row():
-                    forget_btn = gr.Button("Forget", variant="primary", elem_id="forget_btn")
-                    cancel_btn = gr.Button("Cancel", variant="stop", elem_id="cancel_btn")
-                status = gr.Textbox(label="status", interactive=False, lines=2, elem_id="status",
-                                    value="Add a face to begin.")
-                preview = gr.Image(label="at t = T while training", interactive=False, height=150,
-                                   elem_id="preview", buttons=[])
-            with gr.Column(scale=1, min_width=320):
-                loss_plot = gr.Plot(label="training losses", show_label=False, elem_id="loss_plot")
-        gr.Markdown("## 3 · Dial the forgetting intensity")
-        t_slider = gr.Slider(0.0, 1.6, value=0.0, step=0.05, label="intensity t (0 = original model)",
-                             interactive=False, elem_id="t_slider")
-        compose = gr.Checkbox(False, label="Compose: also apply this session's other forgotten identities in the "
-                                           "bottom row, each at its own t (off: the bottom row is the selected "
-                                           "identity's adapter alone, so t = 0 is exactly the original)",
-                              elem_id="compose")
-        grid = gr.Image(label="top: original model (t = 0) · bottom: adapted model at t", show_label=False,
-                        format="jpeg", interactive=False, elem_id="grid", buttons=["download"])
-        composition = gr.Markdown("", elem_id="composition")
-        with gr.Row():
-            with gr.Column(scale=3):
-                curve = gr.Plot(label="forgetting curve", show_label=False, elem_id="curve")
-            with gr.Column(scale=2):
-                gr.Markdown("### Adapters\nDownload the selected identity's adapter (a small .safetensors file), "
-                            "or upload one to restore it. Adapters only load onto the base model they were "
-                            "trained for.")
-                download = gr.DownloadButton("Download adapter (.safetensors)", value=None, interactive=False,
-                                             elem_id="download_btn")
-                adapter_upload = gr.File(label="Restore an adapter (.safetensors)", file_types=[".safetensors"],
-                                         height=120, elem_id="adapter_upload")
-        timer = gr.Timer(0.5, active=False)
-
-        entry_outputs = [state, identity, source, inversion, t_slider, grid, curve, status, download, composition]
-
-        def grid_file(studio: Studio, key: str | None, t: float | None = None) -> str:
-            return str(studio.publish(studio.render_grid(key, t), "grid", "jpeg"))
-
-        def entry_view(studio: Studio, entry, text: str | None = None) -> dict:
-            out = {
-                state: studio,
-                identity: gr.Dropdown(choices=[(e.label, e.key) for e in studio.entries.values()], value=entry.key),
-                source: str(studio.entry_image(entry, "source", _big(entry.source))),
-                inversion: str(studio.entry_image(entry, "inversion", _big(entry.inversion))),
-                t_slider: gr.Slider(maximum=entry.t_max, value=round(entry.t, 4), interactive=entry.ready),
-                grid: grid_file(studio, entry.key),
-                curve: curve_figure(studio.curve(entry.key)),
-                download: gr.DownloadButton(value=str(studio.export_adapter(entry.key)) if entry.ready else None,
-                                            interactive=entry.ready),
-                composition: studio.composition_text(entry),
-            }
-            if text is not None:
-                out[status] = text
-            return out
-
-        def empty_view(studio: Studio | None, text: str) -> dict:
-            return {state: studio, identity: gr.Dropdown(choices=[], value=None), source: None, inversion: None,
-                    t_slider: gr.Slider(maximum=1.6, value=0.0, interactive=False), grid: None, curve: None,
-                    status: text, download: gr.DownloadButton(value=None, interactive=False), composition: ""}
-
-        def added(studio: Studio, entry) -> dict:
-            text = (f"Added {entry.name}. Press Forget to train its adapter." if not studio.busy
-                    else f"Added {entry.name}. It can be forgotten when the running job ends.")
-            for note in entry.notes:
-                text += f" Note: {note}."
-                gr.Info(f"{entry.name}: {note}.")
-            return {**entry_view(studio, entry, text), upload: None}
-
-        face_outputs = [face_row, face_found, face_used, face_note]
-
-        def face_view(studio: Studio, entry) -> dict:
-            """What face handling did with an upload: the box found, the crop used and one line about it."""
-            face = entry.face
-            if face is None:  # a face-world identity added by id: nothing was detected
-                return {face_row: gr.Row(visible=False), face_note: ""}
-            lines = [face.message] if face.message else []
-            if face.aligned and studio.res.face_world:
-                lines.append(FACE_WORLD_LIKENESS)
-            return {face_row: gr.Row(visible=True), face_found: entry.face_preview, face_used: _big(entry.source),
-                    face_note: " ".join(lines)}
-
-        # -- adding faces ------------------------------------------------------------------------------------
-        def on_upload(payload, studio, request: gr.Request):
-            path = _path(payload)
-            if not path:
-                raise _error("no file arrived; drop a face image (PNG, JPEG or WebP)")
-            try:
-                studio = _session(studio, request)
-                name = payload.get("orig_name") if isinstance(payload, dict) else None
-                try:
-                    entry = studio.add_image(path, name=name or None)
-                except ImageError as e:
-                    raise _error(f"Cannot use this file: {e}", title="Not a usable image") from e
-                except StudioError as e:
-                    raise _error(str(e)) from e
-            finally:
-                _forget_upload(path)  # read into memory (or refused): the file itself is not kept
-            return {**added(studio, entry), **face_view(studio, entry)}
-
-        def on_add_id(face, studio, request: gr.Request):
-            studio = _session(studio, request)
-            try:
-                entry = studio.add_identity(face)
-            except StudioError as e:
-                raise _error(str(e), title="Id refused") from e
-            return {**added(studio, entry), **face_view(studio, entry)}
-
-        def on_example(studio, evt: gr.SelectData, request: gr.Request):
-            return on_add_id(EXAMPLE_IDS[evt.index], studio, request)
-
-        # show_progress_on: the spinner, and on failure gradio's "Error" badge, stay on the input that was used
-        # (by default every output would be replaced by an "Error" badge next to the toast); a refused file is
-        # cleared from the upload box by the .failure() step
-        upload.upload(on_upload, [upload, state], [*entry_outputs, upload, *face_outputs], preprocess=False,
-                      api_name="add_image", show_progress_on=upload, concurrency_limit=2, concurrency_id="invert"
-                      ).failure(lambda: None, None, upload, api_visibility="private", show_progress="hidden")
-        # preprocess=False: the id arrives as sent (no rounding of 3.7 to 4) and Studio.face_id checks it
-        add_id.click(on_add_id, [face_id, state], [*entry_outputs, upload, *face_outputs], api_name="add_identity",
-                     preprocess=False, show_progress_on=face_id, concurrency_limit=2, concurrency_id="invert")
-        gallery.select(on_example, [state], [*entry_outputs, upload, *face_outputs], api_visibility="private",
-                       show_progress_on=gallery, concurrency_limit=2, concurrency_id="invert")
-
-        # inputs below are checked by the handlers (preprocess=False): a bad API value gets a clear message, and
-        # gradio's own checks (which log a traceback) never run
-        def on_select(key, studio, request: gr.Request):
-            studio = _session(studio, request, new_ok=False)
-            try:
-                entry = studio.get(_key(key))
-            except StudioError as e:
-                raise _error(str(e)) from e
-            if entry.ready:
-                studio.prefill(entry.key)
-            return entry_view(studio, entry)
-
-        identity.input(on_select, [identity, state], entry_outputs, api_name="select", show_progress_on=identity,
-                       preprocess=False, concurrency_limit=4, concurrency_id="render")
-
-        def on_remove(key, studio, request: gr.Request):
-            studio = _session(studio, request, new_ok=False)
-            try:
-                gone = studio.remove(_key(key))
-            except StudioError as e:
-                raise _error(str(e)) from e
-            text = f"Removed {gone.name}: its adapter and its files are deleted."
-            if not studio.entries:
-                return empty_view(studio, text + " Add a face to begin.")
-            entry = studio.get()
-            if entry.ready:
-                studio.prefill(entry.key)
-            return entry_view(studio, entry, text)
-
-        remove_btn.click(on_remove, [identity, state], entry_outputs, api_name="remove", preprocess=False,
-                         show_progress_on=identity, concurrency_limit=4, concurrency_id="render")
-
-        def on_end(studio, request: gr.Request):
-            sid = getattr(request, "session_hash", None)
-            with _SESSIONS_LOCK:
-                live = SESSIONS.pop(sid, None) if sid is not None else None
-            for s in {id(x): x for x in (studio, live) if x is not None}.values():
-                _end(s, "ended")
-            return {**empty_view(None, "Session ended: everything it held was deleted. Add a face to start again."),
-                    loss_plot: None, preview: None, timer: gr.Timer(active=False), compose: False}
-
-        end_btn.click(on_end, [state], [*entry_outputs, loss_plot, preview, timer, compose], api_name="end_session",
-                      concurrency_limit=None)
-
-        # -- forgetting job ------------------------------------------------------------------------------------
-        def on_forget(key, n_steps, studio, request: gr.Request):
-            studio = _session(studio, request, new_ok=False)
-            n_steps = _number(n_steps, "training steps", 1, MAX_STEPS, whole=True)
-            try:
-                studio.start_forget(_key(key), steps=n_steps)
-            except BusyError as e:
-                gr.Warning(f"Only one job per session: {e}.", duration=6)
-                return {state: studio, status: f"Only one job per session: {e}.", timer: gr.Timer(active=True)}
-            except StudioError as e:
-                raise _error(str(e)) from e
-            st = studio.status()
-            return {state: studio, status: st.text(), timer: gr.Timer(active=True),
-                    loss_plot: loss_figure([], st.steps), preview: None}
-
-        forget_btn.click(on_forget, [identity, steps, state], [state, status, timer, loss_plot, preview],
-                         api_name="forget", preprocess=False, concurrency_limit=None)
-
-        def on_poll(key, studio):
-            if studio is None or studio.closed or studio.status() is None:
-                return {timer: gr.Timer(active=False)}
-            st = studio.status()
-            out = {status: st.text(), timer: gr.Timer(active=not st.done)}
-            ui = studio.ui  # what this session's page already shows
-            if st.losses and (ui.get("step") != st.step or ui.get("task") != id(studio.task)):
-                out[loss_plot] = loss_figure(st.losses, st.steps)
-                ui["step"], ui["task"] = st.step, id(studio.task)
-            if st.preview is not None and ui.get("preview") is not st.preview:
-                out[preview] = str(studio.publish(_big(to_pil(st.preview)), "preview"))
-                ui["preview"] = st.preview
-            fin = studio.take_finished()
-            if fin is not None:  # a training run's garbage: give it back now, not when the session ends
-                threading.Thread(target=release_memory, daemon=True, name="legato-release").start()
-            if fin is not None and fin.state == "done" and fin.key in studio.entries:
-                # the view stays on the identity the person is looking at; only its list and status change
-                shown = key if isinstance(key, str) and key in studio.entries else fin.key
-                text = None
-                if shown != fin.key:
-                    text = f"{st.text()} (Select {studio.get(fin.key).label} to move its slider.)"
-                out.update(entry_view(studio, studio.get(shown), text))
-            return out
-
-        timer.tick(on_poll, [identity, state], [*entry_outputs, loss_plot, preview, timer], api_name="poll",
-                   preprocess=False, concurrency_limit=None, show_progress="hidden")
-
-        def on_cancel(studio):
-            if studio is None or not studio.cancel():
-                gr.Info("Nothing is running.")
-                return gr.skip()
-            return "Cancelling…"
-
-        cancel_btn.click(on_cancel, [state], [status], api_name="cancel", concurrency_limit=None)
-
-        # -- intensity ------------------------------------------------------------------------------------------
-        def _entry_and_t(t, key, studio):
-            try:
-                entry = studio.get(_key(key))
-            except StudioError as e:
-                raise _error(str(e)) from e
-            return entry, _number(t, "t", 0.0, round(entry.t_max, 6))
-
-        def on_slide(t, key, studio):
-            if studio is None or not studio.entries:
-                return gr.skip(), gr.skip()
-            entry, t = _entry_and_t(t, key, studio)
-            studio.touch()
-            return grid_file(studio, entry.key, t), studio.composition_text(entry)
-
-        t_slider.input(on_slide, [t_slider, identity, state], [grid, composition], trigger_mode="always_last",
-                       preprocess=False, show_progress="hidden", api_name="render", concurrency_limit=4,
-                       concurrency_id="render")
-
-        def on_slide_curve(t, key, studio):
-            if studio is None or not studio.entries:
-                return gr.skip()
-            entry, t = _entry_and_t(t, key, studio)
-            studio.touch()
-            studio.set_t(entry.key, t)
-            return curve_figure(studio.curve(entry.key))
-
-        # the curve's marker follows on release: redrawing the plot on every input costs the browser ~90 ms
-        t_slider.release(on_slide_curve, [t_slider, identity, state], curve, show_progress="hidden",
-                         preprocess=False, api_name="curve", concurrency_limit=4)
-
-        def on_compose(on, key, studio, request: gr.Request):
-            if not isinstance(on, bool):
-                raise _error(f"the compose switch is true or false; got {on!r}")
-            studio = _session(studio, request, new_ok=False)
-            studio.set_compose(on)
-            if not studio.entries:
-                return {state: studio}
-            try:
-                entry = studio.get(_key(key))
-            except StudioError as e:
-                raise _error(str(e)) from e
-            if entry.ready:
-                studio.prefill(entry.key)
-            return {state: studio, grid: grid_file(studio, entry.key), composition: studio.composition_text(entry)}
-
-        compose.input(on_compose, [compose, identity, state], [state, grid, composition], api_name="compose",
-                      preprocess=False, show_progress="hidden", concurrency_limit=4, concurrency_id="render")
-
-        # -- adapters in and out --------------------------------------------------------------------------------
-        def on_export(key, studio):
-            if studio is None or studio.closed:
-                raise _error("nothing to download yet: forget an identity first")
-            studio.touch()
-            try:
-                return str(studio.export_adapter(_key(key)))
-            except StudioError as e:
-                raise _error(str(e)) from e
-
-        # the button's file is set whenever a forgotten identity is shown; the click downloads it (and, through
-        # the API, returns it)
-        download.click(on_export, [identity, state], download, api_name="export_adapter", preprocess=False,
-                       show_progress="hidden")
-
-        def on_import(payload, studio, request: gr.Request):
-            path = _path(payload)
-            if not path:
-                raise _error("no file arrived; upload an adapter .safetensors file")
-            try:
-                studio = _session(studio, request)
-                try:
-                    entry = studio.import_adapter(path)
-                except StudioError as e:
-                    raise _error(str(e), title="Adapter refused") from e
-            finally:
-                _forget_upload(path)
-            st = studio.status()
-            return {**entry_view(studio, entry, st.text() if st else None), timer: gr.Timer(active=True),
-                    adapter_upload: None}
-
-        adapter_upload.upload(on_import, [adapter_upload, state], [*entry_outputs, timer, adapter_upload],
-                              preprocess=False, api_name="import_adapter", show_progress_on=adapter_upload
-                              ).failure(lambda: None, None, adapter_upload, api_visibility="private",
-                                        show_progress="hidden")
-
+        page = _layout(default_steps, backend_label, face_world)
+        views = _views(page)
+        _wire_adding(page, views)
+        _wire_forgetting(page, views)
+        _wire_intensity(page, views)
+        _wire_adapters(page, views)
         demo.unload(on_unload)
     return demo
 
