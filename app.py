@@ -311,7 +311,8 @@ def _forget_upload(path: str | None) -> None:
         return
     p = Path(path)
     try:
-        if p.resolve().is_relative_to(Path(gr.utils.get_upload_folder()).resolve()):
+        if p.resolve().is_relative_to(Path(gr.utils.get_upload_folder()).resolve()) and \
+                not any(part.startswith("legato-sessions-") for part in p.parts):  # never a session's own file
             p.unlink(missing_ok=True)
             p.parent.rmdir()
     except OSError:

@@ -284,6 +284,28 @@ def test_idle_sessions_end_and_say_so(url):
     assert "Added" in c.predict(200_015, api_name="/add_identity")[STATUS], "adding a face starts afresh"
 
 
+def test_the_sweep_deletes_folders_nobody_owns(url):
+    import os
+
+    import app
+
+    root = app.session_root()
+    orphan = root / "legato-session-orphan"  # e.g. a session whose close never ran
+    orphan.mkdir(parents=True, exist_ok=True)
+    (orphan / "grid.1.jpeg").write_bytes(b"x")
+    old = time.time() - 120
+    os.utime(orphan, (old, old))
+    dead = root.parent / "legato-sessions-999999999"  # the root of a server that no longer runs
+    (dead / "legato-session-x").mkdir(parents=True, exist_ok=True)
+    c = _client(url)
+    c.predict(200_018, api_name="/add_identity")
+    live = app.SESSIONS[c.session_hash].folder
+    app.reap_sessions()
+    assert not orphan.exists() and not dead.exists()
+    assert live.exists(), "a live session's folder stays"
+    app.release_memory()  # runs (glibc: malloc_trim) without error
+
+
 def test_composition_is_off_by_default_and_can_be_switched_on(url, adapter_file):
     c = _client(url)
     _restore(c, adapter_file, "1")
