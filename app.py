@@ -271,7 +271,7 @@ def reap_sessions(idle_seconds: float | None = None) -> list[str]:
 
 def _sweep_folders(min_age: float = 60.0) -> None:
     """Delete session folders of this server that no live session owns (older than ``min_age`` s, so that a folder
-    being made is never taken), and the session roots of servers that no longer run."""
+    being made is never taken), the session roots of servers that no longer run, and cut-off uploads."""
     root = session_root()
     with _SESSIONS_LOCK:
         live = {s.folder for s in SESSIONS.values() if s.folder is not None}
@@ -286,6 +286,14 @@ def _sweep_folders(min_age: float = 60.0) -> None:
         pid = other.name.rsplit("-", 1)[-1]
         if pid.isdigit() and int(pid) != os.getpid() and not Path(f"/proc/{pid}").exists():
             shutil.rmtree(other, ignore_errors=True)
+    # an upload cut off half way leaves gradio's temporary file (tmpXXXX) in the cache's top folder, in no list of
+    # gradio's own: it goes after the same CACHE_MINUTES as everything else gradio caches
+    for partial in root.parent.glob("tmp*"):
+        try:
+            if partial.is_file() and time.time() - partial.stat().st_mtime > CACHE_MINUTES * 60:
+                partial.unlink()
+        except OSError:
+            pass
 
 
 _REAPER: threading.Thread | None = None
@@ -315,7 +323,8 @@ def _forget_upload(path: str | None) -> None:
         return
     p = Path(path)
     try:
-        if p.resolve().is_relative_to(Path(gr.utils.get_upload_folder()).resolve()):
+        if p.resolve().is_relative_to(Path(gr.utils.get_upload_folder()).resolve()) and \
+                not any(part.startswith("legato-sessions-") for part in p.parts):  # never a session's own file
             p.unlink(missing_ok=True)
             p.parent.rmdir()
     except OSError:
@@ -567,20 +576,23 @@ def _wire_adding(page: SimpleNamespace, views: SimpleNamespace) -> None:
 
     def on_remove(key, studio, request: gr.Request):
         studio = _session(studio, request, new_ok=False)
+        trained_here = studio.task.entry if studio.task is not None else None
         try:
             gone = studio.remove(_key(key))
         except StudioError as e:
             raise _error(str(e)) from e
         text = f"Removed {gone.name}: its adapter and its files are deleted."
+        # the loss plot and preview of its job (running or last) go with it
+        extra = {loss_plot: None, preview: None} if trained_here is gone else {}
         if not studio.entries:
-            return empty_view(studio, text + " Add a face to begin.")
+            return {**empty_view(studio, text + " Add a face to begin."), **extra}
         entry = studio.get()
         if entry.ready:
             studio.prefill(entry.key)
-        return entry_view(studio, entry, text)
+        return {**entry_view(studio, entry, text), **extra}
 
-    remove_btn.click(on_remove, [identity, state], entry_outputs, api_name="remove", preprocess=False,
-                     show_progress_on=identity, concurrency_limit=4, concurrency_id="render")
+    remove_btn.click(on_remove, [identity, state], [*entry_outputs, loss_plot, preview], api_name="remove",
+                     preprocess=False, show_progress_on=identity, concurrency_limit=4, concurrency_id="render")
 
     def on_end(studio, request: gr.Request):
         sid = getattr(request, "session_hash", None)

@@ -387,8 +387,9 @@ class Studio:
         with self._lock:
             entry = entry if entry is not None else self.get()
             applied = self.composed(entry)
-            own = f"{entry.name} at t = {entry.t:.2f}" if entry.ready else f"{entry.name} (not forgotten yet)"
-        names = [f"{e.name} at t = {e.t:.2f}" for e in applied]
+            own = (f"{entry.key} · {entry.name} at t = {entry.t:.2f}" if entry.ready
+                   else f"{entry.key} · {entry.name} (not forgotten yet)")
+        names = [f"{e.key} · {e.name} at t = {e.t:.2f}" for e in applied]  # keys: two uploads may share a name
         listed = (names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]) if names else ""
         return entry, own, applied, listed
 

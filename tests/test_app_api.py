@@ -21,7 +21,6 @@ from gradio_client import Client, handle_file  # noqa: E402
 
 STEPS = 6
 STATUS = 6  # index of the status text in the outputs of /add_image, /poll, /import_adapter (gr.State is left out)
-COMPOSITION = 9 - 1  # index of the composition text in the same outputs
 # grid layout (legato_core.studio.Studio): label column, header, 128 px cells, a 16 px gap between rows / groups
 X0, Y0, CELL, GAP, N_TARGET = 112, 32, 128, 16, 3
 
@@ -284,6 +283,31 @@ def test_idle_sessions_end_and_say_so(url):
     assert "Added" in c.predict(200_015, api_name="/add_identity")[STATUS], "adding a face starts afresh"
 
 
+def test_the_sweep_deletes_folders_nobody_owns(url):
+    import os
+
+    import app
+
+    root = app.session_root()
+    orphan = root / "legato-session-orphan"  # e.g. a session whose close never ran
+    orphan.mkdir(parents=True, exist_ok=True)
+    (orphan / "grid.1.jpeg").write_bytes(b"x")
+    old = time.time() - 120
+    os.utime(orphan, (old, old))
+    dead = root.parent / "legato-sessions-999999999"  # the root of a server that no longer runs
+    (dead / "legato-session-x").mkdir(parents=True, exist_ok=True)
+    partial = root.parent / "tmpcutoffupload"  # what a cut-off upload leaves
+    partial.write_bytes(b"half a photo")
+    os.utime(partial, (old - 600, old - 600))
+    c = _client(url)
+    c.predict(200_018, api_name="/add_identity")
+    live = app.SESSIONS[c.session_hash].folder
+    app.reap_sessions()
+    assert not orphan.exists() and not dead.exists() and not partial.exists()
+    assert live.exists(), "a live session's folder stays"
+    app.release_memory()  # runs (glibc: malloc_trim) without error
+
+
 def test_composition_is_off_by_default_and_can_be_switched_on(url, adapter_file):
     c = _client(url)
     _restore(c, adapter_file, "1")
@@ -296,8 +320,8 @@ def test_composition_is_off_by_default_and_can_be_switched_on(url, adapter_file)
     grid, text = c.predict(True, "1", api_name="/compose")
     top, bottom = _rows(grid)
     assert np.abs(top - bottom).mean() > 0.2, "composed: identity 2's adapter acts at its own t"
-    assert text.startswith("Composition is on: the bottom row applies face-world #200008 at t = 0.00 together "
-                           "with face-world #200008 at t = 1.60."), text
+    assert text.startswith("Composition is on: the bottom row applies 1 · face-world #200008 at t = 0.00 "
+                           "together with 2 · face-world #200008 at t = 1.60."), text
     assert Image.open(grid).height > Y0 + 2 * CELL + GAP + 40, "and the grid has the same line under its rows"
     grid, text = c.predict(False, "1", api_name="/compose")
     top, bottom = _rows(grid)

@@ -273,9 +273,9 @@ def test_t0_is_the_original_unless_composition_is_on(res, trained, tmp_path):
     s.set_compose(True)
     before, composed = s.render_rows(e1.key, 0.0)
     assert (composed - before).abs().max() > 0, "composed: the other adapter acts at its own t"
-    assert s.composition_footer(e1) == f"Bottom row: {e1.name} at t = 0.00, composed with second at t = 1.60."
-    assert s.composition_text(e1).startswith(f"Composition is on: the bottom row applies {e1.name} at t = 0.00 "
-                                             "together with second at t = 1.60.")
+    assert s.composition_footer(e1) == f"Bottom row: 1 · {e1.name} at t = 0.00, composed with 2 · second at t = 1.60."
+    assert s.composition_text(e1).startswith(f"Composition is on: the bottom row applies 1 · {e1.name} at t = 0.00 "
+                                             "together with 2 · second at t = 1.60.")
     grid = s.render_grid(e1.key, 0.0)
     assert grid.height > plain.height and grid.width == plain.width, "the grid says so in a line under the rows"
     footer = np.asarray(grid.convert("L"))[plain.height:]
