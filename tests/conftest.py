@@ -29,6 +29,7 @@ class TinyBackend(nn.Module):
     has_views = True
     image_size = 16
     reads_whole_photo = False
+    renders_fast = True
 
     @classmethod
     def from_options(cls, seed: int = 0):
@@ -79,6 +80,9 @@ class TinyBackend(nn.Module):
 
     def loss_identity_model(self):
         return self.identity
+
+    def identity_networks(self):
+        return [self.identity]
 
     def face_crop(self):
         from legato_core.faces import FaceCrop

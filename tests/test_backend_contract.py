@@ -48,7 +48,8 @@ def check_contract(backend) -> None:
     assert isinstance(backend, GeneratorBackend)
     assert backend.objective in OBJECTIVES
     assert isinstance(backend.face_world, bool) and isinstance(backend.has_views, bool)
-    assert isinstance(backend.reads_whole_photo, bool) and backend.image_size > 0
+    assert isinstance(backend.reads_whole_photo, bool) and isinstance(backend.renders_fast, bool)
+    assert backend.image_size > 0 and isinstance(backend.identity_networks(), list)  # DDPM without a pack: none
     sizes = backend.report_sizes(8)
     assert sizes["n_retain"] == 8 and sizes["n_fd"] == 8
     assert isinstance(backend.label(), str) and backend.label("/some/where").count("/some/where") == 1

@@ -86,6 +86,7 @@ class _LatentIsImage:
     direction: cosines along GUIDE's line are known in closed form."""
 
     w_avg = torch.zeros(2)
+    renders_fast = True
 
     def sample_latents(self, n, generator):
         return torch.nn.functional.normalize(torch.randn(n, 2, generator=generator), dim=1)  # typical radius 1

@@ -5,9 +5,9 @@ generator and the diffusers backends share one engine. A *latent* is the identit
 everything else that changes between images of one person (pose/light for the embedded model; noise seed
 and timestep for diffusion models).
 
-Optional attributes: ``renders_fast`` (default True, read through ``renders_fast()``): whether rendering a few
-hundred images is cheap enough for work done once per forget run (the extrapolated target's stop search, view
-anchors); diffusion backends say False.
+``renders_fast``: whether rendering a few hundred images is cheap enough for work done once per forget run (the
+extrapolated target's stop search, view anchors); diffusion backends say False. Nothing here is optional: callers
+ask the backend, they never probe it.
 """
 
 from __future__ import annotations
@@ -33,9 +33,12 @@ class GeneratorBackend(Protocol):
     has_views: bool  # whether one latent renders differently per view (False: one view is enough)
     image_size: int  # square size of its renders and of the crops it reads
     reads_whole_photo: bool  # finds faces itself (True) or reads crops aligned to ``face_crop()`` (False)
+    renders_fast: bool  # whether a few hundred renders per forget run are affordable (see the module docstring)
 
     @classmethod
     def from_options(cls, **options) -> GeneratorBackend: ...
+
+    def identity_networks(self) -> list[nn.Module]: ...
 
     def face_crop(self): ...
 
@@ -72,4 +75,4 @@ class GeneratorBackend(Protocol):
 
 def renders_fast(backend) -> bool:
     """Whether a few hundred renders per forget run are affordable on ``backend`` (see the module docstring)."""
-    return getattr(backend, "renders_fast", True)
+    return bool(backend.renders_fast)

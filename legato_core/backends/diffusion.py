@@ -178,6 +178,10 @@ class DiffusionBackend(nn.Module):
         if p is not None and p.device != self.device:
             adapter.to(self.device)
 
+    def identity_networks(self) -> list[nn.Module]:
+        """Every identity network this backend trains with or is conditioned on (no judge may be one of them)."""
+        return [n for n in (self.arcface_torch, self.identity) if n is not None]
+
     def loss_identity_model(self):
         """The differentiable torch ArcFace when given, else the insightface judge (ONNX, no gradients)."""
         if self.arcface_torch is not None:

@@ -35,6 +35,7 @@ class EmbeddedFaceBackend(nn.Module):
     has_views = True  # pose, expression, light, background, framing
     image_size = 64
     reads_whole_photo = False  # uploads are detected and aligned to face_crop() first
+    renders_fast = True  # a few hundred renders per forget run are cheap (target stop search, view anchors)
 
     @classmethod
     def from_options(cls, model_path: str | Path | None = None, **unknown) -> EmbeddedFaceBackend:
@@ -127,6 +128,10 @@ class EmbeddedFaceBackend(nn.Module):
 
     def loss_identity_model(self) -> nn.Module:
         return self.arcface
+
+    def identity_networks(self) -> list[nn.Module]:
+        """Every identity network this backend trains with or is conditioned on (no judge may be one of them)."""
+        return [self.arcface]
 
     @torch.no_grad()
     def encode_identity(self, images: torch.Tensor) -> torch.Tensor:

@@ -196,12 +196,8 @@ def training_identity_networks(backend) -> list:
     """Every identity network the backend trains or is conditioned with: its identity-loss network, the insightface
     pack that embeds its uploads, a differentiable torch ArcFace."""
     nets = []
-    try:
-        nets.append(backend.loss_identity_model())
-    except RuntimeError:  # a diffusers backend without any identity network
-        pass
-    for net in (getattr(backend, "identity", None), getattr(backend, "arcface_torch", None)):
-        if net is not None and all(net is not n for n in nets):
+    for net in backend.identity_networks():
+        if all(net is not n for n in nets):
             nets.append(net)
     return nets
 

@@ -32,9 +32,7 @@ class Resources:
 
             backend = EmbeddedFaceBackend.from_pretrained()
         self.base = backend
-        self.kind = backend_kind(backend)
-        if judge is None and self.kind != "embedded":
-            judge = getattr(backend, "identity", None)
+        self.kind = backend_kind(backend)  # no judge given for a photo model: no curve (never its own networks)
         self.backend_label = label or backend_label(backend)
         self.base.weight_hash()  # computed once here: adapters are checked against it on every render
         gen = torch.Generator().manual_seed(seed)
