@@ -65,7 +65,7 @@ class AdapterKnob:
 
 
 @torch.no_grad()
-def _judge_embed(backend, judge: Judge, latents: torch.Tensor, views: torch.Tensor, batch: int = 128):
+def judge_embeddings(backend, judge: Judge, latents: torch.Tensor, views: torch.Tensor, batch: int = 128):
     out = []
     for i in range(0, len(latents), batch):
         out.append(judge.embed(backend.render(latents[i:i + batch], views[i:i + batch])))
@@ -86,9 +86,9 @@ def identity_similarity(knob: Knob, latents: torch.Tensor, views: torch.Tensor, 
     lat, vw = _pairs(latents, views)
     if base is None:
         with knob.at(None) as model:
-            base = _judge_embed(model, judge, lat, vw)
+            base = judge_embeddings(model, judge, lat, vw)
     with knob.at(s) as model:
-        adapted = _judge_embed(model, judge, lat, vw)
+        adapted = judge_embeddings(model, judge, lat, vw)
     return judge_similarity(judge, base, adapted).view(len(latents), len(views)).mean(1)
 
 
@@ -119,7 +119,7 @@ def unlearning_report(backend, knob: Knob, target_latent: torch.Tensor, s: float
     target_latent = target_latent[:1]
     lat, vw = _pairs(target_latent, views)
     with knob.at(None) as model:
-        base_target = _judge_embed(model, judge, lat, vw)
+        base_target = judge_embeddings(model, judge, lat, vw)
     s_end = s if s_end is None else s_end
     curve = []
     for sc in np.linspace(0, s_end, curve_points):
@@ -133,9 +133,9 @@ def unlearning_report(backend, knob: Knob, target_latent: torch.Tensor, s: float
     if other_latents is not None and len(other_latents):
         ov = other_views if other_views is not None else backend.canonical_views(len(other_latents))
         with knob.at(None) as model:
-            base_o = _judge_embed(model, judge, other_latents, ov)
+            base_o = judge_embeddings(model, judge, other_latents, ov)
         with knob.at(s) as model:
-            ad_o = _judge_embed(model, judge, other_latents, ov)
+            ad_o = judge_embeddings(model, judge, other_latents, ov)
         sims = judge_similarity(judge, base_o, ad_o)
         report["id_others"] = float(sims.mean())
         report["id_others_each"] = sims.tolist()
@@ -144,9 +144,9 @@ def unlearning_report(backend, knob: Knob, target_latent: torch.Tensor, s: float
     w_r = backend.sample_latents(n, gen)
     v_r = backend.sample_views(n, gen)
     with knob.at(None) as model:
-        base_r = _judge_embed(model, judge, w_r, v_r)
+        base_r = judge_embeddings(model, judge, w_r, v_r)
     with knob.at(s) as model:
-        ad_r = _judge_embed(model, judge, w_r, v_r)
+        ad_r = judge_embeddings(model, judge, w_r, v_r)
     ret = judge_similarity(judge, base_r[:n_retain], ad_r[:n_retain])
     report["retention_mean"] = float(ret.mean())
     report["retention_p5"] = float(torch.quantile(ret, 0.05))

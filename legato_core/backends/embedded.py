@@ -21,8 +21,8 @@ from ..assets import asset_path
 from ..faceworld import encode_view, frontal_view, random_view_vectors
 from ..generator.modeling import StyleFaceGenerator
 from ..generator.view_encoder import ViewEncoder
+from ..identity.feature_distance import ArcFaceFeatureDistance
 from ..identity.model import IdentityModel, load_identity_model
-from ..unlearning.objectives import ArcFaceFeatureDistance
 
 BASE_MODEL_ID = "legato/embedded-faceworld-stylegen-64"
 

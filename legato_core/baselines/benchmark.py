@@ -19,10 +19,10 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import faceworld
+from ..identity.feature_distance import ArcFaceFeatureDistance
 from ..identity.model import load_identity_model
-from ..metrics import _judge_embed, identity_similarity, unlearning_report
+from ..metrics import identity_similarity, judge_embeddings, unlearning_report
 from ..unlearning.engine import ForgetConfig
-from ..unlearning.objectives import ArcFaceFeatureDistance
 from .methods import METHODS, run_method
 
 
@@ -75,7 +75,7 @@ def run_benchmark(backend, methods: list[str], identities: list[int], config: Fo
     for identity in identities:
         img, w_u, ow, ov = _target(backend, identity)
         with torch.no_grad():
-            base4 = _judge_embed(backend, judge, w_u.expand(4, -1), views4)
+            base4 = judge_embeddings(backend, judge, w_u.expand(4, -1), views4)
         for name in methods:
             first_forgotten = None
 
@@ -83,7 +83,7 @@ def run_benchmark(backend, methods: list[str], identities: list[int], config: Fo
                 nonlocal first_forgotten
                 if first_forgotten is None and step % check_every == 0:
                     with torch.no_grad():
-                        sim = float((_judge_embed(model, judge, _w.expand(4, -1), views4) * _base4).sum(1).mean())
+                        sim = float((judge_embeddings(model, judge, _w.expand(4, -1), views4) * _base4).sum(1).mean())
                     if sim < judge.threshold:
                         first_forgotten = step
 

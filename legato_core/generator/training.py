@@ -22,8 +22,8 @@ from tqdm.auto import tqdm
 from ..faceworld import decode_view, encode_view
 from ..faceworld.attributes import sample_identities, sample_views
 from ..faceworld.renderer import render_faces
+from ..identity.feature_distance import ArcFaceFeatureDistance
 from ..identity.model import IdentityModel
-from ..unlearning.objectives import ArcFaceFeatureDistance
 from .modeling import GeneratorConfig, StyleFaceGenerator
 from .view_encoder import ViewEncoder
 

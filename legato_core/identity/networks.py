@@ -14,7 +14,7 @@ from torch import nn
 INPUT_SIZE = 64
 
 
-def _prepare(images: torch.Tensor) -> torch.Tensor:
+def prepare_images(images: torch.Tensor) -> torch.Tensor:
     if images.dim() != 4 or images.shape[1] != 3:
         raise ValueError(f"expected images of shape (B, 3, H, W), got {tuple(images.shape)}")
     if images.shape[-2:] != (INPUT_SIZE, INPUT_SIZE):
@@ -54,7 +54,7 @@ class ArcFaceNet(nn.Module):
                                   nn.BatchNorm1d(embedding_dim))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.head(self.blocks(self.stem(_prepare(images)))), dim=1)
+        return F.normalize(self.head(self.blocks(self.stem(prepare_images(images)))), dim=1)
 
 
 class _Separable(nn.Module):
@@ -84,7 +84,7 @@ class JudgeNet(nn.Module):
         self.head = nn.Sequential(nn.Linear(cin * 2, embedding_dim), nn.BatchNorm1d(embedding_dim))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        h = self.features(self.stem(_prepare(images)))
+        h = self.features(self.stem(prepare_images(images)))
         pooled = torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1)
         return F.normalize(self.head(pooled), dim=1)
 
