@@ -276,13 +276,13 @@ def test_cli_faces_detect_prints_every_face_and_exits_2_without_one(tmp_path, ca
     assert out.out == "" and out.err.strip() == "no face found in coffee.png (600x400 px)"
 
 
-def test_cli_forget_reads_an_image_through_face_handling(tmp_path):
+def test_cli_forget_reads_an_image_through_face_handling(tmp_path, embedded):
     from legato_core.cli import _read_image
 
     astro, coffee = tmp_path / "astronaut.png", tmp_path / "coffee.png"
     _photo("astronaut").save(astro)
     _photo("coffee").save(coffee)
-    img = _read_image(str(astro), "embedded")
+    img = _read_image(str(astro), embedded)  # the embedded backend reads aligned face-world crops
     torch.testing.assert_close(img[0], prepare_face(_photo("astronaut"), FaceCrop.faceworld(64)).image)
     with pytest.raises(NoFaceError, match="No face found"):
-        _read_image(str(coffee), "embedded")
+        _read_image(str(coffee), embedded)
