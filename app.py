@@ -441,21 +441,24 @@ def build_demo(default_steps: int = DEFAULT_STEPS, backend_label: str = EMBEDDED
 
         entry_outputs = [state, identity, source, inversion, t_slider, grid, curve, status, download, composition]
 
-        def grid_file(studio: Studio, key: str | None, t: float | None = None) -> str:
-            return str(studio.publish(studio.render_grid(key, t), "grid", "jpeg"))
+        def grid_view(studio: Studio, key: str | None, t: float | None = None) -> tuple[str, str, float]:
+            """(grid file, composition text, t), made together (``Studio.view``)."""
+            im, text, t = studio.view(key, t)
+            return str(studio.publish(im, "grid", "jpeg")), text, t
 
         def entry_view(studio: Studio, entry, text: str | None = None) -> dict:
+            grid_path, composed, t = grid_view(studio, entry.key)
             out = {
                 state: studio,
                 identity: gr.Dropdown(choices=[(e.label, e.key) for e in studio.entries.values()], value=entry.key),
                 source: str(studio.entry_image(entry, "source", _big(entry.source))),
                 inversion: str(studio.entry_image(entry, "inversion", _big(entry.inversion))),
-                t_slider: gr.Slider(maximum=entry.t_max, value=round(entry.t, 4), interactive=entry.ready),
-                grid: grid_file(studio, entry.key),
+                t_slider: gr.Slider(maximum=entry.t_max, value=round(t, 4), interactive=entry.ready),
+                grid: grid_path,
                 curve: curve_figure(studio.curve(entry.key)),
                 download: gr.DownloadButton(value=str(studio.export_adapter(entry.key)) if entry.ready else None,
                                             interactive=entry.ready),
-                composition: studio.composition_text(entry),
+                composition: composed,
             }
             if text is not None:
                 out[status] = text
@@ -628,7 +631,8 @@ def build_demo(default_steps: int = DEFAULT_STEPS, backend_label: str = EMBEDDED
                 return gr.skip(), gr.skip()
             entry, t = _entry_and_t(t, key, studio)
             studio.touch()
-            return grid_file(studio, entry.key, t), studio.composition_text(entry)
+            grid_path, composed, _ = grid_view(studio, entry.key, t)
+            return grid_path, composed
 
         t_slider.input(on_slide, [t_slider, identity, state], [grid, composition], trigger_mode="always_last",
                        preprocess=False, show_progress="hidden", api_name="render", concurrency_limit=4,
@@ -659,7 +663,8 @@ def build_demo(default_steps: int = DEFAULT_STEPS, backend_label: str = EMBEDDED
                 raise _error(str(e)) from e
             if entry.ready:
                 studio.prefill(entry.key)
-            return {state: studio, grid: grid_file(studio, entry.key), composition: studio.composition_text(entry)}
+            grid_path, composed, _ = grid_view(studio, entry.key)
+            return {state: studio, grid: grid_path, composition: composed}
 
         compose.input(on_compose, [compose, identity, state], [state, grid, composition], api_name="compose",
                       preprocess=False, show_progress="hidden", concurrency_limit=4, concurrency_id="render")
