@@ -38,6 +38,7 @@ from legato_core.studio import (
     MAX_FACE_ID,
     MIN_FACE_ID,
     BusyError,
+    Entry,
     Resources,
     Studio,
     StudioError,
@@ -363,6 +364,14 @@ def _path(payload) -> str | None:
 
 
 # -- the app -----------------------------------------------------------------------------------------------------
+def _entry_for(studio: Studio, key) -> Entry:
+    """The session's entry for a dropdown value, or the page's error message."""
+    try:
+        return studio.get(_key(key))
+    except StudioError as e:
+        raise _error(str(e)) from e
+
+
 def _parts(ns: SimpleNamespace, names: str) -> tuple:
     """``ns``'s attributes named in ``names`` (space-separated), in that order: a section's components."""
     return tuple(getattr(ns, n) for n in names.split())
@@ -462,21 +471,24 @@ def _views(page: SimpleNamespace) -> SimpleNamespace:
         page, "composition curve download face_found face_note face_row face_used grid identity inversion "
         "source state status t_slider upload")
 
-    def grid_file(studio: Studio, key: str | None, t: float | None = None) -> str:
-        return str(studio.publish(studio.render_grid(key, t), "grid", "jpeg"))
+    def grid_view(studio: Studio, key: str | None, t: float | None = None) -> tuple[str, str, float]:
+        """(grid file, composition text, t), made together (``Studio.view``)."""
+        im, text, t = studio.view(key, t)
+        return str(studio.publish(im, "grid", "jpeg")), text, t
 
     def entry_view(studio: Studio, entry, text: str | None = None) -> dict:
+        grid_path, composed, t = grid_view(studio, entry.key)
         out = {
             state: studio,
             identity: gr.Dropdown(choices=[(e.label, e.key) for e in studio.entries.values()], value=entry.key),
             source: str(studio.entry_image(entry, "source", _big(entry.source))),
             inversion: str(studio.entry_image(entry, "inversion", _big(entry.inversion))),
-            t_slider: gr.Slider(maximum=entry.t_max, value=round(entry.t, 4), interactive=entry.ready),
-            grid: grid_file(studio, entry.key),
+            t_slider: gr.Slider(maximum=entry.t_max, value=round(t, 4), interactive=entry.ready),
+            grid: grid_path,
             curve: curve_figure(studio.curve(entry.key)),
             download: gr.DownloadButton(value=str(studio.export_adapter(entry.key)) if entry.ready else None,
                                         interactive=entry.ready),
-            composition: studio.composition_text(entry),
+            composition: composed,
         }
         if text is not None:
             out[status] = text
@@ -507,7 +519,7 @@ def _views(page: SimpleNamespace) -> SimpleNamespace:
         return {face_row: gr.Row(visible=True), face_found: entry.face_preview, face_used: _big(entry.source),
                 face_note: " ".join(lines)}
 
-    return SimpleNamespace(grid_file=grid_file, entry_view=entry_view, empty_view=empty_view, added=added,
+    return SimpleNamespace(grid_view=grid_view, entry_view=entry_view, empty_view=empty_view, added=added,
                            face_view=face_view)
 
 
@@ -563,10 +575,7 @@ def _wire_adding(page: SimpleNamespace, views: SimpleNamespace) -> None:
     # gradio's own checks (which log a traceback) never run
     def on_select(key, studio, request: gr.Request):
         studio = _session(studio, request, new_ok=False)
-        try:
-            entry = studio.get(_key(key))
-        except StudioError as e:
-            raise _error(str(e)) from e
+        entry = _entry_for(studio, key)
         if entry.ready:
             studio.prefill(entry.key)
         return entry_view(studio, entry)
@@ -672,13 +681,10 @@ def _wire_intensity(page: SimpleNamespace, views: SimpleNamespace) -> None:
     """The intensity slider, its curve marker and the composition switch."""
     (compose, composition, curve, grid, identity, state, t_slider) = _parts(
         page, "compose composition curve grid identity state t_slider")
-    grid_file, = _parts(views, "grid_file")
+    grid_view, = _parts(views, "grid_view")
 
     def _entry_and_t(t, key, studio):
-        try:
-            entry = studio.get(_key(key))
-        except StudioError as e:
-            raise _error(str(e)) from e
+        entry = _entry_for(studio, key)
         return entry, _number(t, "t", 0.0, round(entry.t_max, 6))
 
     def on_slide(t, key, studio):
@@ -686,7 +692,8 @@ def _wire_intensity(page: SimpleNamespace, views: SimpleNamespace) -> None:
             return gr.skip(), gr.skip()
         entry, t = _entry_and_t(t, key, studio)
         studio.touch()
-        return grid_file(studio, entry.key, t), studio.composition_text(entry)
+        grid_path, composed, _ = grid_view(studio, entry.key, t)
+        return grid_path, composed
 
     t_slider.input(on_slide, [t_slider, identity, state], [grid, composition], trigger_mode="always_last",
                    preprocess=False, show_progress="hidden", api_name="render", concurrency_limit=4,
@@ -711,13 +718,11 @@ def _wire_intensity(page: SimpleNamespace, views: SimpleNamespace) -> None:
         studio.set_compose(on)
         if not studio.entries:
             return {state: studio}
-        try:
-            entry = studio.get(_key(key))
-        except StudioError as e:
-            raise _error(str(e)) from e
+        entry = _entry_for(studio, key)
         if entry.ready:
             studio.prefill(entry.key)
-        return {state: studio, grid: grid_file(studio, entry.key), composition: studio.composition_text(entry)}
+        grid_path, composed, _ = grid_view(studio, entry.key)
+        return {state: studio, grid: grid_path, composition: composed}
 
     compose.input(on_compose, [compose, identity, state], [state, grid, composition], api_name="compose",
                   preprocess=False, show_progress="hidden", concurrency_limit=4, concurrency_id="render")

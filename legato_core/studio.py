@@ -118,6 +118,7 @@ class Studio:
         self.task: ForgetTask | None = None
         self._finished_seen: int | None = None
         self._lock = threading.RLock()
+        self._view_lock = threading.Lock()  # one grid + text at a time (see ``view``)
         self._counter = itertools.count(1)
         self._cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()
         self._cache_size = max(render_cache, int(2 / slider_step) + 4 if slider_step else 0)
@@ -457,11 +458,19 @@ class Studio:
 
     def render_grid(self, key: str | None = None, t: float | None = None) -> Image.Image:
         """The grid image: top row t = 0 (the base model), bottom row at t; target views left, retained right."""
-        entry = self.get(key)
-        if t is not None:
-            self.set_t(entry.key, t)
-        before, after, _ = self._rows_u8(entry, entry.t)
-        return self.compose_grid(before, after, entry, self.composition_footer(entry))
+        return self.view(key, t)[0]
+
+    def view(self, key: str | None = None, t: float | None = None) -> tuple[Image.Image, str, float]:
+        """(grid image, the page's composition text, the t they show), made together: another view made at the
+        same time (the slider moving while the identity is being selected) cannot mix a different t into them."""
+        with self._view_lock:
+            entry = self.get(key)
+            if t is not None:
+                self.set_t(entry.key, t)
+            t = entry.t
+            before, after, _ = self._rows_u8(entry, t)
+            grid = self.compose_grid(before, after, entry, self.composition_footer(entry))
+            return grid, self.composition_text(entry), t
 
     # -- background prefill of the slider's positions -------------------------------------------------------------
     def slider_values(self, entry: Entry) -> list[float]:
