@@ -66,9 +66,13 @@ def main() -> None:
         return
     if args.stage == "face-encoder":  # identity factors + view from an image, for the factor generator's inversion
         cfg = FaceEncoderTrainingConfig(**({"steps": args.steps} if args.steps else {}))
-        enc = train_face_encoder(cfg)
-        enc.save_pretrained(args.out, name="face_encoder", extra={"training": asdict(cfg), "outputs": [
-            "identity factors (legato_core.faceworld.factors)", "view vector"]})
+        def save(enc, step: int) -> None:
+            enc.save_pretrained(args.out, name="face_encoder", extra={"training": asdict(cfg), "steps_done": step,
+                                                                      "outputs": [
+                "identity factors (legato_core.faceworld.factors)", "view vector"]})
+
+        enc = train_face_encoder(cfg, checkpoint=save)
+        save(enc, cfg.steps)
         return
     data = render_training_data(IDS, VIEWS, args.cache)
     if args.stage == "view-encoder":

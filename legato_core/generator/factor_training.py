@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -198,8 +199,13 @@ class FaceEncoderTrainingConfig:
     seed: int = 1
 
 
-def train_face_encoder(cfg: FaceEncoderTrainingConfig, log=print) -> ViewEncoder:
-    """Image -> (identity factors, view) by regression on fresh renders with known factors (for inversion)."""
+def train_face_encoder(cfg: FaceEncoderTrainingConfig, log=print,
+                       checkpoint: Callable[[ViewEncoder, int], None] | None = None,
+                       checkpoint_every: int = 500) -> ViewEncoder:
+    """Image -> (identity factors, view) by regression on fresh renders with known factors (for inversion).
+
+    ``checkpoint(encoder, step)`` is called every ``checkpoint_every`` steps, so a long CPU run that is stopped
+    still leaves a usable encoder behind."""
     torch.manual_seed(cfg.seed)
     enc = ViewEncoder(FACTOR_DIM + VIEW_DIM, cfg.width).train()
     opt = torch.optim.AdamW(enc.parameters(), lr=cfg.lr, weight_decay=1e-4)
@@ -214,4 +220,7 @@ def train_face_encoder(cfg: FaceEncoderTrainingConfig, log=print) -> ViewEncoder
         sched.step()
         if step % 250 == 0 or step == cfg.steps - 1:
             log(json.dumps({"step": step, "mse": round(loss.item(), 5), "minutes": round((time.time() - t0) / 60, 1)}))
+        if checkpoint is not None and step and step % checkpoint_every == 0:
+            checkpoint(enc.eval(), step)
+            enc.train()
     return enc.eval()
