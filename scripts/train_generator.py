@@ -4,6 +4,9 @@
     python scripts/train_generator.py view-encoder   # regression of view factors, seed 0
     python scripts/train_generator.py generator      # needs assets/arcface; seed 0
     python scripts/train_generator.py factor-generator --resume --threads 1   # fresh renders, resumable
+    python scripts/train_generator.py face-encoder --out runs/face_encoder    # image -> factors + view, seed 1
+    python scripts/train_generator.py package --checkpoint-dir runs/factor_generator \
+        --encoder runs/face_encoder --out runs/packaged_generator             # a loadable generator directory
 
 Evaluate with `python -m legato_core generator evaluate --identities 200 --first-identity 1000000 --json`.
 """
@@ -25,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 from legato_core.generator.factor_training import (  # noqa: E402
     FaceEncoderTrainingConfig,
     FactorTrainingConfig,
+    package_generator,
     train_face_encoder,
     train_factor_generator,
 )
@@ -46,7 +50,7 @@ VIEWS = 12
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("stage", choices=["data", "view-encoder", "generator", "factor-generator",
-                                          "face-encoder"])
+                                          "face-encoder", "package"])
     ap.add_argument("--cache", type=Path, default=ROOT / "runs" / "generator_data.safetensors")
     ap.add_argument("--out", type=Path, default=ROOT / "assets" / "generator")
     ap.add_argument("--steps", type=int)
@@ -58,11 +62,15 @@ def main() -> None:
     ap.add_argument("--checkpoint-dir", type=Path, default=ROOT / "runs" / "factor_generator")
     ap.add_argument("--stop-after", type=float, help="factor-generator: stop (with a checkpoint) after S seconds")
     ap.add_argument("--decay-start", type=int, help="factor-generator: step where the lr starts its cosine decay")
+    ap.add_argument("--encoder", type=Path, help="package: the directory holding face_encoder.safetensors")
     ap.add_argument("--device", default="cpu", help="factor-generator: cpu or cuda (the faces are rendered there too)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.stage == "factor-generator":
         train_factor(args)
+        return
+    if args.stage == "package":
+        package(args)
         return
     if args.stage == "face-encoder":  # identity factors + view from an image, for the factor generator's inversion
         cfg = FaceEncoderTrainingConfig(**({"steps": args.steps} if args.steps else {}))
@@ -119,6 +127,13 @@ def train_factor(args) -> None:
     train_factor_generator(cfg, args.checkpoint_dir, resume=args.resume, stop_after_s=args.stop_after, log=log,
                            device=args.device)
 
+
+def package(args) -> None:
+    """A factor-generator checkpoint plus a face encoder, saved as a loadable generator directory."""
+    if args.encoder is None:
+        raise SystemExit("package needs --encoder DIR (the directory stage face-encoder wrote)")
+    state = package_generator(args.checkpoint_dir, args.encoder, args.out)
+    print(f"wrote {args.out}: generator at step {state['step']} ({state['train_seconds'] / 60:.0f} min) + face encoder")
 
 if __name__ == "__main__":
     main()

@@ -14,6 +14,7 @@ from legato_core.generator.factor_training import (
     FactorTrainingConfig,
     image_loss,
     learning_rate,
+    package_generator,
     train_factor_generator,
     training_batch,
 )
@@ -127,3 +128,20 @@ def test_a_factor_generator_backend_inverts_through_its_face_encoder():
     with torch.no_grad():
         expected = g.map_identity(enc(img)[:, :FACTOR_DIM])
     assert torch.allclose(backend.encode_identity(img), expected)
+
+
+def test_a_packaged_checkpoint_loads_as_the_embedded_backend_and_says_how_it_was_made(tmp_path, one_thread):
+    cfg = FactorTrainingConfig(steps=2, batch_size=2, checkpoint_every=2, eval_every=2, eval_images=2,
+                               prior_samples=16, generator=tiny_factor_config().__dict__)
+    train_factor_generator(cfg, tmp_path / "run", log=lambda m: None)
+    with pytest.raises(FileNotFoundError, match="no face encoder"):
+        package_generator(tmp_path / "run", tmp_path / "nowhere", tmp_path / "pkg")
+    ViewEncoder(FACTOR_DIM + faceworld.VIEW_DIM, 8).save_pretrained(tmp_path / "enc", name="face_encoder")
+    state = package_generator(tmp_path / "run", tmp_path / "enc", tmp_path / "pkg")
+    meta = json.loads((tmp_path / "pkg" / "config.json").read_text())
+    assert state["step"] == 2 and meta["steps_done"] == 2 and meta["seed"] == 0 and "train_seconds" in meta
+    backend = EmbeddedFaceBackend.from_pretrained(tmp_path / "pkg", refine_steps=0)
+    assert backend.generator.factor_conditioned and backend.factor_dim == FACTOR_DIM
+    assert float(backend.w_avg.abs().sum()) > 0  # latent statistics were fitted
+    w, v = backend.invert(faceworld.render([300_002], 0))
+    assert backend.render(w, v).shape == (1, 3, 64, 64)

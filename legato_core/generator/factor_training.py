@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -183,11 +184,45 @@ def train_factor_generator(cfg: FactorTrainingConfig, directory: Path, resume: b
             save_checkpoint(directory, model, ema, opt, state_now())
             log(f"time budget reached at step {step}")
             break
-    ema = ema.cpu()
+    return finish_factor_generator(ema.cpu(), cfg)
+
+
+def finish_factor_generator(ema: StyleFaceGenerator, cfg: FactorTrainingConfig) -> StyleFaceGenerator:
+    """Fit the latent statistics (w_avg, prior) a trained generator ships with, from its training range."""
     gen = torch.Generator().manual_seed(cfg.seed)
     ids = GENERATOR_TRAIN.start + torch.randint(len(GENERATOR_TRAIN), (cfg.prior_samples,), generator=gen)
     ema.fit_prior(identity_vector(sample_identities(ids.tolist())), samples=cfg.prior_samples)
     return ema
+
+
+def load_checkpoint_generator(directory: Path) -> tuple[StyleFaceGenerator, dict]:
+    """A checkpoint's EMA generator, finished for shipping, and its state (step, seconds, config, history)."""
+    state = json.loads((Path(directory) / "state.json").read_text())
+    known = FactorTrainingConfig.__dataclass_fields__
+    cfg = FactorTrainingConfig(**{k: v for k, v in state["config"].items() if k in known})
+    ema = StyleFaceGenerator(GeneratorConfig.from_dict(cfg.generator)).eval()
+    ema.load_state_dict(load_file(Path(directory) / "ema.safetensors"))
+    return finish_factor_generator(ema, cfg), state
+
+
+def package_generator(checkpoint_dir: Path, encoder_dir: Path, out: Path) -> dict:
+    """A checkpoint's EMA generator (latent statistics fitted) plus a face encoder, saved as one directory that
+    ``EmbeddedFaceBackend.from_pretrained`` (and ``generator evaluate --model``) loads; returns the checkpoint's
+    state. The metadata says which script, seed, steps and time made it."""
+    encoder_dir, out = Path(encoder_dir), Path(out)
+    files = [encoder_dir / "face_encoder.safetensors", encoder_dir / "face_encoder.json"]
+    if not all(f.exists() for f in files):
+        raise FileNotFoundError(f"no face encoder in {encoder_dir} (stage face-encoder of scripts/train_generator.py)")
+    generator, state = load_checkpoint_generator(checkpoint_dir)
+    generator.save_pretrained(out, extra={
+        "script": "scripts/train_generator.py factor-generator", "seed": state["config"]["seed"],
+        "steps_done": state["step"], "train_seconds": state["train_seconds"],
+        "identity_input": "face-world factors (legato_core.faceworld.factors)",
+        "train_ids": [GENERATOR_TRAIN.start, GENERATOR_TRAIN.stop]})
+    for f in files:
+        shutil.copy(f, out / f.name)
+    (out / "training_log.json").write_text(json.dumps(state["history"], indent=1) + "\n")
+    return state
 
 
 @dataclass
