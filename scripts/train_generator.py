@@ -63,7 +63,8 @@ def main() -> None:
     ap.add_argument("--stop-after", type=float, help="factor-generator: stop (with a checkpoint) after S seconds")
     ap.add_argument("--decay-start", type=int, help="factor-generator: step where the lr starts its cosine decay")
     ap.add_argument("--encoder", type=Path, help="package: the directory holding face_encoder.safetensors")
-    ap.add_argument("--device", default="cpu", help="factor-generator: cpu or cuda (the faces are rendered there too)")
+    ap.add_argument("--device", default="cpu",
+                    help="factor-generator, face-encoder: cpu or cuda (the faces are rendered there too)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.stage == "factor-generator":
@@ -79,7 +80,7 @@ def main() -> None:
                                                                       "outputs": [
                 "identity factors (legato_core.faceworld.factors)", "view vector"]})
 
-        enc = train_face_encoder(cfg, checkpoint=save)
+        enc = train_face_encoder(cfg, checkpoint=save, device=args.device)
         save(enc, cfg.steps)
         return
     data = render_training_data(IDS, VIEWS, args.cache)

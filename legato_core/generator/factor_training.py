@@ -236,18 +236,18 @@ class FaceEncoderTrainingConfig:
 
 def train_face_encoder(cfg: FaceEncoderTrainingConfig, log=print,
                        checkpoint: Callable[[ViewEncoder, int], None] | None = None,
-                       checkpoint_every: int = 500) -> ViewEncoder:
+                       checkpoint_every: int = 500, device: str = "cpu") -> ViewEncoder:
     """Image -> (identity factors, view) by regression on fresh renders with known factors (for inversion).
 
     ``checkpoint(encoder, step)`` is called every ``checkpoint_every`` steps, so a long CPU run that is stopped
     still leaves a usable encoder behind."""
     torch.manual_seed(cfg.seed)
-    enc = ViewEncoder(FACTOR_DIM + VIEW_DIM, cfg.width).train()
+    enc = ViewEncoder(FACTOR_DIM + VIEW_DIM, cfg.width).to(device).train()
     opt = torch.optim.AdamW(enc.parameters(), lr=cfg.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.05)
     t0 = time.time()
     for step in range(cfg.steps):
-        factors, views, images = training_batch(step, cfg.batch_size, cfg.seed + 100)
+        factors, views, images = training_batch(step, cfg.batch_size, cfg.seed + 100, device)
         loss = F.mse_loss(enc(images), torch.cat([factors, views], dim=1))
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -258,4 +258,4 @@ def train_face_encoder(cfg: FaceEncoderTrainingConfig, log=print,
         if checkpoint is not None and step and step % checkpoint_every == 0:
             checkpoint(enc.eval(), step)
             enc.train()
-    return enc.eval()
+    return enc.cpu().eval()

@@ -37,7 +37,8 @@ class ViewEncoder(nn.Module):
     def save_pretrained(self, directory: str | Path, extra: dict | None = None, name: str = "view_encoder") -> None:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, directory / f"{name}.safetensors")
+        weights = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        save_file(weights, directory / f"{name}.safetensors")
         (directory / f"{name}.json").write_text(
             json.dumps({"view_dim": self.view_dim, "width": self.width, **(extra or {})}, indent=2) + "\n")
 
