@@ -165,7 +165,7 @@ def _cmd_generator_evaluate(args) -> int:
 
     if not args.allow_dev_ids:
         check_evaluation_ids([args.first_identity])
-    backend = _load_backend(args.model)
+    backend = _load_backend(args.model_path)
     t0 = time.time()
     rep = evaluate_generator(backend, args.identities, args.first_identity, progress=not args.json)
     rep["seconds"] = round(time.time() - t0, 1)
@@ -176,7 +176,7 @@ def _cmd_generator_evaluate(args) -> int:
 def _cmd_generator_sheet(args) -> int:
     from . import faceworld
 
-    backend = _load_backend(args.model)
+    backend = _load_backend(args.model_path)
     ids = list(range(args.first_identity, args.first_identity + args.identities))
     img = faceworld.render(ids, 0)
     w, v = backend.invert(img)
@@ -400,14 +400,16 @@ def build_parser() -> argparse.ArgumentParser:
     ge.add_argument("--first-identity", type=int, default=1_000_000)
     ge.add_argument("--allow-dev-ids", action="store_true")
     ge.add_argument("--json", action="store_true")
-    ge.add_argument("--model", help="a saved embedded generator directory (default: the shipped assets/generator)")
+    ge.add_argument("--model-path", metavar="PATH",
+                    help="a saved embedded generator directory (default: the shipped assets/generator)")
     ge.set_defaults(func=_cmd_generator_evaluate)
     gs = gp.add_parser("sheet", help="image | inversion | new views of the inverted identity, one row per identity")
     gs.add_argument("--out", required=True)
     gs.add_argument("--identities", type=int, default=8)
     gs.add_argument("--views", type=int, default=5)
     gs.add_argument("--first-identity", type=int, default=1_000_000)
-    gs.add_argument("--model", help="a saved embedded generator directory (default: the shipped assets/generator)")
+    gs.add_argument("--model-path", metavar="PATH",
+                    help="a saved embedded generator directory (default: the shipped assets/generator)")
     gs.set_defaults(func=_cmd_generator_sheet)
 
     fg = sub.add_parser("forget", help="train an ODE adapter that forgets one identity")

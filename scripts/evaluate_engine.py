@@ -21,7 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def render_latency(adapter_path: Path, identity: int) -> dict:
+def render_latency(adapter_path: Path, identity: int, model_path: str | None = None,
+                   sweep_png: Path = ROOT / "docs" / "engine_t_sweep.png") -> dict:
     import torch
 
     from legato_core import faceworld
@@ -29,7 +30,7 @@ def render_latency(adapter_path: Path, identity: int) -> dict:
     from legato_core.backends.embedded import EmbeddedFaceBackend
 
     torch.set_num_threads(2)
-    backend = EmbeddedFaceBackend.from_pretrained()
+    backend = EmbeddedFaceBackend.from_pretrained(model_path)
     adapter = ODEAdapter.load(adapter_path, backend)
     w, v = backend.invert(faceworld.render([identity], 0))
     lat = torch.cat([w, backend.sample_latents(4, torch.Generator().manual_seed(0))])
@@ -46,7 +47,7 @@ def render_latency(adapter_path: Path, identity: int) -> dict:
                 cells.append(backend.render(rows_lat, rows_view))
         grid = torch.stack(cells, 1).flatten(0, 1)
         faceworld.save_png(faceworld.contact_sheet(grid, rows=len(rows_lat), upscale=2),
-                           ROOT / "docs" / "engine_t_sweep.png")
+                           sweep_png)
         for t in torch.linspace(0.05, 1.6, 21).tolist():
             with active(backend, [(adapter, t)]):
                 t0 = time.perf_counter()
@@ -72,6 +73,8 @@ def main() -> None:
     ap.add_argument("--first-identity", type=int, default=1_000_000)
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "engine_reports")
     ap.add_argument("--extra", default="", help="extra flags passed to every forget call")
+    ap.add_argument("--model-path", help="an embedded generator directory (default: the shipped assets/generator)")
+    ap.add_argument("--sweep-png", type=Path, default=ROOT / "docs" / "engine_t_sweep.png")
     ap.add_argument("--summarise-only", action="store_true",
                     help="reuse the reports and adapters already in --out; measure render latency and summarise")
     args = ap.parse_args()
@@ -80,7 +83,7 @@ def main() -> None:
     for i in range(args.first_identity, args.first_identity + args.targets):
         cmd = [sys.executable, "-m", "legato_core", "forget", "--identity", str(i), "--quiet",
                "--out", str(args.out / f"{i}.safetensors"), "--report", str(args.out / f"{i}.json"),
-               *args.extra.split()]
+               *(["--model-path", args.model_path] if args.model_path else []), *args.extra.split()]
         report = args.out / f"{i}.json"
         if args.summarise_only:
             rep = json.loads(report.read_text())
@@ -95,10 +98,11 @@ def main() -> None:
               f"retention {rep['retention_mean']:.3f}/{rep['retention_p5']:.3f} {rep['seconds']:.1f}s "
               f"pixel ratio {rep['pixel_change_ratio']:.1f} others {rep['others_psnr_db_mean']:.1f} dB", flush=True)
     lat = render_latency(args.out / f"{args.first_identity + args.targets - 1}.safetensors",
-                         args.first_identity + args.targets - 1)
+                         args.first_identity + args.targets - 1, args.model_path, args.sweep_png)
     thr = reports[0]["threshold"]
     summary = {
         "targets": len(reports), "first_identity": args.first_identity, "threshold": thr,
+        "generator": args.model_path or "assets/generator",
         "id_target_below_threshold": sum(r["id_target"] < thr for r in reports),
         "id_target_mean": statistics.mean(r["id_target"] for r in reports),
         "id_others_below_threshold": sum(r["id_others"] < thr for r in reports),
