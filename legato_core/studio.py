@@ -19,12 +19,10 @@ import atexit
 import copy
 import itertools
 import os
-import shutil
-import tempfile
 import threading
 import time
 import weakref
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,11 +36,13 @@ from .faces import FaceError, PreparedFace, prepare_face
 from .images import ImageError, open_image, to_pil
 from .metrics import forgetting_curve
 from .ranges import DEVELOPMENT, EVALUATION_START
+from .serving import text
 from .serving.errors import BusyError, StudioError
 from .serving.grid import CELL, GAP, HEADER_H, LABEL_W, compose_grid
 from .serving.jobs import ForgetTask, JobStatus
 from .serving.queue import JOB_QUEUE, JOB_TIMES, JobQueue, JobTimes
 from .serving.resources import EXAMPLE_IDS, Resources, get_resources, quantize, set_resources
+from .serving.session_folder import SessionFolder
 from .unlearning.engine import ForgetConfig
 
 MAX_IDENTITIES = 6
@@ -103,7 +103,7 @@ class Studio:
 
     CELL, GAP, LABEL_W, HEADER_H = CELL, GAP, LABEL_W, HEADER_H  # the grid's layout (serving.grid)
 
-    KEEP_FILES = 6  # rendered files of one kind kept in the session folder (older ones are deleted)
+    KEEP_FILES = SessionFolder.KEEP_FILES  # rendered files of one kind kept in the session folder
 
     def __init__(self, resources: Resources | None = None, queue: JobQueue | None = None,
                  default_config: ForgetConfig | None = None, curve_views: int = 6, max_identities: int = MAX_IDENTITIES,
@@ -122,10 +122,7 @@ class Studio:
         self._counter = itertools.count(1)
         self._cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()
         self._cache_size = max(render_cache, int(2 / slider_step) + 4 if slider_step else 0)
-        self._tmpdir: Path | None = None
-        self.session_root = Path(session_root) if session_root is not None else None
-        self._published: dict[str, deque[Path]] = {}
-        self._file_ids = itertools.count(1)
+        self.session_files = SessionFolder(session_root)
         self.compose = False  # apply the session's other forgotten identities in the bottom row too
         self.last_active = time.monotonic()
         self.closed_reason: str | None = None
@@ -266,7 +263,8 @@ class Studio:
                 task.cancel()
             self.entries.pop(entry.key, None)
             self._cache.clear()
-            for path in self._entry_files(entry):
+            exported = [entry._export[1]] if entry._export is not None else []
+            for path in self.session_files.files_of(entry.key) + exported:
                 path.unlink(missing_ok=True)
             entry._export, entry.adapter, entry.curve = None, None, None
         if task is not None:
@@ -384,43 +382,22 @@ class Studio:
                 return []
             return [e for e in self.entries.values() if e.ready and e is not entry and e.t > 0]
 
-    def _own_and_applied(self, entry: Entry | None) -> tuple[Entry, str, list[Entry], str]:
-        with self._lock:
-            entry = entry if entry is not None else self.get()
-            applied = self.composed(entry)
-            own = (f"{entry.key} · {entry.name} at t = {entry.t:.2f}" if entry.ready
-                   else f"{entry.key} · {entry.name} (not forgotten yet)")
-        names = [f"{e.key} · {e.name} at t = {e.t:.2f}" for e in applied]  # keys: two uploads may share a name
-        listed = (names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]) if names else ""
-        return entry, own, applied, listed
-
     def composition_footer(self, entry: Entry | None = None) -> str:
-        """The line written under the grid's rows when other adapters act in the bottom row ("" otherwise), so that
-        a composed grid says so wherever it is shown or saved."""
+        """The line written under the grid's rows when other adapters act in the bottom row ("" otherwise)."""
         with self._lock:
             if not self.entries:
                 return ""
-            _, own, applied, listed = self._own_and_applied(entry)
-        return f"Bottom row: {own}, composed with {listed}." if applied else ""
+            entry = entry if entry is not None else self.get()
+            return text.composition_footer(entry, self.composed(entry))
 
     def composition_text(self, entry: Entry | None = None) -> str:
-        """One or two plain sentences for the page on what the bottom row applies ("" when there is nothing to
-        say: no other forgotten identity in the session)."""
+        """What the page says the bottom row applies ("" when there is nothing to say)."""
         with self._lock:
             if not self.entries:
                 return ""
-            entry, own, applied, listed = self._own_and_applied(entry)
-            others = [e for e in self.entries.values() if e.ready and e is not entry]
-        if applied:
-            return (f"Composition is on: the bottom row applies {own} together with {listed}. Each identity keeps "
-                    "its own t; select one to change it.")
-        if self.compose and others:
-            return f"Composition is on, but every other forgotten identity is at t = 0: the bottom row is {own} alone."
-        if others:
-            n = len(others)
-            return (f"Bottom row: {own} alone; composition is off, so the {n} other forgotten "
-                    f"identit{'y' if n == 1 else 'ies'} of this session {'is' if n == 1 else 'are'} not applied.")
-        return ""
+            entry = entry if entry is not None else self.get()
+            others = sum(e.ready and e is not entry for e in self.entries.values())
+            return text.composition_text(entry, self.composed(entry), self.compose, others)
 
     def _rows_u8(self, entry: Entry, t: float) -> tuple[torch.Tensor, torch.Tensor, bool]:
         """uint8 (before, after, cache_hit) with ``entry``'s adapter at ``t``; with composition on, every other
@@ -524,66 +501,24 @@ class Studio:
             return None
         return {**entry.curve, "current_t": entry.t, "name": entry.name}
 
-    # -- this session's files --------------------------------------------------------------------------------
-    def _dir(self) -> Path:
-        """This session's folder (made on first use, removed by ``close``): every file the session writes."""
-        with self._lock:
-            if self.closed:
-                raise StudioError("this session has ended; reload the page")
-            if self._tmpdir is None:
-                if self.session_root is not None:
-                    self.session_root.mkdir(parents=True, exist_ok=True)
-                self._tmpdir = Path(tempfile.mkdtemp(prefix="legato-session-", dir=self.session_root))
-            return self._tmpdir
-
+    # -- this session's files (serving.session_folder) -------------------------------------------------------
     @property
     def folder(self) -> Path | None:
         """This session's folder, None before the first file (and after ``close``)."""
-        return self._tmpdir
+        return self.session_files.folder
 
     def files(self) -> list[Path]:
         """Every file this session has on disk now."""
-        folder = self._tmpdir
-        if folder is None or not folder.exists():
-            return []
-        return sorted(p for p in folder.rglob("*") if p.is_file())
-
-    def _entry_files(self, entry: Entry) -> list[Path]:
-        folder = self._tmpdir
-        if folder is None:
-            return []
-        return [p for p in folder.glob(f"*-{entry.key}.*") if p.is_file()] + \
-            ([entry._export[1]] if entry._export is not None else [])
-
-    @staticmethod
-    def _save_image(im: Image.Image, path: Path) -> Path:
-        tmp = path.with_name(f".{path.name}")
-        if path.suffix == ".jpeg":
-            im.save(tmp, "JPEG", quality=75)  # what gradio's own JPEG encoding of the grid used
-        else:
-            im.save(tmp, "PNG")
-        os.replace(tmp, path)  # never a half-written file on the page
-        return path
+        return self.session_files.files()
 
     def publish(self, image: Image.Image, kind: str, fmt: str = "png") -> Path:
-        """Write an image the page shows (``kind``: grid, preview, ...) into this session's folder and return its
-        path; only the last ``KEEP_FILES`` of each kind are kept (the page has loaded the older ones)."""
-        path = self._dir() / f"{kind}.{next(self._file_ids)}.{'jpeg' if fmt in ('jpg', 'jpeg') else 'png'}"
-        self._save_image(image, path)
-        with self._lock:
-            kept = self._published.setdefault(kind, deque())
-            kept.append(path)
-            while len(kept) > self.KEEP_FILES:
-                kept.popleft().unlink(missing_ok=True)
-        return path
+        """Write an image the page shows (``kind``: grid, preview, ...) into this session's folder; only the last
+        ``KEEP_FILES`` of each kind are kept."""
+        return self.session_files.publish(image, kind, fmt)
 
     def entry_image(self, entry: Entry, kind: str, image: Image.Image) -> Path:
-        """The file of one of ``entry``'s fixed images (its source crop, its inversion), written once; removed
-        with the entry."""
-        path = self._dir() / f"{kind}-{entry.key}.png"
-        if not path.exists():
-            self._save_image(image, path)
-        return path
+        """The file of one of ``entry``'s fixed images (its source crop, its inversion); removed with the entry."""
+        return self.session_files.fixed_image(kind, entry.key, image)
 
     # -- adapters in and out ----------------------------------------------------------------------------------
 
@@ -596,7 +531,7 @@ class Studio:
             return entry.adapter.save(path)
         if entry._export is None or entry._export[0] is not entry.adapter or not entry._export[1].exists():
             stem = "".join(ch if ch.isalnum() else "-" for ch in entry.name).strip("-") or "identity"
-            saved = entry.adapter.save(self._dir() / f"legato-adapter-{stem}-{entry.key}.safetensors")
+            saved = entry.adapter.save(self.session_files.path() / f"legato-adapter-{stem}-{entry.key}.safetensors")
             entry._export = (entry.adapter, saved)
         return entry._export[1]
 
@@ -657,11 +592,8 @@ class Studio:
             self.task = None
             self.entries.clear()
             self._cache.clear()
-            self._published.clear()
             self.ui.clear()
-            if self._tmpdir is not None:
-                shutil.rmtree(self._tmpdir, ignore_errors=True)
-                self._tmpdir = None
+            self.session_files.remove()
             self._prefill_wake.set()
 
     def join(self, timeout: float | None = None) -> None:
