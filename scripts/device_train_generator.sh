@@ -13,25 +13,32 @@ set -euo pipefail
 GEN_S=${1:-420}
 ENC_S=${2:-120}
 OUT=${OUT:?run this through the device tool, which sets OUT}
-export PYTHONUNBUFFERED=1
-python3 -c "import torch; assert torch.cuda.is_available(), 'no GPU visible'; print(torch.__version__, torch.cuda.get_device_name())"
-mkdir -p runs "$OUT/factor_generator" "$OUT/face_encoder"
-timeout $((GEN_S + 120)) python3 scripts/train_generator.py factor-generator --resume --device cuda --threads 8 \
-    --stop-after "$GEN_S" --checkpoint-dir runs/factor_generator 2>&1 | tee "$OUT/train.out" | tail -n 40
-cp runs/factor_generator/{ema.safetensors,model.safetensors,state.json,train.log} "$OUT/factor_generator/"
+DEVICE=${DEVICE:-cuda}  # DEVICE=cpu PYTHON=.venv/bin/python: a dry run of this script on a CPU machine
+PYTHON=${PYTHON:-python3}
+RUNS=${RUNS:-runs}      # working directories (there: empty, so the generator starts from checkpoints/)
+THREADS=${THREADS:-8}
+export PYTHONUNBUFFERED=1 DEVICE THREADS RUNS
+[ "$DEVICE" = cpu ] || $PYTHON -c "import torch; assert torch.cuda.is_available(), 'no GPU visible'; print(torch.__version__, torch.cuda.get_device_name())"
+mkdir -p "$RUNS" "$OUT/factor_generator" "$OUT/face_encoder"
+timeout $((GEN_S + 120)) $PYTHON scripts/train_generator.py factor-generator --resume --device "$DEVICE" --threads "$THREADS" \
+    --stop-after "$GEN_S" --checkpoint-dir "$RUNS/factor_generator" 2>&1 | tee "$OUT/train.out" | tail -n 40
+cp "$RUNS"/factor_generator/{ema.safetensors,model.safetensors,state.json,train.log} "$OUT/factor_generator/"
 # the face encoder: as many steps as fit in ENC_S at the measured rate of the first 100
-timeout $((ENC_S + 120)) python3 - "$ENC_S" <<'PY' 2>&1 | tee -a "$OUT/train.out" | tail -n 20
-import sys, time, torch
+timeout $((ENC_S + 120)) $PYTHON - "$ENC_S" <<'PY' 2>&1 | tee -a "$OUT/train.out" | tail -n 20
+import os, sys, time
+import torch
 sys.path.insert(0, ".")
+torch.set_num_threads(int(os.environ["THREADS"]))
 from legato_core.generator.factor_training import FaceEncoderTrainingConfig, train_face_encoder
 budget = float(sys.argv[1])
-t0 = time.time(); train_face_encoder(FaceEncoderTrainingConfig(steps=100), log=lambda m: None, device="cuda")
-steps = max(500, int(100 * budget / max(time.time() - t0, 1e-3)) // 100 * 100)
+device = os.environ["DEVICE"]
+t0 = time.time(); train_face_encoder(FaceEncoderTrainingConfig(steps=40), log=lambda m: None, device=device)
+steps = max(100, int(40 * budget / max(time.time() - t0, 1e-3)) // 100 * 100)
 print(f"face encoder: {steps} steps")
 cfg = FaceEncoderTrainingConfig(steps=steps)
-enc = train_face_encoder(cfg, device="cuda")
-enc.save_pretrained("runs/face_encoder", name="face_encoder",
-                    extra={"training": cfg.__dict__, "steps_done": steps, "device": "cuda"})
+enc = train_face_encoder(cfg, device=device)
+enc.save_pretrained(os.environ["RUNS"] + "/face_encoder", name="face_encoder",
+                    extra={"training": cfg.__dict__, "steps_done": steps, "device": device})
 PY
-cp runs/face_encoder/face_encoder.{safetensors,json} "$OUT/face_encoder/"
+cp "$RUNS"/face_encoder/face_encoder.{safetensors,json} "$OUT/face_encoder/"
 ls -la "$OUT" "$OUT"/*
