@@ -75,10 +75,11 @@ def main() -> None:
         return
     if args.stage == "face-encoder":  # identity factors + view from an image, for the factor generator's inversion
         cfg = FaceEncoderTrainingConfig(**({"steps": args.steps} if args.steps else {}))
+        outputs = ["identity factors (legato_core.faceworld.factors)", "view vector"]
+
         def save(enc, step: int) -> None:
-            enc.save_pretrained(args.out, name="face_encoder", extra={"training": asdict(cfg), "steps_done": step,
-                                                                      "outputs": [
-                "identity factors (legato_core.faceworld.factors)", "view vector"]})
+            extra = {"training": asdict(cfg), "steps_done": step, "device": args.device, "outputs": outputs}
+            enc.save_pretrained(args.out, name="face_encoder", extra=extra)
 
         enc = train_face_encoder(cfg, checkpoint=save, device=args.device)
         save(enc, cfg.steps)
