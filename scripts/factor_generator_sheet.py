@@ -9,27 +9,22 @@ exact factors (no inversion). Validation ids 190,000+ (never the evaluation rang
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from legato_core import faceworld  # noqa: E402
-from legato_core.generator.factor_training import validation_batch  # noqa: E402
-from legato_core.generator.modeling import GeneratorConfig, StyleFaceGenerator  # noqa: E402
+from legato_core.generator.factor_training import load_checkpoint_generator, validation_batch  # noqa: E402
 
 
 def main() -> None:
     directory, out = Path(sys.argv[1]), Path(sys.argv[2])
     torch.set_num_threads(1)
-    state = json.loads((directory / "state.json").read_text())
-    g = StyleFaceGenerator(GeneratorConfig.from_dict(state["config"]["generator"])).eval()
-    g.load_state_dict(load_file(directory / "ema.safetensors"))
+    g, state = load_checkpoint_generator(directory)
     factors, views, truth = validation_batch(8)
     with torch.no_grad():
         renders = g.render(g.map_identity(factors), views)
