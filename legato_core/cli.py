@@ -166,8 +166,12 @@ def _cmd_generator_evaluate(args) -> int:
     if not args.allow_dev_ids:
         check_evaluation_ids([args.first_identity])
     backend = _load_backend(args.model_path)
+    reference = None
+    if args.model_path is not None and not args.no_reference:  # timed beside the generator the repo ships
+        reference = _load_backend(None)
     t0 = time.time()
-    rep = evaluate_generator(backend, args.identities, args.first_identity, progress=not args.json)
+    rep = evaluate_generator(backend, args.identities, args.first_identity, progress=not args.json,
+                             reference=reference)
     rep["seconds"] = round(time.time() - t0, 1)
     _print_json(rep) if args.json else [print(f"{k:>28}: {v}") for k, v in rep.items()]
     return 0
@@ -402,6 +406,8 @@ def build_parser() -> argparse.ArgumentParser:
     ge.add_argument("--json", action="store_true")
     ge.add_argument("--model-path", metavar="PATH",
                     help="a saved embedded generator directory (default: the shipped assets/generator)")
+    ge.add_argument("--no-reference", action="store_true",
+                    help="with --model-path: skip timing the shipped generator's batch-of-8 render beside it")
     ge.set_defaults(func=_cmd_generator_evaluate)
     gs = gp.add_parser("sheet", help="image | inversion | new views of the inverted identity, one row per identity")
     gs.add_argument("--out", required=True)

@@ -25,7 +25,7 @@ def main() -> None:
     directory, out = Path(sys.argv[1]), Path(sys.argv[2])
     torch.set_num_threads(1)
     g, state = load_checkpoint_generator(directory)
-    factors, views, truth = validation_batch(8)
+    factors, views, truth, _ = validation_batch(8)
     with torch.no_grad():
         renders = g.render(g.map_identity(factors), views)
     grid = torch.stack([truth, renders], 1).flatten(0, 1)

@@ -4,6 +4,8 @@
     python scripts/train_generator.py view-encoder   # regression of view factors, seed 0
     python scripts/train_generator.py generator      # needs assets/arcface; seed 0
     python scripts/train_generator.py factor-generator --resume --threads 1   # fresh renders, resumable
+    python scripts/train_generator.py factor-generator --checkpoint-dir runs/layout_generator \
+        --init-from checkpoints/factor_generator --seed 1 --resume   # new parts on an older checkpoint
     python scripts/train_generator.py face-encoder --out runs/face_encoder    # image -> factors + view, seed 1
     python scripts/train_generator.py package --checkpoint-dir runs/factor_generator \
         --encoder runs/face_encoder --out runs/packaged_generator             # a loadable generator directory
@@ -56,7 +58,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--time-budget", type=float, help="fit the generator's schedule to this many seconds")
-    ap.add_argument("--init-from", help="continue training from a saved generator directory")
+    ap.add_argument("--init-from", help="generator: continue from a saved generator directory; factor-generator: "
+                    "a fresh run starts from this checkpoint's weights where the names match (new parts are new)")
+    ap.add_argument("--seed", type=int, help="factor-generator: the data stream's and initialisation's seed")
     ap.add_argument("--lr", type=float)
     ap.add_argument("--resume", action="store_true", help="factor-generator: continue from --checkpoint-dir")
     ap.add_argument("--checkpoint-dir", type=Path, default=ROOT / "runs" / "factor_generator")
@@ -112,8 +116,11 @@ def train_factor(args) -> None:
         cfg.lr = args.lr
     if args.decay_start is not None:
         cfg.decay_start = args.decay_start
+    if args.seed is not None:
+        cfg.seed = args.seed
     seed_dir = COMMITTED_CHECKPOINT
-    if args.resume and not (args.checkpoint_dir / "state.json").exists() and (seed_dir / "state.json").exists():
+    fresh = not (args.checkpoint_dir / "state.json").exists()
+    if args.resume and fresh and args.init_from is None and (seed_dir / "state.json").exists():
         args.checkpoint_dir.mkdir(parents=True, exist_ok=True)  # start from the last committed checkpoint
         for name in ("ema.safetensors", "state.json"):
             shutil.copy(seed_dir / name, args.checkpoint_dir / name)
@@ -127,7 +134,7 @@ def train_factor(args) -> None:
             f.write(msg + "\n")
 
     train_factor_generator(cfg, args.checkpoint_dir, resume=args.resume, stop_after_s=args.stop_after, log=log,
-                           device=args.device)
+                           device=args.device, init_from=Path(args.init_from) if args.init_from else None)
 
 
 def package(args) -> None:

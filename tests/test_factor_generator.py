@@ -9,23 +9,111 @@ import torch
 from legato_core import faceworld
 from legato_core.backends.embedded import EmbeddedFaceBackend
 from legato_core.faceworld.factors import FACTOR_DIM, identity_vector
-from legato_core.generator.evaluation import central_crop, gradient_energy, high_frequency_energy, pixel_fidelity
+from legato_core.faceworld.landmarks import LANDMARKS, face_landmarks
+from legato_core.generator.evaluation import (
+    central_crop,
+    gradient_energy,
+    high_frequency_energy,
+    pixel_fidelity,
+    render_times_side_by_side,
+)
 from legato_core.generator.factor_training import (
     FactorTrainingConfig,
     image_loss,
+    initialise_from,
+    landmark_loss,
     learning_rate,
     package_generator,
     train_factor_generator,
     training_batch,
 )
-from legato_core.generator.modeling import GeneratorConfig, StyleFaceGenerator, face_frame_features
+from legato_core.generator.modeling import (
+    GeneratorConfig,
+    StyleFaceGenerator,
+    face_frame_features,
+    face_frame_xy,
+    landmark_features,
+)
 from legato_core.generator.view_encoder import ViewEncoder
 from legato_core.identity.model import IdentityModel
 
 
-def tiny_factor_config() -> GeneratorConfig:
+def tiny_factor_config(layout: int = 0) -> GeneratorConfig:
     return GeneratorConfig(embedding_dim=FACTOR_DIM, conditioning="factors", coord_octaves=2, w_dim=32,
-                           view_code_dim=16, mapping_layers=2, channels={4: 32, 8: 16, 16: 8, 32: 8, 64: 4})
+                           view_code_dim=16, mapping_layers=2, channels={4: 32, 8: 16, 16: 8, 32: 8, 64: 4},
+                           layout_landmarks=layout)
+
+
+def _image_position(view: torch.Tensor, xy: torch.Tensor, size: int) -> tuple[int, int]:
+    """Pixel (row, col) of a face-frame point: roll, scale and shift applied again."""
+    v = faceworld.decode_view(view)
+    cr, sr = torch.cos(v["roll"]).item(), torch.sin(v["roll"]).item()
+    x, y = xy.tolist()
+    gx = (cr * x - sr * y) * v["scale"].item() + v["shift_x"].item()
+    gy = (sr * x + cr * y) * v["scale"].item() + v["shift_y"].item()
+    return int((gy + 1) / 2 * size), int((gx + 1) / 2 * size)
+
+
+def test_landmarks_sit_on_the_parts_the_face_world_draws_there():
+    ids = list(range(300_000, 300_016))
+    ident, view = faceworld.sample_identities(ids), faceworld.sample_views(ids, list(range(16)))
+    lm = face_landmarks(ident, view)
+    assert lm.shape == (16, len(LANDMARKS), 2)
+    images = faceworld.render_faces(ident, view, size=256)
+    views = faceworld.encode_view(view)
+    pupils = mouths = 0
+    for i in range(16):
+        r, c = _image_position(views[i:i + 1], lm[i, LANDMARKS.index("iris_left")], 256)
+        pupils += bool(images[i, :, r, c].max() < 0.35)  # the pupil is near black (0.03 before shading)
+        r, c = _image_position(views[i:i + 1], lm[i, LANDMARKS.index("mouth")], 256)
+        lip = ident["lip_color"][i]
+        mouths += bool((images[i, :, r, c] / images[i, :, r, c].sum() - lip / lip.sum()).abs().max() < 0.08)
+    assert pupils >= 14 and mouths >= 14  # eyes shut by a blink or lips hidden by a beard may miss
+    # moving the eyes apart moves the eye landmarks apart and leaves the mouth where it was
+    wider = face_landmarks(dict(ident, eye_spacing=ident["eye_spacing"] + 0.03), view)
+    eyes = [LANDMARKS.index("eye_left"), LANDMARKS.index("eye_right")]
+    gap = lambda m: (m[:, eyes[1]] - m[:, eyes[0]]).norm(dim=1)  # noqa: E731
+    assert (gap(wider) > gap(lm) + 0.02).all()
+    assert torch.allclose(wider[:, LANDMARKS.index("mouth")], lm[:, LANDMARKS.index("mouth")])
+
+
+def test_landmark_features_are_small_offsets_and_a_bump_at_the_landmark():
+    view = faceworld.encode_view(faceworld.frontal_view(1))
+    xy = face_frame_xy(view, 64)
+    landmark = torch.stack([xy[0][0, 20, 40], xy[1][0, 20, 40]]).view(1, 1, 2)
+    feats = landmark_features(xy, landmark, scale=8.0)
+    assert feats.shape == (1, 5, 64, 64)
+    assert feats[0, 4].argmax().item() == 20 * 64 + 40  # the bump peaks on the landmark's pixel
+    assert feats[0, 0, 20, 40].abs() < 1e-5 and feats[0, 0, 20, 63] > 0.9 and feats[0, 0, 20, 0] < -0.9
+    assert feats.abs().max() <= 1.0
+
+
+def test_a_layout_head_starts_where_the_generator_without_it_was_and_learns_landmarks(tmp_path, one_thread):
+    cfg = FactorTrainingConfig(steps=2, batch_size=2, checkpoint_every=2, eval_every=2, eval_images=2,
+                               prior_samples=16, generator=tiny_factor_config().__dict__)
+    plain = train_factor_generator(cfg, tmp_path / "plain", log=lambda m: None)
+    torch.manual_seed(0)
+    layout = StyleFaceGenerator(tiny_factor_config(layout=len(LANDMARKS))).eval()
+    origin = initialise_from(layout, tmp_path / "plain")
+    assert origin["step"] == 2 and origin["new_parameters"] > 0
+    f, v, _ = training_batch(0, 3, seed=0)
+    with torch.no_grad():
+        assert torch.equal(plain.render(plain.map_identity(f), v), layout.render(layout.map_identity(f), v))
+    with pytest.raises(ValueError, match="has weights this generator does not"):
+        initialise_from(StyleFaceGenerator(GeneratorConfig(embedding_dim=FACTOR_DIM, conditioning="factors",
+                                                           w_dim=32, view_code_dim=16, mapping_layers=2,
+                                                           channels={4: 32, 8: 16, 16: 8, 32: 8, 64: 4})),
+                        tmp_path / "plain")
+    grown = FactorTrainingConfig(**{**cfg.__dict__, "steps": 60, "eval_every": 60, "lr": 3e-3,
+                                    "generator": tiny_factor_config(layout=len(LANDMARKS)).__dict__})
+    trained = train_factor_generator(grown, tmp_path / "layout", log=lambda m: None, init_from=tmp_path / "plain")
+    state = json.loads((tmp_path / "layout" / "state.json").read_text())
+    assert state["init_from"]["step"] == 2 and "landmark_error_px" in state["history"][-1]
+    f, v, _, truth = training_batch(999, 16, seed=3, landmarks=True)
+    with torch.no_grad():
+        before = landmark_loss(layout, layout.map_identity(f), v, truth)
+        after = landmark_loss(trained, trained.map_identity(f), v, truth)
+    assert after < 0.6 * before
 
 
 def test_factor_vectors_are_bounded_one_hot_and_drop_what_is_not_drawn():
@@ -145,3 +233,25 @@ def test_a_packaged_checkpoint_loads_as_the_embedded_backend_and_says_how_it_was
     assert float(backend.w_avg.abs().sum()) > 0  # latent statistics were fitted
     w, v = backend.invert(faceworld.render([300_002], 0))
     assert backend.render(w, v).shape == (1, 3, 64, 64)
+
+
+def test_render_times_are_taken_in_alternation_so_a_busy_machine_slows_both_alike():
+    calls = []
+
+    class Recorder:
+        def __init__(self, name):
+            self.name = name
+
+        def sample_latents(self, n, gen):
+            return torch.zeros(n, 4)
+
+        def sample_views(self, n, gen):
+            return torch.zeros(n, 2)
+
+        def render(self, w, v):
+            calls.append(self.name)
+            return torch.zeros(w.shape[0], 3, 8, 8)
+
+    times = render_times_side_by_side({"model": Recorder("model"), "reference": Recorder("reference")}, rounds=3)
+    assert set(times) == {"model", "reference"} and all(t >= 0 for t in times.values())
+    assert calls == ["model", "reference"] + ["model", "reference"] * 3  # one warm-up each, then alternating

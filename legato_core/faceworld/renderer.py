@@ -51,6 +51,22 @@ def _box(x, y, cx, cy, hx, hy, r=0.0):
     return outside + torch.maximum(dx, dy).clamp(max=0) - r
 
 
+def project_feature(u, v, depth, hw, hh, yaw, pitch):
+    """Project a frontal feature point (u, v) on the head ellipsoid (half-widths hw, hh; depth hw) turned by yaw
+    and pitch; returns (x, y, visibility, x-foreshortening) in the face frame (head centre at the origin)."""
+    hd = hw
+    cyaw, syaw, cpit, spit = torch.cos(yaw), torch.sin(yaw), torch.cos(pitch), torch.sin(pitch)
+    z = hd * torch.sqrt((1 - (u / hw) ** 2 - (v / hh) ** 2).clamp(min=0.02)) + depth
+    u1 = u * cyaw + z * syaw
+    z1 = -u * syaw + z * cyaw
+    v1 = v * cpit - z1 * spit
+    z2 = v * spit + z1 * cpit
+    alpha = torch.atan2(u, z)
+    fx = (torch.cos(alpha + yaw) / torch.cos(alpha).clamp(min=0.2)).clamp(0.25, 1.2)
+    vis = torch.sigmoid(z2 / (0.08 * hd))
+    return u1, v1, vis, fx
+
+
 class _Canvas:
     """Front-to-back compositing of coloured coverage layers."""
 
@@ -95,19 +111,10 @@ def render_faces(identity: dict[str, torch.Tensor], view: dict[str, torch.Tensor
     hw, hh = _col(I["head_w"]), _col(I["head_h"])
     hd = hw
     yaw, pitch = _col(V["yaw"]), _col(V["pitch"])
-    cyaw, syaw, cpit, spit = torch.cos(yaw), torch.sin(yaw), torch.cos(pitch), torch.sin(pitch)
+    cyaw, syaw, cpit = torch.cos(yaw), torch.sin(yaw), torch.cos(pitch)
 
     def proj(u, v, depth=0.0):
-        """Project a frontal feature point on the head ellipsoid; returns (x, y, visibility, x-foreshortening)."""
-        z = hd * torch.sqrt((1 - (u / hw) ** 2 - (v / hh) ** 2).clamp(min=0.02)) + depth
-        u1 = u * cyaw + z * syaw
-        z1 = -u * syaw + z * cyaw
-        v1 = v * cpit - z1 * spit
-        z2 = v * spit + z1 * cpit
-        alpha = torch.atan2(u, z)
-        fx = (torch.cos(alpha + yaw) / torch.cos(alpha).clamp(min=0.2)).clamp(0.25, 1.2)
-        vis = torch.sigmoid(z2 / (0.08 * hd))
-        return u1, v1, vis, fx
+        return project_feature(u, v, depth, hw, hh, yaw, pitch)
 
     skin = I["skin"]
     hair = I["hair_color"]

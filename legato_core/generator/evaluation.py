@@ -54,12 +54,31 @@ def pixel_fidelity(renders: torch.Tensor, truth: torch.Tensor) -> dict[str, floa
 
 
 @torch.no_grad()
+def render_times_side_by_side(backends: dict, rounds: int = 30, batch: int = 8, seed: int = 7) -> dict[str, float]:
+    """Median ms per batch render of each backend, timed in alternation in one process, so that a busy machine
+    slows them all alike (a ratio of medians from separate runs on a shared CPU says little)."""
+    inputs = {}
+    for name, b in backends.items():
+        gen = torch.Generator().manual_seed(seed)
+        inputs[name] = (b.sample_latents(batch, gen), b.sample_views(batch, gen))
+        b.render(*inputs[name])  # builds the kernels for this shape
+    times: dict[str, list[float]] = {name: [] for name in backends}
+    for _ in range(rounds):
+        for name, b in backends.items():
+            t0 = time.perf_counter()
+            b.render(*inputs[name])
+            times[name].append((time.perf_counter() - t0) * 1000)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+@torch.no_grad()
 def evaluate_generator(backend, identities: int = 200, first_identity: int = 1_000_000, new_views: int = 5,
                        random_pairs: int = 500, batch: int = 50, progress: bool = True,
-                       pixel_views: int = 3) -> dict:
+                       pixel_views: int = 3, reference=None) -> dict:
     """Judge figures (same person on re-render and in new views, prior distinct/consistent) and pixel figures
     against the face world's own pictures: the inverted view re-rendered, and the inverted identity drawn in
-    ``pixel_views`` other views (with their true view vectors) next to the face world's images of them."""
+    ``pixel_views`` other views (with their true view vectors) next to the face world's images of them.
+    ``reference``: another backend (the shipped generator) whose batch-of-8 render is timed beside this one's."""
     judge = load_identity_model("judge")
     thr = judge.threshold
     same, new_same, inv_times = [], [], []
@@ -108,13 +127,11 @@ def evaluate_generator(backend, identities: int = 200, first_identity: int = 1_0
         with torch.enable_grad():
             backend.invert(one)
         single.append(time.perf_counter() - t0)
-    w8, v8 = backend.sample_latents(8, gen), backend.sample_views(8, gen)
-    backend.render(w8, v8)
-    times = []
-    for _ in range(20):
-        t0 = time.perf_counter()
-        backend.render(w8, v8)
-        times.append((time.perf_counter() - t0) * 1000)
+    timed = render_times_side_by_side({"model": backend, **({"reference": reference} if reference else {})})
+    speed = {"ms_per_batch8": timed["model"]}
+    if reference is not None:
+        speed.update(reference_ms_per_batch8=timed["reference"],
+                     render_time_ratio=timed["model"] / timed["reference"])
     return {
         "identities": identities, "first_identity": first_identity, "judge_threshold": thr,
         "same_person_rate": float((same > thr).float().mean()),
@@ -129,7 +146,7 @@ def evaluate_generator(backend, identities: int = 200, first_identity: int = 1_0
         "high_frequency_ratio": both["high_frequency_ratio"],
         "same_person_cosine_mean": float(same.mean()),
         "new_view_cosine_mean": float(new_same.mean()),
-        "ms_per_batch8": statistics.median(times),
+        **speed,
         "invert_seconds_single": statistics.median(single),
         "parameters": backend.parameter_count(),
         "torch_threads": torch.get_num_threads(),

@@ -24,6 +24,7 @@ from safetensors.torch import load_file, save_file
 
 from ..faceworld import VIEW_DIM, encode_view, render_faces, sample_identities, sample_views
 from ..faceworld.factors import FACTOR_DIM, identity_vector
+from ..faceworld.landmarks import LANDMARKS, face_landmarks
 from ..ranges import GENERATOR_TRAIN, VALIDATION
 from .evaluation import pixel_fidelity
 from .modeling import GeneratorConfig, StyleFaceGenerator
@@ -32,10 +33,12 @@ from .view_encoder import ViewEncoder
 CHECKPOINT_FILES = ("model.safetensors", "ema.safetensors", "optimizer.safetensors", "state.json")
 
 
-def factor_generator_config() -> GeneratorConfig:
-    """The architecture of the factor-conditioned generator: more channels at 16-64 px, face-frame coords."""
+def factor_generator_config(layout: bool = True) -> GeneratorConfig:
+    """The architecture of the factor-conditioned generator: more channels at 16-64 px, face-frame coords, and
+    (``layout``) a landmark head whose offsets every block sees."""
     return GeneratorConfig(embedding_dim=FACTOR_DIM, conditioning="factors", coord_octaves=3,
-                           channels={4: 256, 8: 128, 16: 96, 32: 64, 64: 24})
+                           channels={4: 256, 8: 128, 16: 96, 32: 64, 64: 24},
+                           layout_landmarks=len(LANDMARKS) if layout else 0)
 
 
 @dataclass
@@ -48,6 +51,7 @@ class FactorTrainingConfig:
     lr_floor: float = 0.05
     ema: float = 0.999
     gradient_weight: float = 1.0
+    landmark_weight: float = 1.0  # L1 of the layout head's landmarks, in units of 1 / layout_scale face units
     seed: int = 0
     checkpoint_every: int = 250
     eval_every: int = 250
@@ -56,23 +60,25 @@ class FactorTrainingConfig:
     generator: dict = field(default_factory=lambda: asdict(factor_generator_config()))
 
 
-def training_batch(step: int, batch: int, seed: int,
-                   device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(factor vectors, view vectors, images) for one step: a function of (seed, step) alone, rendered on
-    ``device`` (the face world is plain torch: on a GPU it keeps up with training)."""
+def training_batch(step: int, batch: int, seed: int, device: str | torch.device = "cpu",
+                   landmarks: bool = False) -> tuple[torch.Tensor, ...]:
+    """(factor vectors, view vectors, images[, landmarks]) for one step: a function of (seed, step) alone,
+    rendered on ``device`` (the face world is plain torch: on a GPU it keeps up with training)."""
     gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
     ids = (GENERATOR_TRAIN.start + torch.randint(len(GENERATOR_TRAIN), (batch,), generator=gen)).tolist()
     views = torch.randint(1_000_000_000, (batch,), generator=gen).tolist()
     identity = {k: v.to(device) for k, v in sample_identities(ids).items()}
     view = {k: v.to(device) for k, v in sample_views(ids, views).items()}
-    return identity_vector(identity), encode_view(view), render_faces(identity, view)
+    out = identity_vector(identity), encode_view(view), render_faces(identity, view)
+    return (*out, face_landmarks(identity, view)) if landmarks else out
 
 
-def validation_batch(n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Fixed monitoring faces from the validation range (never the evaluation range)."""
+def validation_batch(n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Fixed monitoring faces from the validation range (never the evaluation range), with their landmarks."""
     ids = list(range(VALIDATION.start + 90_000, VALIDATION.start + 90_000 + n))
     identity, view = sample_identities(ids), sample_views(ids, list(range(n)))
-    return identity_vector(identity), encode_view(view), render_faces(identity, view)
+    return (identity_vector(identity), encode_view(view), render_faces(identity, view),
+            face_landmarks(identity, view))
 
 
 def image_loss(out: torch.Tensor, target: torch.Tensor, gradient_weight: float) -> torch.Tensor:
@@ -123,23 +129,51 @@ def save_checkpoint(directory: Path, model: StyleFaceGenerator, ema: StyleFaceGe
     tmp.rmdir()
 
 
+def landmark_loss(model: StyleFaceGenerator, w: torch.Tensor, views: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """Mean L1 between the layout head's landmarks and the face world's, in 1 / layout_scale face units."""
+    return (model.predict_landmarks(w, views) - truth).abs().mean() * model.config.layout_scale
+
+
 @torch.no_grad()
-def monitor(ema: StyleFaceGenerator, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> dict[str, float]:
-    factors, views, truth = batch
-    return pixel_fidelity(ema.render(ema.map_identity(factors), views).cpu(), truth.cpu())
+def monitor(ema: StyleFaceGenerator, batch: tuple[torch.Tensor, ...]) -> dict[str, float]:
+    factors, views, truth, landmarks = batch
+    w = ema.map_identity(factors)
+    out = pixel_fidelity(ema.render(w, views).cpu(), truth.cpu())
+    if ema.layout is not None:  # mean landmark error in 64-px pixels (a face unit is 32 px at scale 1)
+        out["landmark_error_px"] = (ema.predict_landmarks(w, views) - landmarks).norm(dim=2).mean().item() * 32
+    return out
+
+
+def initialise_from(model: StyleFaceGenerator, directory: Path) -> dict:
+    """Load a checkpoint's EMA weights into ``model`` where the names match (a generator with new parts, e.g. a
+    layout head, starts from an older checkpoint); returns what the checkpoint was (path, step, seconds)."""
+    state = json.loads((Path(directory) / "state.json").read_text())
+    missing, unexpected = model.load_state_dict(load_file(Path(directory) / "ema.safetensors"), strict=False)
+    if unexpected:
+        raise ValueError(f"{directory} has weights this generator does not: {unexpected[:5]}")
+    return {"path": str(directory), "step": state["step"], "train_seconds": state["train_seconds"],
+            "new_parameters": len(missing), **({"init_from": state["init_from"]} if "init_from" in state else {})}
 
 
 def train_factor_generator(cfg: FactorTrainingConfig, directory: Path, resume: bool = False,
-                           stop_after_s: float | None = None, log=print, device: str = "cpu") -> StyleFaceGenerator:
+                           stop_after_s: float | None = None, log=print, device: str = "cpu",
+                           init_from: Path | None = None) -> StyleFaceGenerator:
     """Train (or resume) into ``directory``; returns the EMA generator (on the CPU). Stops at ``cfg.steps`` or the
     budget. ``device``: where the model trains and the faces are rendered; checkpoints are the same on any
-    device."""
+    device. ``init_from``: a fresh run starts from that checkpoint's weights where the names match."""
     directory = Path(directory)
     torch.manual_seed(cfg.seed)
+    resuming = resume and (directory / "state.json").exists()
+    if resuming:  # the checkpoint's own architecture and schedule, whatever today's defaults are
+        saved = json.loads((directory / "state.json").read_text())["config"]
+        cfg.generator = saved["generator"]
     model = StyleFaceGenerator(GeneratorConfig.from_dict(cfg.generator)).train()
+    step, history, seconds, origin = 0, [], 0.0, None
+    if init_from is not None and not resuming:
+        origin = initialise_from(model, init_from)
+        log(f"initialised from {json.dumps(origin)}")
     ema = copy.deepcopy(model).eval()
-    step, history, seconds = 0, [], 0.0
-    if resume and (directory / "state.json").exists():
+    if resuming:
         model.load_state_dict(load_file(directory / "model.safetensors"))
         ema.load_state_dict(load_file(directory / "ema.safetensors"))
     model.to(device)
@@ -150,20 +184,23 @@ def train_factor_generator(cfg: FactorTrainingConfig, directory: Path, resume: b
             _load_optimizer(opt, directory / "optimizer.safetensors", device)
         state = json.loads((directory / "state.json").read_text())
         step, history, seconds = state["step"], state["history"], state["train_seconds"]
+        origin = state.get("init_from")
         log(f"resumed at step {step} ({seconds / 60:.0f} min trained)")
     val = tuple(x.to(device) for x in validation_batch(cfg.eval_images))
     t0, start_seconds = time.time(), seconds
 
     def state_now() -> dict:
         return {"step": step, "train_seconds": round(seconds, 1), "config": asdict(cfg), "history": history,
-                "torch_threads": torch.get_num_threads()}
+                "torch_threads": torch.get_num_threads(), **({"init_from": origin} if origin else {})}
 
     while step < cfg.steps:
         for group in opt.param_groups:
             group["lr"] = learning_rate(cfg, step)
-        factors, views, target = training_batch(step, cfg.batch_size, cfg.seed, device)
-        out = model.synthesize(model.map_identity(factors), views)
-        loss = image_loss(out, target, cfg.gradient_weight)
+        factors, views, target, landmarks = training_batch(step, cfg.batch_size, cfg.seed, device, landmarks=True)
+        w = model.map_identity(factors)
+        loss = image_loss(model.synthesize(w, views), target, cfg.gradient_weight)
+        if model.layout is not None:
+            loss = loss + cfg.landmark_weight * landmark_loss(model, w, views, landmarks)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

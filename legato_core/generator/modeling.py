@@ -40,6 +40,11 @@ class GeneratorConfig:
     # > 0: every block after the first also sees the face-frame coordinates of its pixels (from the view's
     # roll, scale and shift) with this many sine/cosine octaves, so small features can be placed exactly
     coord_octaves: int = 0
+    # > 0: a layout head predicts this many face landmarks (eyes, irises, brows, nose, mouth, ...) from
+    # (w, view), and every block after the first sees each pixel's offset from each of them (``layout_scale``
+    # converts face units to the offsets' unit): a small feature is then drawn where the offsets are small
+    layout_landmarks: int = 0
+    layout_scale: float = 8.0
 
     @classmethod
     def from_dict(cls, d: dict) -> GeneratorConfig:
@@ -99,19 +104,25 @@ class AdapterSite(nn.Identity):
         self.site_name, self.channels, self.resolution = name, channels, resolution
 
 
-def face_frame_features(view: torch.Tensor, size: int, octaves: int) -> torch.Tensor:
-    """(B, 2 + 4 * octaves, size, size): face-frame x, y of each pixel and their sine/cosine octaves.
-
-    The face world places the whole face by roll, scale and shift; giving the synthesis the resulting
-    coordinates turns "where is the eye" from something the convolutions must learn into an input.
-    """
+def face_frame_xy(view: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Face-frame x, y (each (B, size, size)) of every pixel: the image frame with roll, scale, shift undone."""
     v = decode_view(view)
     lin = (torch.arange(size, dtype=view.dtype, device=view.device) + 0.5) / size * 2 - 1
     gy, gx = torch.meshgrid(lin, lin, indexing="ij")
     scale = v["scale"].view(-1, 1, 1)
     dx, dy = (gx - v["shift_x"].view(-1, 1, 1)) / scale, (gy - v["shift_y"].view(-1, 1, 1)) / scale
     cr, sr = torch.cos(v["roll"]).view(-1, 1, 1), torch.sin(v["roll"]).view(-1, 1, 1)
-    x, y = cr * dx + sr * dy, -sr * dx + cr * dy
+    return cr * dx + sr * dy, -sr * dx + cr * dy
+
+
+def face_frame_features(view: torch.Tensor, size: int, octaves: int,
+                        xy: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """(B, 2 + 4 * octaves, size, size): face-frame x, y of each pixel and their sine/cosine octaves.
+
+    The face world places the whole face by roll, scale and shift; giving the synthesis the resulting
+    coordinates turns "where is the eye" from something the convolutions must learn into an input.
+    """
+    x, y = xy if xy is not None else face_frame_xy(view, size)
     feats = [x, y]
     for k in range(octaves):
         f = math.pi * 2**k
@@ -119,9 +130,24 @@ def face_frame_features(view: torch.Tensor, size: int, octaves: int) -> torch.Te
     return torch.stack(feats, dim=1).contiguous(memory_format=torch.channels_last)
 
 
+LAYOUT_FEATURES = 5  # per landmark: tanh offsets u, v; u^2, v^2; a Gaussian bump
+
+
+def landmark_features(xy: tuple[torch.Tensor, torch.Tensor], landmarks: torch.Tensor, scale: float) -> torch.Tensor:
+    """(B, 5 K, H, W) from face-frame pixel coordinates and (B, K, 2) landmarks: per landmark the squashed
+    offsets u, v, their squares (a modulated sum of those is an ellipse of any size), and exp(-(du^2+dv^2)/2)."""
+    x, y = xy
+    du = (x.unsqueeze(1) - landmarks[:, :, 0, None, None]) * scale
+    dv = (y.unsqueeze(1) - landmarks[:, :, 1, None, None]) * scale
+    u, v = torch.tanh(du), torch.tanh(dv)
+    bump = torch.exp(-0.5 * (du.square() + dv.square()))
+    feats = torch.stack([u, v, u.square(), v.square(), bump], dim=2).flatten(1, 2)
+    return feats.contiguous(memory_format=torch.channels_last)
+
+
 class SynthesisBlock(nn.Module):
     def __init__(self, cin: int, cout: int, style_dim: int, resolution: int, first: bool = False,
-                 coord_dim: int = 0):
+                 coord_dim: int = 0, layout_dim: int = 0):
         super().__init__()
         self.first = first
         if first:
@@ -134,9 +160,15 @@ class SynthesisBlock(nn.Module):
         self.site = AdapterSite(f"b{resolution}", cout, resolution)
         self.to_rgb = ModulatedConv(cout, 3, style_dim, kernel=1, demodulate=False, activate=False)
         self.coord = nn.Conv2d(coord_dim, cout, 1) if coord_dim and not first else None
+        self.layout = self.layout_gain = None
+        if layout_dim and not first:
+            # landmark offsets -> features, modulated per sample (an identity's eye size scales its offsets);
+            # the gain starts at 0 so a generator trained without landmarks continues exactly where it was
+            self.layout = ModulatedConv(layout_dim, cout, style_dim, kernel=1)
+            self.layout_gain = nn.Parameter(torch.zeros(1))
 
     def forward(self, x: torch.Tensor | None, rgb: torch.Tensor | None, style: torch.Tensor,
-                coords: torch.Tensor | None = None):
+                coords: torch.Tensor | None = None, layout: torch.Tensor | None = None):
         if self.first:
             x = self.const.expand(style.shape[0], -1, -1, -1)
             x = self.conv1(x, style)
@@ -144,6 +176,8 @@ class SynthesisBlock(nn.Module):
             x = self.conv1(x, style)
             if self.coord is not None:
                 x = x + self.coord(coords)
+            if self.layout is not None:
+                x = x + self.layout_gain * self.layout(layout, style)
             x = self.conv2(x, style)
             x = self.site(x)
         out = self.to_rgb(x, style)
@@ -164,10 +198,13 @@ class StyleFaceGenerator(nn.Module):
         resolutions = sorted(c.channels)
         blocks, cin = [], c.channels[resolutions[0]]
         coord_dim = 2 + 4 * c.coord_octaves if c.coord_octaves else 0
+        layout_dim = LAYOUT_FEATURES * c.layout_landmarks
         for i, r in enumerate(resolutions):
-            blocks.append(SynthesisBlock(cin, c.channels[r], style_dim, r, first=i == 0, coord_dim=coord_dim))
+            blocks.append(SynthesisBlock(cin, c.channels[r], style_dim, r, first=i == 0, coord_dim=coord_dim,
+                                         layout_dim=layout_dim))
             cin = c.channels[r]
         self.blocks = nn.ModuleList(blocks)
+        self.layout = _Mlp(c.w_dim + c.view_dim, 2 * c.layout_landmarks, 3, 256) if c.layout_landmarks else None
         self.register_buffer("w_avg", torch.zeros(c.w_dim))
         self.register_buffer("prior_mean", torch.zeros(c.embedding_dim))
         self.register_buffer("prior_chol", torch.eye(c.embedding_dim))
@@ -218,14 +255,25 @@ class StyleFaceGenerator(nn.Module):
             raise ValueError(f"expected w (B, {self.config.w_dim}) and view (B, {self.config.view_dim}), "
                              f"got {tuple(w.shape)} and {tuple(view.shape)}")
         style = torch.cat([w, self.view_mapping(view)], dim=1)
+        landmarks = self.predict_landmarks(w, view) if self.layout is not None else None
         x = rgb = None
         for block in self.blocks:
-            coords = None
-            if block.coord is not None:
-                coords = face_frame_features(view, block.site.resolution, self.config.coord_octaves)
-            x, rgb = block(x, rgb, style, coords)
+            coords = layout = None
+            if block.coord is not None or block.layout is not None:
+                xy = face_frame_xy(view, block.site.resolution)
+                if block.coord is not None:
+                    coords = face_frame_features(view, block.site.resolution, self.config.coord_octaves, xy)
+                if block.layout is not None:
+                    layout = landmark_features(xy, landmarks, self.config.layout_scale)
+            x, rgb = block(x, rgb, style, coords, layout)
         img = rgb * 0.5 + 0.5
         return (img, x) if return_features else img
+
+    def predict_landmarks(self, w: torch.Tensor, view: torch.Tensor) -> torch.Tensor:
+        """(B, K, 2) face-frame landmark positions from the identity latent and the view (the layout head)."""
+        if self.layout is None:
+            raise ValueError("this generator has no layout head (config.layout_landmarks == 0)")
+        return self.layout(torch.cat([w, view], dim=1)).view(w.shape[0], -1, 2)
 
     def render(self, w: torch.Tensor, view: torch.Tensor) -> torch.Tensor:
         return self.synthesize(w, view).clamp(0, 1)
