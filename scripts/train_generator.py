@@ -60,6 +60,7 @@ def main() -> None:
     ap.add_argument("--time-budget", type=float, help="fit the generator's schedule to this many seconds")
     ap.add_argument("--init-from", help="generator: continue from a saved generator directory; factor-generator: "
                     "a fresh run starts from this checkpoint's weights where the names match (new parts are new)")
+    ap.add_argument("--feature-weight", type=float, help="factor-generator: extra L1 near the true landmarks")
     ap.add_argument("--seed", type=int, help="factor-generator: the data stream's and initialisation's seed")
     ap.add_argument("--lr", type=float)
     ap.add_argument("--resume", action="store_true", help="factor-generator: continue from --checkpoint-dir")
@@ -118,6 +119,8 @@ def train_factor(args) -> None:
         cfg.decay_start = args.decay_start
     if args.seed is not None:
         cfg.seed = args.seed
+    if args.feature_weight is not None:
+        cfg.feature_weight = args.feature_weight
     seed_dir = COMMITTED_CHECKPOINT
     fresh = not (args.checkpoint_dir / "state.json").exists()
     if args.resume and fresh and args.init_from is None and (seed_dir / "state.json").exists():

@@ -19,6 +19,8 @@ from legato_core.generator.evaluation import (
 )
 from legato_core.generator.factor_training import (
     FactorTrainingConfig,
+    feature_loss,
+    feature_mask,
     image_loss,
     initialise_from,
     landmark_loss,
@@ -255,3 +257,13 @@ def test_render_times_are_taken_in_alternation_so_a_busy_machine_slows_both_alik
     times = render_times_side_by_side({"model": Recorder("model"), "reference": Recorder("reference")}, rounds=3)
     assert set(times) == {"model", "reference"} and all(t >= 0 for t in times.values())
     assert calls == ["model", "reference"] + ["model", "reference"] * 3  # one warm-up each, then alternating
+
+
+def test_the_feature_loss_looks_only_near_the_landmarks():
+    _, v, truth, landmarks = training_batch(0, 4, seed=0, landmarks=True)
+    mask = feature_mask(v, landmarks)
+    assert mask.shape == (4, 1, 64, 64) and mask.max() <= 1 and 0.02 < mask.mean() < 0.3
+    corners = truth.clone()
+    corners[..., :8, :8] = 1 - corners[..., :8, :8]  # far from every landmark
+    eyes = torch.where(mask > 0.9, torch.full_like(truth, 0.5), truth)  # the landmarks' own pixels grey
+    assert feature_loss(corners, truth, mask) < 1e-3 < feature_loss(eyes, truth, mask)

@@ -160,12 +160,13 @@ class SynthesisBlock(nn.Module):
         self.site = AdapterSite(f"b{resolution}", cout, resolution)
         self.to_rgb = ModulatedConv(cout, 3, style_dim, kernel=1, demodulate=False, activate=False)
         self.coord = nn.Conv2d(coord_dim, cout, 1) if coord_dim and not first else None
-        self.layout = self.layout_gain = None
+        self.layout = None
         if layout_dim and not first:
             # landmark offsets -> features, modulated per sample (an identity's eye size scales its offsets);
-            # the gain starts at 0 so a generator trained without landmarks continues exactly where it was
-            self.layout = ModulatedConv(layout_dim, cout, style_dim, kernel=1)
-            self.layout_gain = nn.Parameter(torch.zeros(1))
+            # no demodulation and zero weights: a generator trained without landmarks continues exactly where it
+            # was, and the weights still get gradients (a zero gain on random weights would leave both stuck)
+            self.layout = ModulatedConv(layout_dim, cout, style_dim, kernel=1, demodulate=False)
+            nn.init.zeros_(self.layout.weight)
 
     def forward(self, x: torch.Tensor | None, rgb: torch.Tensor | None, style: torch.Tensor,
                 coords: torch.Tensor | None = None, layout: torch.Tensor | None = None):
@@ -177,7 +178,7 @@ class SynthesisBlock(nn.Module):
             if self.coord is not None:
                 x = x + self.coord(coords)
             if self.layout is not None:
-                x = x + self.layout_gain * self.layout(layout, style)
+                x = x + self.layout(layout, style)
             x = self.conv2(x, style)
             x = self.site(x)
         out = self.to_rgb(x, style)
