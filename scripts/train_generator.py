@@ -110,17 +110,6 @@ def main() -> None:
 
 def train_factor(args) -> None:
     """The factor-conditioned generator: seeded fresh renders, checkpoints in --checkpoint-dir, a JSON-lines log."""
-    cfg = FactorTrainingConfig()
-    if args.steps:
-        cfg.steps = args.steps
-    if args.lr:
-        cfg.lr = args.lr
-    if args.decay_start is not None:
-        cfg.decay_start = args.decay_start
-    if args.seed is not None:
-        cfg.seed = args.seed
-    if args.feature_weight is not None:
-        cfg.feature_weight = args.feature_weight
     seed_dir = COMMITTED_CHECKPOINT
     fresh = not (args.checkpoint_dir / "state.json").exists()
     if args.resume and fresh and args.init_from is None and (seed_dir / "state.json").exists():
@@ -128,6 +117,13 @@ def train_factor(args) -> None:
         for name in ("ema.safetensors", "state.json"):
             shutil.copy(seed_dir / name, args.checkpoint_dir / name)
         shutil.copy(seed_dir / "ema.safetensors", args.checkpoint_dir / "model.safetensors")
+    cfg = FactorTrainingConfig()
+    if args.resume and (args.checkpoint_dir / "state.json").exists():  # the run's own settings (seed, losses...)
+        saved = json.loads((args.checkpoint_dir / "state.json").read_text())["config"]
+        cfg = FactorTrainingConfig(**{k: v for k, v in saved.items() if k in FactorTrainingConfig.__dataclass_fields__})
+    for name in ("steps", "lr", "decay_start", "seed", "feature_weight"):  # what the command line says wins
+        if getattr(args, name) is not None:
+            setattr(cfg, name, getattr(args, name))
     log_path = args.checkpoint_dir / "train.log"
     args.checkpoint_dir.mkdir(parents=True, exist_ok=True)
 
