@@ -18,6 +18,7 @@ from legato_core.generator.evaluation import (
     render_times_side_by_side,
 )
 from legato_core.generator.factor_training import (
+    FACTOR_INVERSION,
     FactorTrainingConfig,
     feature_loss,
     feature_mask,
@@ -232,6 +233,9 @@ def test_a_packaged_checkpoint_loads_as_the_embedded_backend_and_says_how_it_was
     assert state["step"] == 2 and meta["steps_done"] == 2 and meta["seed"] == 0 and "train_seconds" in meta
     backend = EmbeddedFaceBackend.from_pretrained(tmp_path / "pkg", refine_steps=0)
     assert backend.generator.factor_conditioned and backend.factor_dim == FACTOR_DIM
+    # the directory says how to invert (pixel-faithful refinement); the caller's keywords win
+    assert meta["inversion"] == FACTOR_INVERSION and backend.refine_steps == 0
+    assert (backend.identity_weight, backend.perceptual_weight) == (0.0, FACTOR_INVERSION["perceptual_weight"])
     assert float(backend.w_avg.abs().sum()) > 0  # latent statistics were fitted
     w, v = backend.invert(faceworld.render([300_002], 0))
     assert backend.render(w, v).shape == (1, 3, 64, 64)

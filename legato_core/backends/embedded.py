@@ -11,6 +11,7 @@ that its face encoder reads the identity factors and the view from the image in 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -59,7 +60,7 @@ class EmbeddedFaceBackend(nn.Module):
 
     def __init__(self, generator: StyleFaceGenerator, view_encoder: ViewEncoder, arcface: IdentityModel,
                  refine_steps: int = 12, refine_lr: float = 0.05, identity_views: int = 1,
-                 identity_weight: float = 0.5):
+                 identity_weight: float = 0.5, perceptual_weight: float = 0.5):
         super().__init__()
         self.generator, self.view_encoder, self.arcface = generator.eval(), view_encoder.eval(), arcface.eval()
         # a factor-conditioned generator's encoder returns [identity factors, view] in one vector
@@ -68,16 +69,19 @@ class EmbeddedFaceBackend(nn.Module):
             p.requires_grad_(False)
         self.refine_steps, self.refine_lr = refine_steps, refine_lr
         self.identity_views, self.identity_weight = identity_views, identity_weight
+        self.perceptual_weight = perceptual_weight
         self._hash: str | None = None
         self._perceptual = ArcFaceFeatureDistance(arcface)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path | None = None, **kwargs) -> EmbeddedFaceBackend:
+        """Load a generator directory; its config.json may carry ``inversion`` settings (keyword arguments win)."""
         directory = Path(directory) if directory else asset_path("generator")
         generator = StyleFaceGenerator.from_pretrained(directory)
         encoder = ViewEncoder.from_pretrained(directory, "face_encoder" if generator.factor_conditioned else
                                               "view_encoder")
-        return cls(generator, encoder, load_identity_model("arcface"), **kwargs)
+        inversion = json.loads((directory / "config.json").read_text()).get("inversion", {})
+        return cls(generator, encoder, load_identity_model("arcface"), **{**inversion, **kwargs})
 
     # -- latent space --------------------------------------------------------------------------------------
     @property
@@ -165,16 +169,20 @@ class EmbeddedFaceBackend(nn.Module):
         opt = torch.optim.Adam([w, v], lr=self.refine_lr)
         n, k = len(images), self.identity_views if self.identity_weight > 0 else 0
         pc = self._perceptual
-        with torch.no_grad():  # the image's features and embedding are fixed: computed once
-            f_img = pc.features(images)
-            e = pc.embedding(f_img)
+        uses_arcface = bool(self.perceptual_weight or k)  # pixels alone need no arcface pass
+        if uses_arcface:
+            with torch.no_grad():  # the image's features and embedding are fixed: computed once
+                f_img = pc.features(images)
+                e = pc.embedding(f_img)
         other_views = random_view_vectors(n * k, torch.Generator().manual_seed(7))
         for _ in range(steps):
             # one batch: the image's own view first, then k other views of the same latent; one arcface pass
             # gives the perceptual features (own view) and the identity embeddings (all views)
             out = self.generator.synthesize(w.repeat(k + 1, 1), torch.cat([v, other_views]))
-            f_out = pc.features(out)
-            loss = (out[:n] - images).abs().mean() + 0.5 * pc.distance([f[:n] for f in f_out], f_img).mean()
+            f_out = pc.features(out) if uses_arcface else None
+            loss = (out[:n] - images).abs().mean()
+            if self.perceptual_weight:
+                loss = loss + self.perceptual_weight * pc.distance([f[:n] for f in f_out], f_img).mean()
             if k:
                 loss = loss + self.identity_weight * (1 - (pc.embedding(f_out) * e.repeat(k + 1, 1)).sum(1).mean())
             opt.zero_grad(set_to_none=True)

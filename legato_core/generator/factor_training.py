@@ -30,6 +30,13 @@ from .evaluation import pixel_fidelity
 from .modeling import GeneratorConfig, StyleFaceGenerator, face_frame_xy
 from .view_encoder import ViewEncoder
 
+# How a packaged factor generator refines an encoder's guess (EmbeddedFaceBackend.invert): pixel L1 plus a light
+# arcface feature distance, no identity term. On 40 validation ids (150,000+; step-1,500 stage-2 checkpoint) the
+# old defaults (12 steps, lr 0.05, perceptual 0.5, identity 0.5) re-rendered at 24.8 dB; these give 29.8 dB and
+# raise the judge's same-person rate from 0.65 (pixels alone) to 0.88 for 0.1 dB. The identity and stronger
+# perceptual terms pushed renders towards what identity networks like, away from the picture.
+FACTOR_INVERSION = {"refine_steps": 20, "refine_lr": 0.02, "identity_weight": 0.0, "perceptual_weight": 0.1}
+
 CHECKPOINT_FILES = ("model.safetensors", "ema.safetensors", "optimizer.safetensors", "state.json")
 
 
@@ -273,7 +280,7 @@ def package_generator(checkpoint_dir: Path, encoder_dir: Path, out: Path) -> dic
     generator.save_pretrained(out, extra={
         "script": "scripts/train_generator.py factor-generator", "seed": state["config"]["seed"],
         "steps_done": state["step"], "train_seconds": state["train_seconds"],
-        "identity_input": "face-world factors (legato_core.faceworld.factors)",
+        "identity_input": "face-world factors (legato_core.faceworld.factors)", "inversion": FACTOR_INVERSION,
         "train_ids": [GENERATOR_TRAIN.start, GENERATOR_TRAIN.stop]})
     for f in files:
         shutil.copy(f, out / f.name)
