@@ -104,9 +104,11 @@ class AdapterSite(nn.Identity):
         self.site_name, self.channels, self.resolution = name, channels, resolution
 
 
-def face_frame_xy(view: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Face-frame x, y (each (B, size, size)) of every pixel: the image frame with roll, scale, shift undone."""
-    v = decode_view(view)
+def face_frame_xy(view: torch.Tensor, size: int, decoded: dict[str, torch.Tensor] | None = None,
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Face-frame x, y (each (B, size, size)) of every pixel: the image frame with roll, scale, shift undone.
+    ``decoded``: ``decode_view(view)`` when the caller has it (a render needs it at four resolutions)."""
+    v = decoded if decoded is not None else decode_view(view)
     lin = (torch.arange(size, dtype=view.dtype, device=view.device) + 0.5) / size * 2 - 1
     gy, gx = torch.meshgrid(lin, lin, indexing="ij")
     scale = v["scale"].view(-1, 1, 1)
@@ -258,10 +260,11 @@ class StyleFaceGenerator(nn.Module):
         style = torch.cat([w, self.view_mapping(view)], dim=1)
         landmarks = self.predict_landmarks(w, view) if self.layout is not None else None
         x = rgb = None
+        decoded = decode_view(view) if self.config.coord_octaves or self.layout is not None else None
         for block in self.blocks:
             coords = layout = None
             if block.coord is not None or block.layout is not None:
-                xy = face_frame_xy(view, block.site.resolution)
+                xy = face_frame_xy(view, block.site.resolution, decoded)
                 if block.coord is not None:
                     coords = face_frame_features(view, block.site.resolution, self.config.coord_octaves, xy)
                 if block.layout is not None:
