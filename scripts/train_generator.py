@@ -9,6 +9,8 @@
     python scripts/train_generator.py face-encoder --out runs/face_encoder    # image -> factors + view, seed 1
     python scripts/train_generator.py package --checkpoint-dir runs/factor_generator \
         --encoder runs/face_encoder --out runs/packaged_generator             # a loadable generator directory
+    python scripts/train_generator.py convert --checkpoint-dir runs/factor_generator --out runs/fast_generator \
+        --position-resolution 16 --upsample-rank 64:32 --upsample-rank 32:64  # cheaper; then --resume it
 
 Evaluate with `python -m legato_core generator evaluate --identities 200 --first-identity 1000000 --json`.
 """
@@ -52,7 +54,7 @@ VIEWS = 12
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("stage", choices=["data", "view-encoder", "generator", "factor-generator",
-                                          "face-encoder", "package"])
+                                          "face-encoder", "package", "convert"])
     ap.add_argument("--cache", type=Path, default=ROOT / "runs" / "generator_data.safetensors")
     ap.add_argument("--out", type=Path, default=ROOT / "assets" / "generator")
     ap.add_argument("--steps", type=int)
@@ -68,6 +70,10 @@ def main() -> None:
     ap.add_argument("--stop-after", type=float, help="factor-generator: stop (with a checkpoint) after S seconds")
     ap.add_argument("--decay-start", type=int, help="factor-generator: step where the lr starts its cosine decay")
     ap.add_argument("--encoder", type=Path, help="package: the directory holding face_encoder.safetensors")
+    ap.add_argument("--position-resolution", type=int,
+                    help="convert: compute coordinates and landmark offsets on grids of at most this size")
+    ap.add_argument("--upsample-rank", action="append", default=[], metavar="RES:RANK",
+                    help="convert: factor block RES's upsampling conv through RANK channels (repeatable)")
     ap.add_argument("--device", default="cpu",
                     help="factor-generator, face-encoder: cpu or cuda (the faces are rendered there too)")
     args = ap.parse_args()
@@ -77,6 +83,9 @@ def main() -> None:
         return
     if args.stage == "package":
         package(args)
+        return
+    if args.stage == "convert":
+        convert(args)
         return
     if args.stage == "face-encoder":  # identity factors + view from an image, for the factor generator's inversion
         cfg = FaceEncoderTrainingConfig(**({"steps": args.steps} if args.steps else {}))
@@ -134,6 +143,21 @@ def train_factor(args) -> None:
 
     train_factor_generator(cfg, args.checkpoint_dir, resume=args.resume, stop_after_s=args.stop_after, log=log,
                            device=args.device, init_from=Path(args.init_from) if args.init_from else None)
+
+
+def convert(args) -> None:
+    """A training run whose generator is --checkpoint-dir's, converted to a cheaper architecture (resumable)."""
+    from legato_core.generator.conversion import convert_checkpoint
+
+    changes: dict = {}
+    if args.position_resolution is not None:
+        changes["position_resolution"] = args.position_resolution
+    if args.upsample_rank:
+        changes["upsample_rank"] = {int(r): int(k) for r, k in (item.split(":") for item in args.upsample_rank)}
+    if not changes or args.out == ROOT / "assets" / "generator":
+        raise SystemExit("convert needs --out RUN_DIR and at least one of --position-resolution, --upsample-rank")
+    info = convert_checkpoint(args.checkpoint_dir, args.out, changes)
+    print(json.dumps(info))
 
 
 def package(args) -> None:

@@ -45,11 +45,19 @@ class GeneratorConfig:
     # converts face units to the offsets' unit): a small feature is then drawn where the offsets are small
     layout_landmarks: int = 0
     layout_scale: float = 8.0
+    # > 0: coordinates and landmark offsets are computed at most at this resolution; a larger block adds its
+    # position term at that resolution, bilinearly upsampled (they vary over ~4 px: a 64-px grid costs a
+    # third of a render and adds little)
+    position_resolution: int = 0
+    # resolution -> rank r: that block's upsampling conv becomes a 1x1 conv to r channels before the upsample
+    # and an r -> C 3x3 conv after it (the same map when r is full rank, less work at the high resolution)
+    upsample_rank: dict[int, int] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, d: dict) -> GeneratorConfig:
         d = dict(d)
         d["channels"] = {int(k): int(v) for k, v in d["channels"].items()}
+        d["upsample_rank"] = {int(k): int(v) for k, v in d.get("upsample_rank", {}).items()}
         return cls(**d)
 
 
@@ -67,9 +75,12 @@ class ModulatedConv(nn.Module):
     """Conv whose input channels are scaled by a per-sample style, output demodulated (StyleGAN2)."""
 
     def __init__(self, cin: int, cout: int, style_dim: int, kernel: int = 3, demodulate: bool = True,
-                 upsample: bool = False, activate: bool = True):
+                 upsample: bool = False, activate: bool = True, rank: int = 0):
         super().__init__()
-        self.weight = nn.Parameter(torch.randn(cout, cin, kernel, kernel))
+        # rank > 0: the kernel is factored as weight (cout, rank, k, k) after reduce (rank, cin); the reduction
+        # runs before the upsample, where the map has a quarter of the pixels
+        self.reduce = nn.Parameter(torch.randn(rank, cin) / math.sqrt(rank)) if rank else None
+        self.weight = nn.Parameter(torch.randn(cout, rank or cin, kernel, kernel))
         self.bias = nn.Parameter(torch.zeros(cout))
         self.affine = nn.Linear(style_dim, cin)
         nn.init.zeros_(self.affine.weight)
@@ -80,13 +91,20 @@ class ModulatedConv(nn.Module):
     def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
         s = self.affine(style)
         w = self.weight * self.scale
-        x = x * s[:, :, None, None]
+        gain = math.sqrt(2) if self.activate else 1.0
+        if self.weight.shape[-1] == 1 and not self.upsample:
+            return self._pointwise(x, s, w.flatten(1), gain)
+        if self.reduce is not None:  # modulate and reduce in one per-sample matmul
+            x = pointwise_linear(x, s[:, :, None] * self.reduce.T[None])
+        else:
+            x = x * s[:, :, None, None]
         if self.upsample:
             x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
         y = F.conv2d(x, w, padding=self.padding)
+        if self.reduce is not None:
+            w = self.effective_weight() * self.scale
         # leaky_relu(a) * g == leaky_relu(a * g) for g > 0: the activation gain rides on the demodulation
         # and bias, so demodulate + bias + gain is one fused multiply-add over the feature map
-        gain = math.sqrt(2) if self.activate else 1.0
         bias = (self.bias * gain)[None, :, None, None]
         if self.demodulate:
             d = torch.rsqrt((s.square() @ w.square().sum(dim=(2, 3)).T) + 1e-8) * gain
@@ -94,6 +112,31 @@ class ModulatedConv(nn.Module):
         else:
             y = y * gain + bias if self.activate else y + bias
         return F.leaky_relu(y, 0.2) if self.activate else y
+
+    def effective_weight(self) -> torch.Tensor:
+        """(cout, cin, k, k): the kernel a factored conv applies (its own weight when not factored)."""
+        if self.reduce is None:
+            return self.weight
+        return torch.einsum("orij,rc->ocij", self.weight, self.reduce)
+
+    def _pointwise(self, x: torch.Tensor, s: torch.Tensor, w: torch.Tensor, gain: float) -> torch.Tensor:
+        """1x1 case as one batched matmul per sample with style, demodulation and gain folded into a (B, Cin,
+        Cout) weight: the feature map is read once instead of being scaled, convolved, scaled again."""
+        wb = s[:, :, None] * w.T[None]  # (B, Cin, Cout)
+        if self.demodulate:
+            wb = wb * torch.rsqrt(wb.square().sum(1, keepdim=True) + 1e-8)
+        y = pointwise_linear(x, wb * gain, self.bias * gain)
+        return F.leaky_relu(y, 0.2) if self.activate else y
+
+
+def pointwise_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """A 1x1 convolution of ``x`` (B, Cin, H, W) as a matmul over its channels-last pixels: ``weight`` is
+    (Cin, Cout) or per sample (B, Cin, Cout). The result is channels-last memory, like the convolutions'."""
+    b, c, h, w = x.shape
+    y = x.permute(0, 2, 3, 1).reshape(b, h * w, c) @ weight  # (B, HW, Cout); a view when x is channels-last
+    if bias is not None:
+        y = y + bias
+    return y.view(b, h, w, -1).permute(0, 3, 1, 2)
 
 
 class AdapterSite(nn.Identity):
@@ -129,7 +172,7 @@ def face_frame_features(view: torch.Tensor, size: int, octaves: int,
     for k in range(octaves):
         f = math.pi * 2**k
         feats += [torch.sin(f * x), torch.cos(f * x), torch.sin(f * y), torch.cos(f * y)]
-    return torch.stack(feats, dim=1).contiguous(memory_format=torch.channels_last)
+    return torch.stack(feats, dim=-1).permute(0, 3, 1, 2)  # channels-last memory: 1x1 layers read pixels
 
 
 LAYOUT_FEATURES = 5  # per landmark: tanh offsets u, v; u^2, v^2; a Gaussian bump
@@ -139,17 +182,17 @@ def landmark_features(xy: tuple[torch.Tensor, torch.Tensor], landmarks: torch.Te
     """(B, 5 K, H, W) from face-frame pixel coordinates and (B, K, 2) landmarks: per landmark the squashed
     offsets u, v, their squares (a modulated sum of those is an ellipse of any size), and exp(-(du^2+dv^2)/2)."""
     x, y = xy
-    du = (x.unsqueeze(1) - landmarks[:, :, 0, None, None]) * scale
-    dv = (y.unsqueeze(1) - landmarks[:, :, 1, None, None]) * scale
+    du = (x.unsqueeze(-1) - landmarks[:, None, None, :, 0]) * scale  # (B, H, W, K): pixel-major
+    dv = (y.unsqueeze(-1) - landmarks[:, None, None, :, 1]) * scale
     u, v = torch.tanh(du), torch.tanh(dv)
     bump = torch.exp(-0.5 * (du.square() + dv.square()))
-    feats = torch.stack([u, v, u.square(), v.square(), bump], dim=2).flatten(1, 2)
-    return feats.contiguous(memory_format=torch.channels_last)
+    feats = torch.stack([u, v, u.square(), v.square(), bump], dim=-1).flatten(3)  # channel k * 5 + feature
+    return feats.permute(0, 3, 1, 2)  # channels-last memory, as the 1x1 layers read it
 
 
 class SynthesisBlock(nn.Module):
     def __init__(self, cin: int, cout: int, style_dim: int, resolution: int, first: bool = False,
-                 coord_dim: int = 0, layout_dim: int = 0):
+                 coord_dim: int = 0, layout_dim: int = 0, upsample_rank: int = 0):
         super().__init__()
         self.first = first
         if first:
@@ -157,7 +200,7 @@ class SynthesisBlock(nn.Module):
             self.conv1 = ModulatedConv(cout, cout, style_dim)
             self.conv2 = None
         else:
-            self.conv1 = ModulatedConv(cin, cout, style_dim, upsample=True)
+            self.conv1 = ModulatedConv(cin, cout, style_dim, upsample=True, rank=upsample_rank)
             self.conv2 = ModulatedConv(cout, cout, style_dim)
         self.site = AdapterSite(f"b{resolution}", cout, resolution)
         self.to_rgb = ModulatedConv(cout, 3, style_dim, kernel=1, demodulate=False, activate=False)
@@ -177,10 +220,16 @@ class SynthesisBlock(nn.Module):
             x = self.conv1(x, style)
         else:
             x = self.conv1(x, style)
+            position = None  # where things are: face-frame coordinates and landmark offsets, mapped to features
             if self.coord is not None:
-                x = x + self.coord(coords)
+                position = pointwise_linear(coords, self.coord.weight.flatten(1).T, self.coord.bias)
             if self.layout is not None:
-                x = x + self.layout(layout, style)
+                lay = self.layout(layout, style)
+                position = lay if position is None else position + lay
+            if position is not None:
+                if position.shape[-1] != x.shape[-1]:  # computed on a coarser grid (config.position_resolution)
+                    position = F.interpolate(position, size=x.shape[-2:], mode="bilinear", align_corners=False)
+                x = x + position
             x = self.conv2(x, style)
             x = self.site(x)
         out = self.to_rgb(x, style)
@@ -204,7 +253,7 @@ class StyleFaceGenerator(nn.Module):
         layout_dim = LAYOUT_FEATURES * c.layout_landmarks
         for i, r in enumerate(resolutions):
             blocks.append(SynthesisBlock(cin, c.channels[r], style_dim, r, first=i == 0, coord_dim=coord_dim,
-                                         layout_dim=layout_dim))
+                                         layout_dim=layout_dim, upsample_rank=c.upsample_rank.get(r, 0)))
             cin = c.channels[r]
         self.blocks = nn.ModuleList(blocks)
         self.layout = _Mlp(c.w_dim + c.view_dim, 2 * c.layout_landmarks, 3, 256) if c.layout_landmarks else None
@@ -261,14 +310,20 @@ class StyleFaceGenerator(nn.Module):
         landmarks = self.predict_landmarks(w, view) if self.layout is not None else None
         x = rgb = None
         decoded = decode_view(view) if self.config.coord_octaves or self.layout is not None else None
+        grids: dict[int, tuple] = {}  # resolution -> (coordinate features, landmark features), shared by blocks
         for block in self.blocks:
             coords = layout = None
             if block.coord is not None or block.layout is not None:
-                xy = face_frame_xy(view, block.site.resolution, decoded)
-                if block.coord is not None:
-                    coords = face_frame_features(view, block.site.resolution, self.config.coord_octaves, xy)
-                if block.layout is not None:
-                    layout = landmark_features(xy, landmarks, self.config.layout_scale)
+                size = block.site.resolution
+                if self.config.position_resolution:
+                    size = min(size, self.config.position_resolution)
+                if size not in grids:
+                    xy = face_frame_xy(view, size, decoded)
+                    grids[size] = (
+                        face_frame_features(view, size, self.config.coord_octaves, xy)
+                        if self.config.coord_octaves else None,
+                        landmark_features(xy, landmarks, self.config.layout_scale) if landmarks is not None else None)
+                coords, layout = grids[size]
             x, rgb = block(x, rgb, style, coords, layout)
         img = rgb * 0.5 + 0.5
         return (img, x) if return_features else img
