@@ -271,3 +271,25 @@ def test_the_feature_loss_looks_only_near_the_landmarks():
     corners[..., :8, :8] = 1 - corners[..., :8, :8]  # far from every landmark
     eyes = torch.where(mask > 0.9, torch.full_like(truth, 0.5), truth)  # the landmarks' own pixels grey
     assert feature_loss(corners, truth, mask) < 1e-3 < feature_loss(eyes, truth, mask)
+
+
+def test_one_uploaded_image_is_inverted_on_one_thread_and_the_thread_count_comes_back(monkeypatch):
+    torch.manual_seed(0)
+    g = StyleFaceGenerator(tiny_factor_config()).eval()
+    enc = ViewEncoder(FACTOR_DIM + faceworld.VIEW_DIM, 8)
+    arc = IdentityModel("arcface", {"embedding_dim": 16, "widths": (8, 8, 8, 8)}).eval()
+    backend = EmbeddedFaceBackend(g, enc, arc, refine_steps=2, identity_weight=0.0)
+    seen = []
+    synthesize = g.synthesize
+    monkeypatch.setattr(g, "synthesize", lambda *a, **k: seen.append(torch.get_num_threads()) or synthesize(*a, **k))
+    torch.set_num_threads(2)
+    images = faceworld.render([1_000_000, 1_000_001], 0)
+    backend.invert(images[:1])
+    assert seen == [1, 1] and torch.get_num_threads() == 2
+    seen.clear()
+    backend.invert(images)  # a batch keeps every thread
+    assert seen == [2, 2]
+    monkeypatch.setattr(g, "synthesize", lambda *a, **k: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        backend.invert(images[:1])
+    assert torch.get_num_threads() == 2

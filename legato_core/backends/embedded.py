@@ -24,6 +24,7 @@ from ..generator.modeling import StyleFaceGenerator
 from ..generator.view_encoder import ViewEncoder
 from ..identity.feature_distance import ArcFaceFeatureDistance
 from ..identity.model import IdentityModel, load_identity_model
+from ..threads import single_threaded
 
 BASE_MODEL_ID = "legato/embedded-faceworld-stylegen-64"
 
@@ -157,6 +158,12 @@ class EmbeddedFaceBackend(nn.Module):
         """Images (B, 3, H, W) in [0, 1] -> (identity latent, view) whose render reproduces them."""
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"expected images (B, 3, H, W), got {tuple(images.shape)}")
+        if len(images) == 1:  # an upload: tiny ops, where a second thread costs more than it gives
+            with single_threaded():
+                return self._invert(images, refine_steps)
+        return self._invert(images, refine_steps)
+
+    def _invert(self, images: torch.Tensor, refine_steps: int | None) -> tuple[torch.Tensor, torch.Tensor]:
         if images.shape[-2:] != (64, 64):
             images = F.interpolate(images, size=(64, 64), mode="bilinear", antialias=True, align_corners=False)
         with torch.no_grad():
