@@ -187,11 +187,13 @@ def _cmd_generator_sheet(args) -> int:
     cols = [img, backend.render(w, v)]
     with torch.no_grad():
         for k in range(1, args.views + 1):
-            nv = faceworld.encode_view(faceworld.sample_views(ids, [1000 + k] * len(ids)))
-            cols.append(backend.render(w, nv))
+            view = faceworld.sample_views(ids, [1000 + k] * len(ids))
+            cols += [faceworld.render_faces(faceworld.sample_identities(ids), view),  # the truth of that view
+                     backend.render(w, faceworld.encode_view(view))]
     grid = torch.stack(cols, 1).flatten(0, 1)
     faceworld.save_png(faceworld.contact_sheet(grid, rows=len(ids), upscale=2), args.out)
-    print(f"wrote {args.out}: column 1 face-world image, 2 its inversion, 3+ new views of the inverted identity")
+    print(f"wrote {args.out}: columns 1-2 a face-world image and its inversion, then for each new view the face "
+          "world's image of it and the inverted identity rendered in it")
     return 0
 
 
@@ -409,10 +411,11 @@ def build_parser() -> argparse.ArgumentParser:
     ge.add_argument("--no-reference", action="store_true",
                     help="with --model-path: skip timing the shipped generator's batch-of-8 render beside it")
     ge.set_defaults(func=_cmd_generator_evaluate)
-    gs = gp.add_parser("sheet", help="image | inversion | new views of the inverted identity, one row per identity")
+    gs = gp.add_parser("sheet", help="image | inversion | (truth, render) of new views of the inverted identity, "
+                                     "one row per identity")
     gs.add_argument("--out", required=True)
     gs.add_argument("--identities", type=int, default=8)
-    gs.add_argument("--views", type=int, default=5)
+    gs.add_argument("--views", type=int, default=3)
     gs.add_argument("--first-identity", type=int, default=1_000_000)
     gs.add_argument("--model-path", metavar="PATH",
                     help="a saved embedded generator directory (default: the shipped assets/generator)")

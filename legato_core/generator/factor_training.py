@@ -281,7 +281,8 @@ def package_generator(checkpoint_dir: Path, encoder_dir: Path, out: Path) -> dic
         "script": "scripts/train_generator.py factor-generator", "seed": state["config"]["seed"],
         "steps_done": state["step"], "train_seconds": state["train_seconds"],
         "identity_input": "face-world factors (legato_core.faceworld.factors)", "inversion": FACTOR_INVERSION,
-        "train_ids": [GENERATOR_TRAIN.start, GENERATOR_TRAIN.stop]})
+        "train_ids": [GENERATOR_TRAIN.start, GENERATOR_TRAIN.stop],
+        **({"conversions": state["conversions"]} if state.get("conversions") else {})})
     for f in files:
         shutil.copy(f, out / f.name)
     (out / "training_log.json").write_text(json.dumps(state["history"], indent=1) + "\n")
