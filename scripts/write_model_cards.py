@@ -1,7 +1,10 @@
 """Measure the shipped networks with the CLI and write their model cards (assets/<name>/MODEL_CARD.md).
 
     python scripts/write_model_cards.py identity    # arcface + judge: 500 eval identities x 10 views
-    python scripts/write_model_cards.py generator   # 200 eval identities
+    python scripts/write_model_cards.py generator   # 200 eval identities (the arcface-conditioned generator)
+    python scripts/write_model_cards.py factor-generator docs/generator_evaluation.json
+        # a factor-conditioned generator, from the JSON of `generator evaluate --model-path CANDIDATE` taken
+        # before it replaced assets/generator (so that its render time is timed beside the generator it replaced)
 
 Every figure in a card comes from the JSON printed by the command quoted above it.
 """
@@ -185,10 +188,98 @@ def generator_card() -> None:
     print(text)
 
 
+BARS = [  # issue 13's bars: (JSON key, label, format, bar, higher is better)
+    ("psnr_db", "re-render PSNR (the inverted view)", "{:.2f} dB", 30, True),
+    ("central_psnr_db", "central 32×32 PSNR of that re-render", "{:.2f} dB", 28, True),
+    ("new_view_psnr_db", "new-view PSNR (the inverted identity in 5 other views vs the face world's)", "{:.2f} dB",
+     27, True),
+    ("sharpness_ratio", "sharpness: mean squared gradient, renders ÷ truth", "{:.3f}", 0.85, True),
+    ("high_frequency_ratio", "fine detail: spectral energy above half Nyquist, renders ÷ truth", "{:.3f}", 0.6, True),
+    ("same_person_rate", "judge: same person, (image, re-render of its inversion)", "{:.3f}", 0.97, True),
+    ("new_view_same_person_rate", "judge: same person, (image, new view of the inverted identity)", "{:.3f}", 0.95,
+     True),
+    ("random_pair_distinct_rate", "judge: random prior pairs distinct", "{:.3f}", 0.99, True),
+    ("consistency_rate", "judge: two views of one prior identity the same", "{:.3f}", 0.97, True),
+    ("invert_seconds_single", "single-image inversion (median of 5 after a warm-up call)", "{:.2f} s", 1.0, False),
+    ("render_time_ratio", "batch-of-8 render time ÷ the previous generator's, timed in alternation", "{:.2f}×", 1.5,
+     False),
+    ("parameters", "parameters (generator + face encoder)", "{:,}", 10_000_000, False),
+]
+
+
+def factor_generator_card(measured_path: Path) -> None:
+    d = ROOT / "assets" / "generator"
+    cfg = json.loads((d / "config.json").read_text())
+    c = cfg["config"]
+    m = json.loads(measured_path.read_text())
+    rows = []
+    for key, label, fmt, bar, higher in BARS:
+        ok = m[key] >= bar if higher else m[key] <= bar
+        rows.append(f"| {label} | {fmt.format(m[key])} | {'≥' if higher else '≤'} {fmt.format(bar)} | "
+                    f"{'met' if ok else '**not met**'} |")
+    rows = "\n".join(rows)
+    conversions = "; ".join(f"at step {cv['step']:,}: {json.dumps(cv['changes'])} (renders {cv['psnr_vs_source_db']} "
+                            f"dB from the source's)" for cv in cfg.get("conversions", []))
+    text = f"""# Embedded generator — factor-conditioned style generator of the face world
+
+What every render of the embedded default comes from (the app, the CLI, the engine's adapters, the benchmark).
+
+- **Identity input**: the face world's identity factors ({c['embedding_dim']}-d, `legato_core/faceworld/factors.py`)
+  → mapping MLP ({c['mapping_layers']} layers) → identity latent w ({c['w_dim']}-d); the view vector
+  ({c['view_dim']}-d: pose, expression, light, background, framing) → MLP → view code. Random identities are the
+  factor vectors of random face-world people of the training range (`sample_embeddings`).
+- **Synthesis**: StyleGAN2-style modulated/demodulated 3×3 convolutions, 4→8→16→32→64 px with channels
+  {c['channels']}, skip ToRGB; adapter sites `b8`, `b16`, `b32`, `b64` after each block's two convolutions.
+  Every block after the first also sees where it is: the pixels' face-frame coordinates ({c['coord_octaves']}
+  sine/cosine octaves) and their offsets from {c['layout_landmarks']} landmarks (eyes, irises, brows, nose, mouth,
+  mole, cheeks) that a layout head predicts from (w, view), computed on grids of at most
+  {c['position_resolution']} px and upsampled. The upsampling convolutions of the 32- and 64-px blocks are
+  factored through {c['upsample_rank'].get('32', c['upsample_rank'].get(32))} and
+  {c['upsample_rank'].get('64', c['upsample_rank'].get(64))} channels before the upsample. No call into the face
+  world's renderer at render time.
+- **Inversion** (`EmbeddedFaceBackend.invert`): a face encoder (`face_encoder.safetensors`, CNN regression of
+  identity factors + view on fresh renders) gives the start; then {cfg['inversion']['refine_steps']} Adam steps
+  (lr {cfg['inversion']['refine_lr']}) on (w, view) of pixel L1 + {cfg['inversion']['perceptual_weight']}·arcface
+  feature distance; one uploaded image runs on one torch thread (`legato_core/threads.py`).
+- **Training** (`{cfg['script']}`; the whole history, commands and monitor in `checkpoints/factor_generator/README.md`
+  and `checkpoints/fast_generator/README.md`): regression on fresh face-world renders of ids
+  {cfg['train_ids'][0]:,}–{cfg['train_ids'][1] - 1:,} with random views, L1 at two scales + L1 of image gradients
+  + landmark L1 + extra L1 near the true landmarks; no identity loss and no discriminator (nothing to game).
+  {cfg['steps_done']:,} steps, {cfg['train_seconds'] / 3600:.1f} h on the 2-core CPU, last seed {cfg['seed']}.
+  Conversions to the cheaper architecture (`scripts/train_generator.py convert`): {conversions}.
+
+## Measured (evaluation ids from {m['first_identity']:,}; judge network)
+
+`python -m legato_core generator evaluate --model-path <this generator, before it was copied here>
+--identities {m['identities']} --json` with the previous generator still in `assets/generator` (its render timed
+beside this one's; `docs/generator_evaluation.json`). Each face-world image is inverted, re-rendered, and the
+inverted identity drawn in 5 other views; pixel figures compare with the face world's own images.
+
+| figure | measured | bar (issue 13) | |
+|---|---|---|---|
+{rows}
+
+Render of a batch of 8: {m['ms_per_batch8']:.1f} ms against {m['reference_ms_per_batch8']:.1f} ms for the previous
+generator ({m['torch_threads']} threads, passive OpenMP wait as the CLI and app run).
+Mean judge cosine: re-render {m['same_person_cosine_mean']:.3f}, new views {m['new_view_cosine_mean']:.3f}
+(threshold {m['judge_threshold']:.4f}).
+
+## Limitations (look at `docs/generator.png`: image | inversion | then truth and render of 3 new views)
+
+- Softer than the face world: edges of hair, glasses rims and mouths are blurred (sharpness ratio above), and
+  the smallest features (moles, freckles, goatee edges) are often missing or faint.
+- It draws the face world only. A real photo is inverted into the nearest face-world person: the app says so.
+"""
+    (d / "MODEL_CARD.md").write_text(text)
+    print(text)
+
+
 if __name__ == "__main__":
     which = sys.argv[1] if len(sys.argv) > 1 else "identity"
     if which == "identity":
         for n in ("arcface", "judge"):
             identity_card(n)
+    elif which == "factor-generator":
+        factor_generator_card(Path(sys.argv[2]))
     else:
         generator_card()

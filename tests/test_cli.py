@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from legato_core.cli import main
 
@@ -11,6 +12,19 @@ def test_faceworld_sheet(tmp_path, capsys):
     out = tmp_path / "sheet.png"
     assert main(["faceworld", "sheet", "--out", str(out), "--identities", "2", "--views", "3"]) == 0
     assert out.stat().st_size > 1000
+
+
+def test_generator_sheet_puts_the_truth_of_every_new_view_beside_its_render(tmp_path, capsys):
+    from PIL import Image
+
+    from legato_core import faceworld
+
+    out = tmp_path / "generator.png"
+    assert main(["generator", "sheet", "--out", str(out), "--identities", "2", "--views", "2"]) == 0
+    sheet = Image.open(out)
+    six_columns = faceworld.contact_sheet(torch.zeros(2 * 6, 3, 64, 64), rows=2, upscale=2)
+    assert sheet.size == six_columns.size  # image, inversion, then (truth, render) for each of the 2 new views
+    assert "for each new view" in capsys.readouterr().out
 
 
 def test_identity_evaluate_refuses_training_ranges_for_reports(capsys):
