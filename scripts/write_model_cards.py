@@ -234,8 +234,8 @@ What every render of the embedded default comes from (the app, the CLI, the engi
   sine/cosine octaves) and their offsets from {c['layout_landmarks']} landmarks (eyes, irises, brows, nose, mouth,
   mole, cheeks) that a layout head predicts from (w, view), computed on grids of at most
   {c['position_resolution']} px and upsampled. The upsampling convolutions of the 32- and 64-px blocks are
-  factored through {c['upsample_rank'].get('32', c['upsample_rank'].get(32))} and
-  {c['upsample_rank'].get('64', c['upsample_rank'].get(64))} channels before the upsample. No call into the face
+  factored through {c['upsample_rank']['32']} and {c['upsample_rank']['64']} channels before the upsample
+  (config.json keys are strings). No call into the face
   world's renderer at render time.
 - **Inversion** (`EmbeddedFaceBackend.invert`): a face encoder (`face_encoder.safetensors`, CNN regression of
   identity factors + view on fresh renders) gives the start; then {cfg['inversion']['refine_steps']} Adam steps

@@ -108,7 +108,6 @@ def convert_checkpoint(source_dir: Path, out_dir: Path, changes: dict, calibrati
     state["config"]["generator"] = asdict(config)
     state["conversions"] = [*state.get("conversions", []), conversion]
     (out_dir / "state.json").write_text(json.dumps(state, indent=2) + "\n")
-    for name in ("train.log",):
-        if (source_dir / name).exists():
-            shutil.copy(source_dir / name, out_dir / name)
+    if (source_dir / "train.log").exists():
+        shutil.copy(source_dir / "train.log", out_dir / "train.log")
     return conversion

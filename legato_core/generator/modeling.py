@@ -101,7 +101,7 @@ class ModulatedConv(nn.Module):
         if self.upsample:
             x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
         y = F.conv2d(x, w, padding=self.padding)
-        if self.reduce is not None:
+        if self.reduce is not None:  # demodulate by the kernel the factored pair applies
             w = self.effective_weight() * self.scale
         # leaky_relu(a) * g == leaky_relu(a * g) for g > 0: the activation gain rides on the demodulation
         # and bias, so demodulate + bias + gain is one fused multiply-add over the feature map
