@@ -114,4 +114,5 @@ def test_a_converted_checkpoint_resumes_training_in_its_new_architecture(tmp_pat
     more = FactorTrainingConfig(**{**cfg.__dict__, "steps": 4})
     resumed = train_factor_generator(more, tmp_path / "fast", resume=True, log=lambda m: None)
     assert resumed.config.upsample_rank == {64: 4} and resumed.blocks[4].conv1.reduce.shape == (4, 12)
-    assert json.loads((tmp_path / "fast" / "state.json").read_text())["step"] == 4
+    after = json.loads((tmp_path / "fast" / "state.json").read_text())
+    assert after["step"] == 4 and after["conversions"] == state["conversions"]  # the history survives a resume

@@ -191,7 +191,7 @@ def train_factor_generator(cfg: FactorTrainingConfig, directory: Path, resume: b
         saved = json.loads((directory / "state.json").read_text())["config"]
         cfg.generator = saved["generator"]
     model = StyleFaceGenerator(GeneratorConfig.from_dict(cfg.generator)).train()
-    step, history, seconds, origin = 0, [], 0.0, None
+    step, history, seconds, origin, conversions = 0, [], 0.0, None, []
     if init_from is not None and not resuming:
         origin = initialise_from(model, init_from)
         log(f"initialised from {json.dumps(origin)}")
@@ -207,14 +207,15 @@ def train_factor_generator(cfg: FactorTrainingConfig, directory: Path, resume: b
             _load_optimizer(opt, directory / "optimizer.safetensors", device)
         state = json.loads((directory / "state.json").read_text())
         step, history, seconds = state["step"], state["history"], state["train_seconds"]
-        origin = state.get("init_from")
+        origin, conversions = state.get("init_from"), state.get("conversions", [])
         log(f"resumed at step {step} ({seconds / 60:.0f} min trained)")
     val = tuple(x.to(device) for x in validation_batch(cfg.eval_images))
     t0, start_seconds = time.time(), seconds
 
     def state_now() -> dict:
         return {"step": step, "train_seconds": round(seconds, 1), "config": asdict(cfg), "history": history,
-                "torch_threads": torch.get_num_threads(), **({"init_from": origin} if origin else {})}
+                "torch_threads": torch.get_num_threads(), **({"init_from": origin} if origin else {}),
+                **({"conversions": conversions} if conversions else {})}
 
     while step < cfg.steps:
         for group in opt.param_groups:
