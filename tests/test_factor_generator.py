@@ -2,6 +2,7 @@
 the pixel figures it is judged by."""
 
 import json
+from dataclasses import asdict
 
 import pytest
 import torch
@@ -18,8 +19,10 @@ from legato_core.generator.evaluation import (
     render_times_side_by_side,
 )
 from legato_core.generator.factor_training import (
+    DETAIL_PARTS,
     FACTOR_INVERSION,
     FactorTrainingConfig,
+    detail_mask,
     feature_loss,
     feature_mask,
     image_loss,
@@ -271,6 +274,32 @@ def test_the_feature_loss_looks_only_near_the_landmarks():
     corners[..., :8, :8] = 1 - corners[..., :8, :8]  # far from every landmark
     eyes = torch.where(mask > 0.9, torch.full_like(truth, 0.5), truth)  # the landmarks' own pixels grey
     assert feature_loss(corners, truth, mask) < 1e-3 < feature_loss(eyes, truth, mask)
+
+
+def test_the_detail_mask_covers_glasses_and_facial_hair_and_nothing_on_a_face_without_them():
+    identity = faceworld.sample_identities([20_000, 20_001])
+    view = faceworld.sample_views([20_000, 20_001], [0, 0])
+    for k in DETAIL_PARTS:
+        identity[k] = torch.zeros_like(identity[k])
+    identity["glasses"][0], identity["glasses_color"][0] = 2.0, torch.tensor([0.8, 0.1, 0.1])  # square, red
+    images = faceworld.render_faces(identity, view)
+    mask = detail_mask(identity, view, images)
+    assert mask.shape == (2, 1, 64, 64) and mask[1].sum() == 0
+    rim = (images[0] - faceworld.render_faces({**identity, "glasses": torch.zeros(2)}, view)[0]).abs().amax(0) > 0.1
+    assert rim.sum() > 20 and bool(mask[0, 0][rim].all()) and mask[0].mean() < 0.15  # the frames, not the face
+    identity["facial_hair"][1] = 3.0  # a goatee
+    goatee = detail_mask(identity, view, faceworld.render_faces(identity, view))[1]
+    assert goatee.sum() > 10 and goatee[0, 32:].sum() == goatee.sum()  # below the image's middle
+
+
+def test_the_detail_loss_changes_training_and_its_weight_is_recorded(tmp_path):
+    trained = {}
+    for weight in (0.0, 3.0):
+        cfg = FactorTrainingConfig(steps=2, batch_size=4, checkpoint_every=2, eval_every=2, eval_images=2,
+                                   prior_samples=16, detail_weight=weight, generator=asdict(tiny_factor_config()))
+        trained[weight] = train_factor_generator(cfg, tmp_path / str(weight), log=lambda m: None).state_dict()
+    assert json.loads((tmp_path / "3.0" / "state.json").read_text())["config"]["detail_weight"] == 3.0
+    assert any(not torch.equal(trained[0.0][k], trained[3.0][k]) for k in trained[0.0])
 
 
 def test_one_uploaded_image_is_inverted_on_one_thread_and_the_thread_count_comes_back(monkeypatch):
