@@ -4,7 +4,8 @@
     IDS=100500,100501 THREADS=1 python scripts/tune_engine.py ...
 
 Each ``field=value`` sets a (dotted) ForgetConfig field. Per id: train, then judge-only metrics at t = T with
-200 retained identities; prints one JSON row per id and a SUMMARY line.
+200 retained identities, and forgetting in pixels (target's change over 32 other people's, their PSNR); prints
+one JSON row per id and a SUMMARY line.
 """
 
 from __future__ import annotations
@@ -60,11 +61,13 @@ def main() -> None:
                                 n_retain=200, n_fd=200)
         row = {"id": ident, "id_target": round(rep["id_target"], 3), "id_others": round(rep["id_others"], 3),
                "ret": round(rep["retention_mean"], 3), "p5": round(rep["retention_p5"], 3),
+               "px_ratio": round(rep["pixel_change_ratio"], 2), "px_others_db": round(rep["others_psnr_db_mean"], 1),
                "mono": rep["curve_monotone"], "jump": round(rep["curve_max_jump"], 3), "sec": round(seconds, 1),
                "curve": [round(c[1], 3) for c in rep["curve"]]}
         print(name, json.dumps(row), flush=True)
         rows.append(row)
-    mean = {k: round(statistics.mean(r[k] for r in rows), 3) for k in ("id_target", "ret", "p5", "sec")}
+    keys = ("id_target", "ret", "p5", "px_ratio", "px_others_db", "sec")
+    mean = {k: round(statistics.mean(r[k] for r in rows), 3) for k in keys}
     print("SUMMARY", name, settings, json.dumps({**mean, "monotone": sum(r["mono"] for r in rows)}), flush=True)
 
 
