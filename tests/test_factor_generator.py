@@ -11,6 +11,7 @@ from legato_core import faceworld
 from legato_core.backends.embedded import EmbeddedFaceBackend
 from legato_core.faceworld.factors import FACTOR_DIM, identity_vector
 from legato_core.faceworld.landmarks import LANDMARKS, face_landmarks
+from legato_core.faceworld.parts import THIN_PARTS
 from legato_core.generator.evaluation import (
     central_crop,
     gradient_energy,
@@ -19,7 +20,6 @@ from legato_core.generator.evaluation import (
     render_times_side_by_side,
 )
 from legato_core.generator.factor_training import (
-    DETAIL_PARTS,
     FACTOR_INVERSION,
     FactorTrainingConfig,
     detail_mask,
@@ -279,7 +279,7 @@ def test_the_feature_loss_looks_only_near_the_landmarks():
 def test_the_detail_mask_covers_glasses_and_facial_hair_and_nothing_on_a_face_without_them():
     identity = faceworld.sample_identities([20_000, 20_001])
     view = faceworld.sample_views([20_000, 20_001], [0, 0])
-    for k in DETAIL_PARTS:
+    for k in THIN_PARTS:
         identity[k] = torch.zeros_like(identity[k])
     identity["glasses"][0], identity["glasses_color"][0] = 2.0, torch.tensor([0.8, 0.1, 0.1])  # square, red
     images = faceworld.render_faces(identity, view)

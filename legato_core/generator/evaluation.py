@@ -9,6 +9,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import faceworld
+from ..faceworld.parts import THIN_PARTS, part_recovery
 from ..identity.model import load_identity_model
 
 
@@ -83,6 +84,7 @@ def evaluate_generator(backend, identities: int = 200, first_identity: int = 1_0
     thr = judge.threshold
     same, new_same, inv_times = [], [], []
     renders, truths, new_renders, new_truths = [], [], [], []
+    shown, new_shown = [], []  # (identity, view) of the faces in truths and new_truths
     ids = list(range(first_identity, first_identity + identities))
     for s in tqdm(range(0, len(ids), batch), desc="inversion", disable=not progress):
         chunk = ids[s:s + batch]
@@ -94,6 +96,7 @@ def evaluate_generator(backend, identities: int = 200, first_identity: int = 1_0
         rec = backend.render(w, v)
         renders.append(rec)
         truths.append(img)
+        shown.append((faceworld.sample_identities(chunk), faceworld.sample_views(chunk, 0)))
         e_img = judge.embed(img)
         same.append((e_img * judge.embed(rec)).sum(1))
         for k in range(1, new_views + 1):
@@ -103,10 +106,19 @@ def evaluate_generator(backend, identities: int = 200, first_identity: int = 1_0
             if k <= pixel_views:
                 new_renders.append(out)
                 new_truths.append(faceworld.render(chunk, [1000 + k] * len(chunk)))
+                new_shown.append((faceworld.sample_identities(chunk),
+                                  faceworld.sample_views(chunk, [1000 + k] * len(chunk))))
     same, new_same = torch.cat(same), torch.cat(new_same)
     rerender = pixel_fidelity(torch.cat(renders), torch.cat(truths))
     new_view = pixel_fidelity(torch.cat(new_renders), torch.cat(new_truths))
     both = pixel_fidelity(torch.cat(renders + new_renders), torch.cat(truths + new_truths))
+    identity = {k: torch.cat([i[k] for i, _ in shown + new_shown]) for k in shown[0][0]}
+    view = {k: torch.cat([v[k] for _, v in shown + new_shown]) for k in shown[0][1]}
+    parts = {}
+    for part in THIN_PARTS:  # how much of each thin part the renders draw (0: as if absent, 1: exact)
+        recovery, faces = part_recovery(torch.cat(renders + new_renders), identity, view,
+                                        torch.cat(truths + new_truths), part)
+        parts[f"{part}_recovery"], parts[f"{part}_faces"] = recovery, faces
 
     gen = torch.Generator().manual_seed(99)
     a = backend.sample_latents(random_pairs, gen)
@@ -144,6 +156,7 @@ def evaluate_generator(backend, identities: int = 200, first_identity: int = 1_0
         "new_view_central_psnr_db": new_view["central_psnr_db"],
         "sharpness_ratio": both["sharpness_ratio"],
         "high_frequency_ratio": both["high_frequency_ratio"],
+        **parts,
         "same_person_cosine_mean": float(same.mean()),
         "new_view_cosine_mean": float(new_same.mean()),
         **speed,

@@ -25,6 +25,7 @@ from safetensors.torch import load_file, save_file
 from ..faceworld import VIEW_DIM, encode_view, render_faces, sample_identities, sample_views
 from ..faceworld.factors import FACTOR_DIM, identity_vector
 from ..faceworld.landmarks import LANDMARKS, face_landmarks
+from ..faceworld.parts import THIN_PARTS, part_mask
 from ..ranges import GENERATOR_TRAIN, VALIDATION
 from .evaluation import pixel_fidelity
 from .modeling import GeneratorConfig, StyleFaceGenerator, face_frame_xy
@@ -73,17 +74,10 @@ class FactorTrainingConfig:
     generator: dict = field(default_factory=lambda: asdict(factor_generator_config()))
 
 
-DETAIL_PARTS = ("glasses", "facial_hair", "mole", "freckles")
-
-
-def detail_mask(identity: dict[str, torch.Tensor], view: dict[str, torch.Tensor], images: torch.Tensor,
-                threshold: float = 0.03) -> torch.Tensor:
-    """(B, 1, H, W) in {0, 1}: where the thin parts (``DETAIL_PARTS``) change the picture, grown by one pixel
-    so that a part drawn one pixel off is penalised too. Found by rendering the faces again without them."""
-    plain = render_faces({**identity, **{k: torch.zeros_like(identity[k]) for k in DETAIL_PARTS}}, view,
-                         images.shape[-1])
-    changed = ((images - plain).abs().amax(dim=1, keepdim=True) > threshold).float()
-    return F.max_pool2d(changed, 3, stride=1, padding=1)
+def detail_mask(identity: dict[str, torch.Tensor], view: dict[str, torch.Tensor], images: torch.Tensor) -> torch.Tensor:
+    """(B, 1, H, W) in {0, 1}: where the thin parts (glasses, facial hair, moles, freckles) change the picture,
+    grown by one pixel so that a part drawn one pixel off is penalised too."""
+    return part_mask(identity, view, images, THIN_PARTS, grow=1)
 
 
 def training_batch(step: int, batch: int, seed: int, device: str | torch.device = "cpu",
