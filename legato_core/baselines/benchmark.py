@@ -27,7 +27,7 @@ from .methods import METHODS, run_method
 
 
 def default_learning_rates() -> dict[str, float]:
-    """Each registered method's own learning rate (docs/lr_sweep.json; uno-s not swept)."""
+    """Each registered method's own learning rate (docs/lr_sweep.json; uno-s not swept; legato: the engine's)."""
     return {name: cls.default_lr for name, cls in METHODS.items()}
 
 

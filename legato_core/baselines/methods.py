@@ -128,7 +128,7 @@ class UnlearningMethod:
 @register
 class Legato(UnlearningMethod):
     name = "legato"
-    default_lr = 1e-3
+    default_lr = ForgetConfig.lr  # the engine's own default (chosen on validation ids, docs/engine.md)
 
     def configure(self, config: ForgetConfig) -> ForgetConfig:
         return config
