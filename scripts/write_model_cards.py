@@ -2,9 +2,10 @@
 
     python scripts/write_model_cards.py identity    # arcface + judge: 500 eval identities x 10 views
     python scripts/write_model_cards.py generator   # 200 eval identities (the arcface-conditioned generator)
-    python scripts/write_model_cards.py factor-generator docs/generator_evaluation.json
+    python scripts/write_model_cards.py factor-generator docs/generator_evaluation.json [PARTS_JSON]
         # a factor-conditioned generator, from the JSON of `generator evaluate --model-path CANDIDATE` taken
-        # before it replaced assets/generator (so that its render time is timed beside the generator it replaced)
+        # before it replaced assets/generator (so that its render time is timed beside the generator it replaced);
+        # PARTS_JSON: a later `generator evaluate` of the shipped generator, for the thin-parts table
 
 Every figure in a card comes from the JSON printed by the command quoted above it.
 """
@@ -191,7 +192,7 @@ def generator_card() -> None:
 BARS = [  # issue 13's bars: (JSON key, label, format, bar, higher is better)
     ("psnr_db", "re-render PSNR (the inverted view)", "{:.2f} dB", 30, True),
     ("central_psnr_db", "central 32×32 PSNR of that re-render", "{:.2f} dB", 28, True),
-    ("new_view_psnr_db", "new-view PSNR (the inverted identity in 5 other views vs the face world's)", "{:.2f} dB",
+    ("new_view_psnr_db", "new-view PSNR (the inverted identity in 3 other views vs the face world's)", "{:.2f} dB",
      27, True),
     ("sharpness_ratio", "sharpness: mean squared gradient, renders ÷ truth", "{:.3f}", 0.85, True),
     ("high_frequency_ratio", "fine detail: spectral energy above half Nyquist, renders ÷ truth", "{:.3f}", 0.6, True),
@@ -207,7 +208,32 @@ BARS = [  # issue 13's bars: (JSON key, label, format, bar, higher is better)
 ]
 
 
-def factor_generator_card(measured_path: Path) -> None:
+PARTS = {"glasses": "glasses (frames and lenses)", "facial_hair": "facial hair (moustache, beard, goatee)",
+         "mole": "mole", "freckles": "freckles"}
+
+
+def parts_section(parts_path: Path | None) -> str:
+    """The thin-parts table, from a later `generator evaluate` of the shipped generator (the figures are new)."""
+    if parts_path is None:
+        return ""
+    p = json.loads(parts_path.read_text())
+    rows = "\n".join(f"| {label} | {p[f'{k}_faces']} | {p[f'{k}_recovery']:.2f} |" for k, label in PARTS.items())
+    return f"""
+### Thin parts
+
+How much of each thin part the renders draw, against the face world's truth (`legato_core/faceworld/parts.py`):
+over the pixels a part changes, 1 − L1(render, truth) ÷ L1(the same face without the part, truth); 0 is a render
+that leaves the part out, 1 is exact. Re-renders and 3 new views of {p['identities']} evaluation identities
+(`python -m legato_core generator evaluate --identities {p['identities']} --json` after this generator was
+shipped; `{parts_path.relative_to(ROOT) if parts_path.is_absolute() else parts_path}`):
+
+| part | faces with it | recovery |
+|---|---|---|
+{rows}
+"""
+
+
+def factor_generator_card(measured_path: Path, parts_path: Path | None = None) -> None:
     d = ROOT / "assets" / "generator"
     cfg = json.loads((d / "config.json").read_text())
     c = cfg["config"]
@@ -253,7 +279,8 @@ What every render of the embedded default comes from (the app, the CLI, the engi
 `python -m legato_core generator evaluate --model-path <this generator, before it was copied here>
 --identities {m['identities']} --json` with the previous generator still in `assets/generator` (its render timed
 beside this one's; `docs/generator_evaluation.json`). Each face-world image is inverted, re-rendered, and the
-inverted identity drawn in 5 other views; pixel figures compare with the face world's own images.
+inverted identity drawn in 5 other views for the judge, 3 of them compared in pixels with the face world's own
+images.
 
 | figure | measured | bar (issue 13) | |
 |---|---|---|---|
@@ -263,11 +290,11 @@ Render of a batch of 8: {m['ms_per_batch8']:.1f} ms against {m['reference_ms_per
 generator ({m['torch_threads']} threads, passive OpenMP wait as the CLI and app run).
 Mean judge cosine: re-render {m['same_person_cosine_mean']:.3f}, new views {m['new_view_cosine_mean']:.3f}
 (threshold {m['judge_threshold']:.4f}).
-
+{parts_section(parts_path)}
 ## Limitations (look at `docs/generator.png`: image | inversion | then truth and render of 3 new views)
 
 - Softer than the face world: edges of hair, glasses rims and mouths are blurred (sharpness ratio above), and
-  the smallest features (moles, freckles, goatee edges) are often missing or faint.
+  the thinnest parts (glasses frames, goatees, moles, freckles) are often missing or faint.
 - It draws the face world only. A real photo is inverted into the nearest face-world person: the app says so.
 """
     (d / "MODEL_CARD.md").write_text(text)
@@ -280,6 +307,6 @@ if __name__ == "__main__":
         for n in ("arcface", "judge"):
             identity_card(n)
     elif which == "factor-generator":
-        factor_generator_card(Path(sys.argv[2]))
+        factor_generator_card(Path(sys.argv[2]), Path(sys.argv[3]) if len(sys.argv) > 3 else None)
     else:
         generator_card()
