@@ -25,12 +25,19 @@ def without_parts(identity: dict[str, torch.Tensor], parts: tuple[str, ...] = TH
     return {**identity, **{k: torch.zeros_like(identity[k]) for k in parts}}
 
 
+def _without_and_changed(identity: dict[str, torch.Tensor], view: dict[str, torch.Tensor], images: torch.Tensor,
+                         parts: tuple[str, ...], threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the faces rendered without ``parts``, (B, 1, H, W) {0, 1} mask of the pixels that differ by more than
+    ``threshold`` in some channel)."""
+    plain = render_faces(without_parts(identity, parts), view, images.shape[-1])
+    return plain, ((images - plain).abs().amax(dim=1, keepdim=True) > threshold).float()
+
+
 def part_mask(identity: dict[str, torch.Tensor], view: dict[str, torch.Tensor], images: torch.Tensor,
               parts: tuple[str, ...] = THIN_PARTS, threshold: float = 0.03, grow: int = 0) -> torch.Tensor:
     """(B, 1, H, W) in {0, 1}: pixels ``parts`` change by more than ``threshold`` in some channel, grown by
     ``grow`` pixels. ``images``: the faces as rendered with every part (``render_faces(identity, view)``)."""
-    plain = render_faces(without_parts(identity, parts), view, images.shape[-1])
-    changed = ((images - plain).abs().amax(dim=1, keepdim=True) > threshold).float()
+    _, changed = _without_and_changed(identity, view, images, parts, threshold)
     return F.max_pool2d(changed, 2 * grow + 1, stride=1, padding=grow) if grow else changed
 
 
@@ -39,8 +46,7 @@ def part_recovery(renders: torch.Tensor, identity: dict[str, torch.Tensor], view
     """How much of ``part`` the renders draw: 1 - L1(render, truth) / L1(face without the part, truth) over the
     pixels the part changes, pooled over the faces that have it. 0: as if the part were absent (or worse, below
     0); 1: exact. Returns (recovery, number of faces with the part); (nan, 0) when none has it."""
-    plain = render_faces(without_parts(identity, (part,)), view, images.shape[-1])
-    mask = ((images - plain).abs().amax(dim=1, keepdim=True) > threshold).float()
+    plain, mask = _without_and_changed(identity, view, images, (part,), threshold)
     has = mask.flatten(1).sum(1) > 0
     if not bool(has.any()):
         return float("nan"), 0

@@ -96,7 +96,8 @@ def evaluate_generator(backend, identities: int = 200, first_identity: int = 1_0
         rec = backend.render(w, v)
         renders.append(rec)
         truths.append(img)
-        shown.append((faceworld.sample_identities(chunk), faceworld.sample_views(chunk, 0)))
+        people = faceworld.sample_identities(chunk)
+        shown.append((people, faceworld.sample_views(chunk, 0)))
         e_img = judge.embed(img)
         same.append((e_img * judge.embed(rec)).sum(1))
         for k in range(1, new_views + 1):
@@ -106,18 +107,17 @@ def evaluate_generator(backend, identities: int = 200, first_identity: int = 1_0
             if k <= pixel_views:
                 new_renders.append(out)
                 new_truths.append(faceworld.render(chunk, [1000 + k] * len(chunk)))
-                new_shown.append((faceworld.sample_identities(chunk),
-                                  faceworld.sample_views(chunk, [1000 + k] * len(chunk))))
+                new_shown.append((people, faceworld.sample_views(chunk, [1000 + k] * len(chunk))))
     same, new_same = torch.cat(same), torch.cat(new_same)
     rerender = pixel_fidelity(torch.cat(renders), torch.cat(truths))
     new_view = pixel_fidelity(torch.cat(new_renders), torch.cat(new_truths))
-    both = pixel_fidelity(torch.cat(renders + new_renders), torch.cat(truths + new_truths))
+    all_renders, all_truths = torch.cat(renders + new_renders), torch.cat(truths + new_truths)
+    both = pixel_fidelity(all_renders, all_truths)
     identity = {k: torch.cat([i[k] for i, _ in shown + new_shown]) for k in shown[0][0]}
     view = {k: torch.cat([v[k] for _, v in shown + new_shown]) for k in shown[0][1]}
     parts = {}
     for part in THIN_PARTS:  # how much of each thin part the renders draw (0: as if absent, 1: exact)
-        recovery, faces = part_recovery(torch.cat(renders + new_renders), identity, view,
-                                        torch.cat(truths + new_truths), part)
+        recovery, faces = part_recovery(all_renders, identity, view, all_truths, part)
         parts[f"{part}_recovery"], parts[f"{part}_faces"] = recovery, faces
 
     gen = torch.Generator().manual_seed(99)
