@@ -9,8 +9,10 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported: no telemetry
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # several torch threads on few cores must not spin
 
+# isort: off
+import legato_core.openmp  # noqa: F401 - sets the OpenMP wait policy; must run before torch loads
+# isort: on
 import argparse
 import ctypes
 import ctypes.util

@@ -1,8 +1,6 @@
-import os
 import sys
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: no spinning threads on busy CPUs
-
+from . import openmp  # noqa: F401 - sets the OpenMP wait policy before torch loads
 from .cli import main
 
 sys.exit(main())

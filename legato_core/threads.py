@@ -2,8 +2,8 @@
 
 One image's inversion is a few hundred tiny forward/backward ops; on two cores the OpenMP hand-offs between
 threads cost more than the second thread gains (measured on the 2-core CPU with ``OMP_WAIT_POLICY=PASSIVE``,
-which the CLI and app set so that a busy machine does not stall: 1.33 s on two threads, 0.68 s on one; with
-a forget job training beside it, 0.92 s and 0.71 s).
+which the CLI and app set at the time: 1.33 s on two threads, 0.68 s on one; with a forget job training beside
+it, 0.92 s and 0.71 s). They now spin briefly instead (:mod:`legato_core.openmp`).
 """
 
 from __future__ import annotations

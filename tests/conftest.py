@@ -3,10 +3,11 @@ so engine mechanics are tested without shipped weights; tests that need trained 
 
 from __future__ import annotations
 
-import os
 import socket
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spinning OpenMP threads stall badly on a busy 2-core box
+# isort: off
+import legato_core.openmp  # noqa: F401 - sets the OpenMP wait policy; must run before torch loads
+# isort: on
 
 import pytest
 import torch
