@@ -167,8 +167,8 @@ def _cmd_generator_evaluate(args) -> int:
         check_evaluation_ids([args.first_identity])
     backend = _load_backend(args.model_path)
     reference = None
-    if args.model_path is not None and not args.no_reference:  # timed beside the generator the repo ships
-        reference = _load_backend(None)
+    if (args.model_path is not None or args.reference is not None) and not args.no_reference:
+        reference = _load_backend(args.reference)  # timed side by side: the shipped generator unless told
     t0 = time.time()
     rep = evaluate_generator(backend, args.identities, args.first_identity, progress=not args.json,
                              reference=reference)
@@ -410,6 +410,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a saved embedded generator directory (default: the shipped assets/generator)")
     ge.add_argument("--no-reference", action="store_true",
                     help="with --model-path: skip timing the shipped generator's batch-of-8 render beside it")
+    ge.add_argument("--reference", metavar="PATH",
+                    help="time the batch-of-8 render beside this generator directory instead of the shipped one "
+                         "(e.g. an earlier generator exported from git history)")
     ge.set_defaults(func=_cmd_generator_evaluate)
     gs = gp.add_parser("sheet", help="image | inversion | (truth, render) of new views of the inverted identity, "
                                      "one row per identity")

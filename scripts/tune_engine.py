@@ -1,7 +1,7 @@
 """Try engine settings on *validation* ids (never evaluation ids): the tuning log in docs/engine.md.
 
     python scripts/tune_engine.py NAME [field=value ...]      e.g.  K weights.preservation_identity=0.6
-    IDS=100500,100501 THREADS=1 python scripts/tune_engine.py ...
+    IDS=100500,100501 THREADS=1 MODEL=runs/packaged python scripts/tune_engine.py ...   (MODEL: a generator dir)
 
 Each ``field=value`` sets a (dotted) ForgetConfig field. Per id: train, then judge-only metrics at t = T with
 200 retained identities, and forgetting in pixels (target's change over 32 other people's, their PSNR); prints
@@ -17,11 +17,13 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+# isort: off
+import legato_core.openmp  # noqa: E402, F401 - the CLI's OpenMP wait policy, before torch loads
+import torch  # noqa: E402
+# isort: on
 from legato_core import faceworld  # noqa: E402
 from legato_core.backends.embedded import EmbeddedFaceBackend  # noqa: E402
 from legato_core.metrics import AdapterKnob, unlearning_report  # noqa: E402
@@ -48,7 +50,7 @@ def main() -> None:
     ids = [int(x) for x in os.environ.get("IDS", "100500,100501,100502").split(",")]
     if max(ids) >= EVALUATION_START:
         raise SystemExit(f"tuning must use validation ids, not evaluation ids (>= {EVALUATION_START:,})")
-    backend = EmbeddedFaceBackend.from_pretrained()
+    backend = EmbeddedFaceBackend.from_pretrained(os.environ.get("MODEL") or None)
     rows = []
     for ident in ids:
         cfg = configured(settings)

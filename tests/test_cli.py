@@ -77,3 +77,25 @@ def test_render_refuses_t_outside_range(tmp_path, capsys):
     assert main(["render", "--adapter", str(adapter), "--t", "9", "--identity", "1", "--out",
                  str(tmp_path / "x.png")]) == 2
     assert "t must be in" in capsys.readouterr().err
+
+
+def test_generator_evaluate_times_renders_beside_the_reference_it_is_given(monkeypatch, capsys):
+    import legato_core.cli as cli
+    import legato_core.generator.evaluation as evaluation
+
+    loaded, seen = [], {}
+    monkeypatch.setattr(cli, "_load_backend", lambda model=None: loaded.append(model) or f"backend:{model}")
+
+    def fake_evaluate(backend, identities, first, progress, reference):
+        seen.update(backend=backend, reference=reference)
+        return {"identities": identities}
+
+    monkeypatch.setattr(evaluation, "evaluate_generator", fake_evaluate)
+    assert main(["generator", "evaluate", "--model-path", "new", "--reference", "old", "--json"]) == 0
+    assert seen == {"backend": "backend:new", "reference": "backend:old"}
+    seen.clear()
+    assert main(["generator", "evaluate", "--model-path", "new", "--json"]) == 0
+    assert seen == {"backend": "backend:new", "reference": "backend:None"}  # the shipped generator
+    seen.clear()
+    assert main(["generator", "evaluate", "--model-path", "new", "--no-reference", "--json"]) == 0
+    assert seen["reference"] is None
