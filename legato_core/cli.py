@@ -173,6 +173,8 @@ def _cmd_generator_evaluate(args) -> int:
     rep = evaluate_generator(backend, args.identities, args.first_identity, progress=not args.json,
                              reference=reference)
     rep["seconds"] = round(time.time() - t0, 1)
+    if reference is not None:
+        rep["reference"] = args.reference or "assets/generator"
     _print_json(rep) if args.json else [print(f"{k:>28}: {v}") for k, v in rep.items()]
     return 0
 

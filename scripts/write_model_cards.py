@@ -3,9 +3,9 @@
     python scripts/write_model_cards.py identity    # arcface + judge: 500 eval identities x 10 views
     python scripts/write_model_cards.py generator   # 200 eval identities (the arcface-conditioned generator)
     python scripts/write_model_cards.py factor-generator docs/generator_evaluation.json [PARTS_JSON]
-        # a factor-conditioned generator, from the JSON of `generator evaluate --model-path CANDIDATE` taken
-        # before it replaced assets/generator (so that its render time is timed beside the generator it replaced);
-        # PARTS_JSON: a later `generator evaluate` of the shipped generator, for the thin-parts table
+        # a factor-conditioned generator, from the JSON of `generator evaluate --model-path CANDIDATE
+        # --reference OLD` (its render timed beside the generator issue 13 replaced); the thin-parts table comes
+        # from that JSON too, or from PARTS_JSON (a later `generator evaluate` of the shipped generator)
 
 Every figure in a card comes from the JSON printed by the command quoted above it.
 """
@@ -218,14 +218,16 @@ def parts_section(parts_path: Path | None) -> str:
         return ""
     p = json.loads(parts_path.read_text())
     rows = "\n".join(f"| {label} | {p[f'{k}_faces']} | {p[f'{k}_recovery']:.2f} |" for k, label in PARTS.items())
+    source = ("the evaluation run above" if "reference" in p else
+              f"`python -m legato_core generator evaluate --identities {p['identities']} --json` after this generator "
+              "was shipped")
     return f"""
 ### Thin parts
 
 How much of each thin part the renders draw, against the face world's truth (`legato_core/faceworld/parts.py`):
 over the pixels a part changes, 1 − L1(render, truth) ÷ L1(the same face without the part, truth); 0 is a render
 that leaves the part out, 1 is exact. Re-renders and 3 new views of {p['identities']} evaluation identities
-(`python -m legato_core generator evaluate --identities {p['identities']} --json` after this generator was
-shipped; `{parts_path.relative_to(ROOT) if parts_path.is_absolute() else parts_path}`):
+({source}; `{parts_path.relative_to(ROOT) if parts_path.is_absolute() else parts_path}`):
 
 | part | faces with it | recovery |
 |---|---|---|
@@ -244,6 +246,16 @@ def factor_generator_card(measured_path: Path, parts_path: Path | None = None) -
         rows.append(f"| {label} | {fmt.format(m[key])} | {'≥' if higher else '≤'} {fmt.format(bar)} | "
                     f"{'met' if ok else '**not met**'} |")
     rows = "\n".join(rows)
+    if "reference" in m:  # timed beside a generator named on the command line (git history: see README)
+        reference_flag = f"--reference {m['reference']} "
+        reference_text = (f"its render timed beside `{m['reference']}`, the generator issue 13 replaced, exported "
+                          "from git history as `checkpoints/factor_generator/README.md` says")
+    else:
+        reference_flag, reference_text = "", ("with the previous generator still in `assets/generator`, its render "
+                                               "timed beside this one's")
+    waiting = "the CLI's short OpenMP spin" if "reference" in m else "passive OpenMP wait"
+    if parts_path is None and "glasses_recovery" in m:
+        parts_path = measured_path
     conversions = "; ".join(f"at step {cv['step']:,}: {json.dumps(cv['changes'])} (renders {cv['psnr_vs_source_db']} "
                             f"dB from the source's)" for cv in cfg.get("conversions", []))
     text = f"""# Embedded generator — factor-conditioned style generator of the face world
@@ -277,8 +289,8 @@ What every render of the embedded default comes from (the app, the CLI, the engi
 ## Measured (evaluation ids from {m['first_identity']:,}; judge network)
 
 `python -m legato_core generator evaluate --model-path <this generator, before it was copied here>
---identities {m['identities']} --json` with the previous generator still in `assets/generator` (its render timed
-beside this one's; `docs/generator_evaluation.json`). Each face-world image is inverted, re-rendered, and the
+{reference_flag}--identities {m['identities']} --json` ({reference_text}; `docs/generator_evaluation.json`).
+Each face-world image is inverted, re-rendered, and the
 inverted identity drawn in 5 other views for the judge, 3 of them compared in pixels with the face world's own
 images.
 
@@ -287,7 +299,7 @@ images.
 {rows}
 
 Render of a batch of 8: {m['ms_per_batch8']:.1f} ms against {m['reference_ms_per_batch8']:.1f} ms for the previous
-generator ({m['torch_threads']} threads, passive OpenMP wait as the CLI and app run).
+generator ({m['torch_threads']} threads, {waiting} as the CLI and app run).
 Mean judge cosine: re-render {m['same_person_cosine_mean']:.3f}, new views {m['new_view_cosine_mean']:.3f}
 (threshold {m['judge_threshold']:.4f}).
 {parts_section(parts_path)}

@@ -93,6 +93,7 @@ def test_generator_evaluate_times_renders_beside_the_reference_it_is_given(monke
     monkeypatch.setattr(evaluation, "evaluate_generator", fake_evaluate)
     assert main(["generator", "evaluate", "--model-path", "new", "--reference", "old", "--json"]) == 0
     assert seen == {"backend": "backend:new", "reference": "backend:old"}
+    assert json.loads(capsys.readouterr().out)["reference"] == "old"  # the JSON says what it was timed beside
     seen.clear()
     assert main(["generator", "evaluate", "--model-path", "new", "--json"]) == 0
     assert seen == {"backend": "backend:new", "reference": "backend:None"}  # the shipped generator

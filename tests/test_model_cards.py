@@ -22,6 +22,7 @@ def test_the_factor_generator_card_states_each_bar_and_the_thin_parts_from_the_j
     measured = json.loads((ROOT / "docs" / "generator_evaluation.json").read_text())
     measured["central_psnr_db"] = 28.5  # a figure that passes its bar
     measured["sharpness_ratio"] = 0.5  # and one that does not
+    measured = {k: v for k, v in measured.items() if not k.endswith(("_recovery", "_faces")) and k != "reference"}
     (tmp_path / "m.json").write_text(json.dumps(measured))
     parts = {"identities": 7, **{f"{k}_faces": 3 for k in ("glasses", "facial_hair", "mole", "freckles")},
              "glasses_recovery": 0.123, "facial_hair_recovery": 0.5, "mole_recovery": -0.2, "freckles_recovery": 1.0}
@@ -33,3 +34,18 @@ def test_the_factor_generator_card_states_each_bar_and_the_thin_parts_from_the_j
     assert "| glasses (frames and lenses) | 3 | 0.12 |" in text and "| mole | 3 | -0.20 |" in text
     card_writer(tmp_path).factor_generator_card(tmp_path / "m.json")  # without parts: no table
     assert "Thin parts" not in (tmp_path / "assets" / "generator" / "MODEL_CARD.md").read_text()
+
+
+def test_an_evaluation_timed_beside_a_named_reference_says_so_and_brings_its_own_thin_parts(tmp_path):
+    (tmp_path / "assets" / "generator").mkdir(parents=True)
+    shutil.copy(ROOT / "assets" / "generator" / "config.json", tmp_path / "assets" / "generator" / "config.json")
+    measured = json.loads((ROOT / "docs" / "generator_evaluation.json").read_text())
+    measured.update({"reference": "runs/old_generator", "identities": 7,
+                     **{f"{k}_faces": 2 for k in ("glasses", "facial_hair", "mole", "freckles")},
+                     "glasses_recovery": 0.25, "facial_hair_recovery": 0.5, "mole_recovery": 0.0,
+                     "freckles_recovery": 0.1})
+    (tmp_path / "m.json").write_text(json.dumps(measured))
+    card_writer(tmp_path).factor_generator_card(tmp_path / "m.json")
+    text = (tmp_path / "assets" / "generator" / "MODEL_CARD.md").read_text()
+    assert "--reference runs/old_generator --identities 7 --json" in text
+    assert "| glasses (frames and lenses) | 2 | 0.25 |" in text and "the evaluation run above" in text
