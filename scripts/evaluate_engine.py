@@ -20,6 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import legato_core.openmp  # noqa: E402, F401 - the CLI's OpenMP wait policy, before torch loads
+
 
 def render_latency(adapter_path: Path, identity: int, model_path: str | None = None,
                    sweep_png: Path = ROOT / "docs" / "engine_t_sweep.png") -> dict:
