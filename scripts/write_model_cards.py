@@ -282,7 +282,8 @@ What every render of the embedded default comes from (the app, the CLI, the engi
 - **Training** (`{cfg['script']}`; the whole history, commands and monitor in `checkpoints/factor_generator/README.md`
   and `checkpoints/fast_generator/README.md`): regression on fresh face-world renders of ids
   {cfg['train_ids'][0]:,}–{cfg['train_ids'][1] - 1:,} with random views, L1 at two scales + L1 of image gradients
-  + landmark L1 + extra L1 near the true landmarks; no identity loss and no discriminator (nothing to game).
+  + landmark L1 + extra L1 near the true landmarks (and, from step 17,000, on the pixels that glasses, facial hair,
+  moles and freckles change); no identity loss and no discriminator (nothing to game).
   {cfg['steps_done']:,} steps, {cfg['train_seconds'] / 3600:.1f} h on the 2-core CPU, last seed {cfg['seed']}.
   Conversions to the cheaper architecture (`scripts/train_generator.py convert`): {conversions}.
 
