@@ -24,3 +24,11 @@ SPIN_COUNT = 5000
 
 if "OMP_WAIT_POLICY" not in os.environ:
     os.environ.setdefault("GOMP_SPINCOUNT", str(SPIN_COUNT))
+
+
+def wait_policy() -> str:
+    """The OpenMP wait setting of this process, for reports whose timings depend on it."""
+    for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"):
+        if name in os.environ:
+            return f"{name}={os.environ[name]}"
+    return "libgomp default"

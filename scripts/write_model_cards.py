@@ -253,7 +253,7 @@ def factor_generator_card(measured_path: Path, parts_path: Path | None = None) -
     else:
         reference_flag, reference_text = "", ("with the previous generator still in `assets/generator`, its render "
                                                "timed beside this one's")
-    waiting = "the CLI's short OpenMP spin" if "reference" in m else "passive OpenMP wait"
+    waiting = f"OpenMP {m['openmp_wait']}" if "openmp_wait" in m else "passive OpenMP wait"
     if parts_path is None and "glasses_recovery" in m:
         parts_path = measured_path
     conversions = "; ".join(f"at step {cv['step']:,}: {json.dumps(cv['changes'])} (renders {cv['psnr_vs_source_db']} "

@@ -83,8 +83,8 @@ def test_generator_evaluate_times_renders_beside_the_reference_it_is_given(monke
     import legato_core.cli as cli
     import legato_core.generator.evaluation as evaluation
 
-    loaded, seen = [], {}
-    monkeypatch.setattr(cli, "_load_backend", lambda model=None: loaded.append(model) or f"backend:{model}")
+    seen = {}
+    monkeypatch.setattr(cli, "_load_backend", lambda model=None: f"backend:{model}")
 
     def fake_evaluate(backend, identities, first, progress, reference):
         seen.update(backend=backend, reference=reference)

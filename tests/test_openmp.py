@@ -44,3 +44,16 @@ def test_cli_sets_it_before_torch_loads():
     from legato_core.openmp import SPIN_COUNT
 
     assert f"torch import with GOMP_SPINCOUNT {SPIN_COUNT}" in out.stdout
+
+
+def test_reports_can_say_which_wait_policy_they_ran_under(monkeypatch):
+    from legato_core.openmp import wait_policy
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.setenv("GOMP_SPINCOUNT", "5000")
+    assert wait_policy() == "GOMP_SPINCOUNT=5000"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
+    assert wait_policy() == "OMP_WAIT_POLICY=PASSIVE"
+    monkeypatch.delenv("OMP_WAIT_POLICY")
+    monkeypatch.delenv("GOMP_SPINCOUNT")
+    assert wait_policy() == "libgomp default"

@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 from .. import faceworld
 from ..faceworld.parts import THIN_PARTS, part_recovery
 from ..identity.model import load_identity_model
+from ..openmp import wait_policy
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -163,4 +164,5 @@ def evaluate_generator(backend, identities: int = 200, first_identity: int = 1_0
         "invert_seconds_single": statistics.median(single),
         "parameters": backend.parameter_count(),
         "torch_threads": torch.get_num_threads(),
+        "openmp_wait": wait_policy(),
     }
