@@ -11,9 +11,13 @@ import pytest
 PROBE = "import legato_core.openmp, os; print(os.environ.get('GOMP_SPINCOUNT'))"
 
 
+def _clean_env() -> dict[str, str]:
+    """This process's environment without any OpenMP wait setting."""
+    return {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+
+
 def _spin_count(**env: str) -> str:
-    clean = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
-    out = subprocess.run([sys.executable, "-c", PROBE], env={**clean, **env}, capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-c", PROBE], env={**_clean_env(), **env}, capture_output=True, text=True,
                          check=True)
     return out.stdout.strip()
 
@@ -32,7 +36,6 @@ def test_a_users_own_setting_wins(env, expected):
 
 def test_cli_sets_it_before_torch_loads():
     code = "import sys; sys.argv = ['legato_core', '--help']; import legato_core.__main__"
-    clean = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
     probe = ("import builtins, os; real = builtins.__import__\n"
              "def spy(name, *a, **k):\n"
              "    if name == 'torch' and 'seen' not in os.environ:\n"
@@ -40,7 +43,7 @@ def test_cli_sets_it_before_torch_loads():
              "        print('torch import with GOMP_SPINCOUNT', os.environ['seen'], flush=True)\n"
              "    return real(name, *a, **k)\n"
              "builtins.__import__ = spy\n" + code)
-    out = subprocess.run([sys.executable, "-c", probe], env=clean, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", probe], env=_clean_env(), capture_output=True, text=True)
     from legato_core.openmp import SPIN_COUNT
 
     assert f"torch import with GOMP_SPINCOUNT {SPIN_COUNT}" in out.stdout
