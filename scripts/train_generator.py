@@ -67,6 +67,8 @@ def main() -> None:
                     help="factor-generator: extra L1 where glasses, facial hair, moles and freckles are")
     ap.add_argument("--gradient-weight", type=float,
                     help="factor-generator: weight of the L1 between the images' finite-difference gradients")
+    ap.add_argument("--adversarial-weight", type=float,
+                    help="factor-generator: weight of a patch discriminator's hinge term (0: off)")
     ap.add_argument("--seed", type=int, help="factor-generator: the data stream's and initialisation's seed")
     ap.add_argument("--lr", type=float)
     ap.add_argument("--resume", action="store_true", help="factor-generator: continue from --checkpoint-dir")
@@ -135,7 +137,8 @@ def train_factor(args) -> None:
         saved = json.loads((args.checkpoint_dir / "state.json").read_text())["config"]
         cfg = FactorTrainingConfig(**{k: v for k, v in saved.items() if k in FactorTrainingConfig.__dataclass_fields__})
     # what the command line says wins
-    for name in ("steps", "lr", "decay_start", "seed", "feature_weight", "detail_weight", "gradient_weight"):
+    for name in ("steps", "lr", "decay_start", "seed", "feature_weight", "detail_weight", "gradient_weight",
+                 "adversarial_weight"):
         if getattr(args, name) is not None:
             setattr(cfg, name, getattr(args, name))
     log_path = args.checkpoint_dir / "train.log"

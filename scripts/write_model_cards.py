@@ -258,6 +258,14 @@ def factor_generator_card(measured_path: Path, parts_path: Path | None = None) -
         parts_path = measured_path
     conversions = "; ".join(f"at step {cv['step']:,}: {json.dumps(cv['changes'])} (renders {cv['psnr_vs_source_db']} "
                             f"dB from the source's)" for cv in cfg.get("conversions", []))
+    losses = cfg.get("losses", {})
+    if losses.get("adversarial_weight"):
+        adversarial = (f"From step {cfg['adversarial_start']:,} a patch discriminator's hinge term (weight "
+                       f"{losses['adversarial_weight']}, `legato_core/generator/discriminator.py`, used in training "
+                       "only) asks for crisp edges; the L1 terms stay and keep the content. Last loss weights: "
+                       + ", ".join(f"{k} {v}" for k, v in losses.items()) + ".")
+    else:
+        adversarial = "No discriminator."
     text = f"""# Embedded generator — factor-conditioned style generator of the face world
 
 What every render of the embedded default comes from (the app, the CLI, the engine's adapters, the benchmark).
@@ -283,7 +291,7 @@ What every render of the embedded default comes from (the app, the CLI, the engi
   and `checkpoints/fast_generator/README.md`): regression on fresh face-world renders of ids
   {cfg['train_ids'][0]:,}–{cfg['train_ids'][1] - 1:,} with random views, L1 at two scales + L1 of image gradients
   + landmark L1 + extra L1 near the true landmarks (and, from step 17,000, on the pixels that glasses, facial hair,
-  moles and freckles change); no identity loss and no discriminator (nothing to game).
+  moles and freckles change); no identity loss (nothing to game). {adversarial}
   {cfg['steps_done']:,} steps, {cfg['train_seconds'] / 3600:.1f} h on the 2-core CPU, last seed {cfg['seed']}.
   Conversions to the cheaper architecture (`scripts/train_generator.py convert`): {conversions}.
 

@@ -200,3 +200,43 @@ def test_view_anchors_train_the_person_in_other_views_with_their_own_targets(tin
     tiny_backend.renders_fast = False
     assert len(train_adapter(tiny_backend, w, ForgetConfig(steps=1, view_anchors=3)).latent) == 1, \
         "skipped where a render is a sampling loop"
+
+
+def test_path_term_trains_deterministically_and_only_when_asked(tiny_backend):
+    w = _latent(tiny_backend)
+    cfg = ForgetConfig(steps=2, seed=3)
+    assert "path" not in train_adapter(tiny_backend, w, cfg).history[-1]
+    cfg.weights.path = 1.0
+    a, b = train_adapter(tiny_backend, w, cfg), train_adapter(tiny_backend, w, cfg)
+    assert "path" in a.history[-1] and "monotone" not in a.history[-1] and a.history == b.history
+    assert a.history[-1]["path"] > 0
+
+
+def test_path_term_pulls_the_midpoint_towards_the_latent_line(tiny_backend, monkeypatch):
+    """At t' = f T the adapted render is compared with the frozen render of w_u + f (w_target - w_u)."""
+    from legato_core.unlearning import step_objectives
+    from legato_core.unlearning.targets import make_target
+
+    seen = []
+    original = step_objectives.ImageLoss.forward
+
+    def spy(self, img, feat, target_img, target_feat, identity_weight=None):
+        seen.append(target_img.detach().clone())
+        return original(self, img, feat, target_img, target_feat, identity_weight)
+
+    monkeypatch.setattr(step_objectives.ImageLoss, "forward", spy)
+    w = _latent(tiny_backend)
+    cfg = ForgetConfig(steps=1, seed=5)
+    cfg.weights.path = 1.0
+    train_adapter(tiny_backend, w, cfg)
+    # the fraction is the first draw after the step's batch: replay the generator to find it
+    gen = torch.Generator().manual_seed(cfg.seed)
+    res_target = make_target(tiny_backend, w, cfg.target)[0]
+    objective = step_objectives.ImageObjective(tiny_backend, w, res_target, cfg, gen)
+    batch = step_objectives.sample_step(tiny_backend, w, res_target, cfg, gen, objective.radius)
+    fraction = float(torch.rand((), generator=gen))
+    on_line = batch.src[:batch.k_l] + fraction * (batch.dst[:batch.k_l] - batch.src[:batch.k_l])
+    with torch.no_grad():
+        expected = tiny_backend.synthesize(on_line, batch.views[:batch.k_l])
+    assert 0 < fraction < 1
+    torch.testing.assert_close(seen[-1], expected, rtol=1e-4, atol=1e-5)

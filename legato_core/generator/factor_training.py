@@ -27,6 +27,7 @@ from ..faceworld.factors import FACTOR_DIM, identity_vector
 from ..faceworld.landmarks import LANDMARKS, face_landmarks
 from ..faceworld.parts import THIN_PARTS, part_mask
 from ..ranges import GENERATOR_TRAIN, VALIDATION
+from .discriminator import DiscriminatorConfig, PatchDiscriminator, discriminator_loss, generator_adversarial_loss
 from .evaluation import pixel_fidelity
 from .modeling import GeneratorConfig, StyleFaceGenerator, face_frame_xy
 from .view_encoder import ViewEncoder
@@ -39,6 +40,9 @@ from .view_encoder import ViewEncoder
 FACTOR_INVERSION = {"refine_steps": 20, "refine_lr": 0.02, "identity_weight": 0.0, "perceptual_weight": 0.1}
 
 CHECKPOINT_FILES = ("model.safetensors", "ema.safetensors", "optimizer.safetensors", "state.json")
+# the last loss weights of a run, recorded in a packaged generator's config.json for its model card
+LOSS_KEYS = ("gradient_weight", "landmark_weight", "feature_weight", "detail_weight", "adversarial_weight")
+DISCRIMINATOR_FILES = ("discriminator.safetensors", "discriminator_optimizer.safetensors")
 
 
 def factor_generator_config(layout: bool = True) -> GeneratorConfig:
@@ -66,6 +70,12 @@ class FactorTrainingConfig:
     # extra L1 on the pixels the thin parts cover (glasses, facial hair, moles, freckles: found by rendering the
     # same faces without them); the step-17,000 generator still left glasses and goatees out
     detail_weight: float = 0.0
+    # a patch discriminator's hinge term (discriminator.py): regression losses leave edges soft; 0 = off. It
+    # ramps up over adversarial_warmup steps from the step it was switched on (the discriminator starts fresh)
+    adversarial_weight: float = 0.0
+    adversarial_warmup: int = 500
+    discriminator_lr: float = 2e-4
+    discriminator: dict = field(default_factory=lambda: asdict(DiscriminatorConfig()))
     seed: int = 0
     checkpoint_every: int = 250
     eval_every: int = 250
@@ -151,15 +161,22 @@ def _load_optimizer(opt: torch.optim.Optimizer, path: Path, device: str = "cpu")
 
 
 def save_checkpoint(directory: Path, model: StyleFaceGenerator, ema: StyleFaceGenerator,
-                    opt: torch.optim.Optimizer, state: dict) -> None:
+                    opt: torch.optim.Optimizer, state: dict,
+                    discriminator: tuple[PatchDiscriminator, torch.optim.Optimizer] | None = None) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     tmp = directory / "tmp"
     tmp.mkdir(exist_ok=True)
     save_file({k: v.contiguous().cpu() for k, v in model.state_dict().items()}, tmp / "model.safetensors")
     save_file({k: v.contiguous().cpu() for k, v in ema.state_dict().items()}, tmp / "ema.safetensors")
     _save_optimizer(opt, tmp / "optimizer.safetensors")
+    files = CHECKPOINT_FILES
+    if discriminator is not None:
+        disc, d_opt = discriminator
+        save_file({k: v.contiguous().cpu() for k, v in disc.state_dict().items()}, tmp / DISCRIMINATOR_FILES[0])
+        _save_optimizer(d_opt, tmp / DISCRIMINATOR_FILES[1])
+        files = files + DISCRIMINATOR_FILES
     (tmp / "state.json").write_text(json.dumps(state, indent=2) + "\n")
-    for name in CHECKPOINT_FILES:  # replace file by file only once all are written
+    for name in files:  # replace file by file only once all are written
         (tmp / name).replace(directory / name)
     tmp.rmdir()
 
@@ -221,13 +238,30 @@ def train_factor_generator(cfg: FactorTrainingConfig, directory: Path, resume: b
         step, history, seconds = state["step"], state["history"], state["train_seconds"]
         origin, conversions = state.get("init_from"), state.get("conversions", [])
         log(f"resumed at step {step} ({seconds / 60:.0f} min trained)")
+    disc = d_opt = None
+    adversarial_start = None
+    if cfg.adversarial_weight:
+        disc = PatchDiscriminator(DiscriminatorConfig.from_dict(cfg.discriminator)).to(device).train()
+        d_opt = torch.optim.Adam(disc.parameters(), lr=cfg.discriminator_lr, betas=(0.5, 0.99))
+        if resuming and (directory / DISCRIMINATOR_FILES[0]).exists():
+            disc.load_state_dict(load_file(directory / DISCRIMINATOR_FILES[0], device=str(device)))
+            _load_optimizer(d_opt, directory / DISCRIMINATOR_FILES[1], device)
+        adversarial_start = (json.loads((directory / "state.json").read_text()).get("adversarial_start")
+                             if resuming else None)
+        if adversarial_start is None:
+            adversarial_start = step
+            log(f"adversarial term on from step {step} (fresh discriminator)")
     val = tuple(x.to(device) for x in validation_batch(cfg.eval_images))
     t0, start_seconds = time.time(), seconds
 
     def state_now() -> dict:
         return {"step": step, "train_seconds": round(seconds, 1), "config": asdict(cfg), "history": history,
                 "torch_threads": torch.get_num_threads(), **({"init_from": origin} if origin else {}),
-                **({"conversions": conversions} if conversions else {})}
+                **({"conversions": conversions} if conversions else {}),
+                **({"adversarial_start": adversarial_start} if adversarial_start is not None else {})}
+
+    def checkpoint() -> None:
+        save_checkpoint(directory, model, ema, opt, state_now(), (disc, d_opt) if disc is not None else None)
 
     while step < cfg.steps:
         for group in opt.param_groups:
@@ -243,9 +277,20 @@ def train_factor_generator(cfg: FactorTrainingConfig, directory: Path, resume: b
             loss = loss + cfg.detail_weight * feature_loss(out, target, details[0])
         if model.layout is not None:
             loss = loss + cfg.landmark_weight * landmark_loss(model, w, views, landmarks)
+        if disc is not None:
+            ramp = min(1.0, (step - adversarial_start + 1) / max(1, cfg.adversarial_warmup))
+            disc.requires_grad_(False)
+            adversarial = generator_adversarial_loss(disc, out)
+            loss = loss + cfg.adversarial_weight * ramp * adversarial
+            disc.requires_grad_(True)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if disc is not None:  # the discriminator's step on this batch: the truth against the render
+            d_loss = discriminator_loss(disc, target, out)
+            d_opt.zero_grad(set_to_none=True)
+            d_loss.backward()
+            d_opt.step()
         with torch.no_grad():
             decay = min(cfg.ema, (1 + step) / (10 + step))
             for pe, p in zip(ema.parameters(), model.parameters(), strict=True):
@@ -254,13 +299,15 @@ def train_factor_generator(cfg: FactorTrainingConfig, directory: Path, resume: b
         seconds = start_seconds + time.time() - t0
         if step % cfg.eval_every == 0 or step == cfg.steps:
             row = {"step": step, "loss": round(loss.item(), 5), "minutes": round(seconds / 60, 1),
+                   **({"d_loss": round(d_loss.item(), 4), "adversarial": round(adversarial.item(), 4)}
+                      if disc is not None else {}),
                    **{k: round(v, 3) for k, v in monitor(ema, val).items()}}
             history.append(row)
             log(json.dumps(row))
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-            save_checkpoint(directory, model, ema, opt, state_now())
+            checkpoint()
         if stop_after_s is not None and time.time() - t0 > stop_after_s:
-            save_checkpoint(directory, model, ema, opt, state_now())
+            checkpoint()
             log(f"time budget reached at step {step}")
             break
     return finish_factor_generator(ema.cpu(), cfg)
@@ -298,6 +345,8 @@ def package_generator(checkpoint_dir: Path, encoder_dir: Path, out: Path) -> dic
         "steps_done": state["step"], "train_seconds": state["train_seconds"],
         "identity_input": "face-world factors (legato_core.faceworld.factors)", "inversion": FACTOR_INVERSION,
         "train_ids": [GENERATOR_TRAIN.start, GENERATOR_TRAIN.stop],
+        "losses": {k: state["config"].get(k, 0.0) for k in LOSS_KEYS},
+        **({"adversarial_start": state["adversarial_start"]} if "adversarial_start" in state else {}),
         **({"conversions": state["conversions"]} if state.get("conversions") else {})})
     for f in files:
         shutil.copy(f, out / f.name)

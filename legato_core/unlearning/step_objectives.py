@@ -109,25 +109,35 @@ class ImageObjective:
         backend, config, gen, loss_fn = self.backend, self.config, self.gen, self.loss_fn
         batch = sample_step(backend, self.w_u, self.w_target, config, gen, self.radius)
         k_l, n = batch.k_l, len(batch.dst)
-        w_sched, w_mono = config.weights.intensity_schedule, config.weights.monotone
-        shape_path = bool(w_sched or w_mono)  # terms on a render at a random t' < T
-        with torch.no_grad(), active(backend, []):  # frozen renders: the targets, plus the originals for the path
-            ref_src = torch.cat([batch.dst, batch.src[:k_l]]) if shape_path else batch.dst
-            ref_views = torch.cat([batch.views, batch.views[:k_l]]) if shape_path else batch.views
+        w_sched, w_mono, w_path = (config.weights.intensity_schedule, config.weights.monotone,
+                                   config.weights.path)
+        shape_path = bool(w_sched or w_mono or w_path)  # terms on a render at a random t' < T
+        fraction = float(torch.rand((), generator=gen)) if shape_path else 0.0
+        ref_src, ref_views = batch.dst, batch.views
+        if w_sched or w_mono:  # the originals, for similarities along the path
+            ref_src, ref_views = torch.cat([ref_src, batch.src[:k_l]]), torch.cat([ref_views, batch.views[:k_l]])
+        if w_path:  # the point a fraction of the way along the latent line from the person to the target
+            on_line = batch.src[:k_l] + fraction * (batch.dst[:k_l] - batch.src[:k_l])
+            ref_src, ref_views = torch.cat([ref_src, on_line]), torch.cat([ref_views, batch.views[:k_l]])
+        with torch.no_grad(), active(backend, []):  # frozen renders: the targets, plus what the path terms need
             ref_img, ref_feat = backend.synthesize(ref_src, ref_views, return_features=True)
         img, feat = backend.synthesize(batch.src, batch.views, return_features=True)
         parts = step_losses(loss_fn, batch, img, feat, ref_img[:n], ref_feat[:n])
         if shape_path:
-            fraction = float(torch.rand((), generator=gen))
             with active(backend, [(adapter, fraction * config.ode.t_end)]):
-                mid = backend.synthesize(batch.src[:k_l], batch.views[:k_l])
+                mid, mid_feat = backend.synthesize(batch.src[:k_l], batch.views[:k_l], return_features=True)
+            if w_sched or w_mono:
+                original = ref_img[n:n + k_l]
             if w_sched:
-                parts["schedule"] = intensity_schedule(loss_fn.identity_net, ref_img[n:], img[:k_l], mid, fraction)
+                parts["schedule"] = intensity_schedule(loss_fn.identity_net, original, img[:k_l], mid, fraction)
                 parts["forget"] = parts["forget"] + w_sched * parts["schedule"]
             if w_mono:
-                parts["monotone"] = monotone_forgetting(loss_fn.identity_net, ref_img[n:], img[:k_l], mid,
+                parts["monotone"] = monotone_forgetting(loss_fn.identity_net, original, img[:k_l], mid,
                                                         fraction, config.weights.monotone_margin)
                 parts["forget"] = parts["forget"] + w_mono * parts["monotone"]
+            if w_path:
+                parts["path"] = loss_fn(mid, mid_feat, ref_img[-k_l:], ref_feat[-k_l:])["total"]
+                parts["forget"] = parts["forget"] + w_path * parts["path"]
         return parts, k_l
 
 
