@@ -129,8 +129,9 @@ def train_factor(args) -> None:
     fresh = not (args.checkpoint_dir / "state.json").exists()
     if args.resume and fresh and args.init_from is None and (seed_dir / "state.json").exists():
         args.checkpoint_dir.mkdir(parents=True, exist_ok=True)  # start from the last committed checkpoint
-        for name in ("ema.safetensors", "state.json"):
-            shutil.copy(seed_dir / name, args.checkpoint_dir / name)
+        for name in ("ema.safetensors", "state.json", "discriminator.safetensors"):
+            if (seed_dir / name).exists():
+                shutil.copy(seed_dir / name, args.checkpoint_dir / name)
         shutil.copy(seed_dir / "ema.safetensors", args.checkpoint_dir / "model.safetensors")
     cfg = FactorTrainingConfig()
     if args.resume and (args.checkpoint_dir / "state.json").exists():  # the run's own settings (seed, losses...)

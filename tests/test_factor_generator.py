@@ -2,6 +2,7 @@
 the pixel figures it is judged by."""
 
 import json
+import shutil
 from dataclasses import asdict
 
 import pytest
@@ -365,6 +366,11 @@ def test_an_adversarial_run_checkpoints_its_discriminator_and_resumes_where_it_s
     state = json.loads((tmp_path / "halves" / "state.json").read_text())
     assert state["adversarial_start"] == 0 and (tmp_path / "halves" / "discriminator.safetensors").exists()
     assert "d_loss" in state["history"][-1]
+    committed = tmp_path / "committed"  # what is committed: no optimiser states, the discriminator kept
+    shutil.copytree(tmp_path / "halves", committed)
+    (committed / "discriminator_optimizer.safetensors").unlink()
     resumed = train_factor_generator(cfg, tmp_path / "halves", resume=True, log=lambda m: None)
     for (k, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.allclose(a, b, atol=1e-6), k
+    train_factor_generator(cfg, committed, resume=True, log=lambda m: None)
+    assert json.loads((committed / "state.json").read_text())["adversarial_start"] == 0, "the ramp is not redone"

@@ -243,12 +243,13 @@ def train_factor_generator(cfg: FactorTrainingConfig, directory: Path, resume: b
     if cfg.adversarial_weight:
         disc = PatchDiscriminator(DiscriminatorConfig.from_dict(cfg.discriminator)).to(device).train()
         d_opt = torch.optim.Adam(disc.parameters(), lr=cfg.discriminator_lr, betas=(0.5, 0.99))
-        if resuming and (directory / DISCRIMINATOR_FILES[0]).exists():
+        has_disc = resuming and (directory / DISCRIMINATOR_FILES[0]).exists()
+        if has_disc:  # a committed checkpoint carries the discriminator but not its optimiser state
             disc.load_state_dict(load_file(directory / DISCRIMINATOR_FILES[0], device=str(device)))
-            _load_optimizer(d_opt, directory / DISCRIMINATOR_FILES[1], device)
-        adversarial_start = (json.loads((directory / "state.json").read_text()).get("adversarial_start")
-                             if resuming else None)
-        if adversarial_start is None:
+            if (directory / DISCRIMINATOR_FILES[1]).exists():
+                _load_optimizer(d_opt, directory / DISCRIMINATOR_FILES[1], device)
+            adversarial_start = json.loads((directory / "state.json").read_text()).get("adversarial_start")
+        if adversarial_start is None:  # a fresh discriminator: its term ramps up from here
             adversarial_start = step
             log(f"adversarial term on from step {step} (fresh discriminator)")
     val = tuple(x.to(device) for x in validation_batch(cfg.eval_images))
