@@ -69,6 +69,13 @@ def render_latency(adapter_path: Path, identity: int, model_path: str | None = N
             "render_ms_no_adapter": statistics.median(base)}
 
 
+def in_repo(path: Path) -> str:
+    """``path`` as given to the forget CLI, which runs from the repository root: relative where it can be, so
+    the reports (committed in docs/) do not record this machine's directories."""
+    p = path.resolve()
+    return str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--targets", type=int, default=10)
@@ -84,7 +91,7 @@ def main() -> None:
     reports = []
     for i in range(args.first_identity, args.first_identity + args.targets):
         cmd = [sys.executable, "-m", "legato_core", "forget", "--identity", str(i), "--quiet",
-               "--out", str(args.out / f"{i}.safetensors"), "--report", str(args.out / f"{i}.json"),
+               "--out", in_repo(args.out / f"{i}.safetensors"), "--report", in_repo(args.out / f"{i}.json"),
                *(["--model-path", args.model_path] if args.model_path else []), *args.extra.split()]
         report = args.out / f"{i}.json"
         if args.summarise_only:

@@ -49,3 +49,20 @@ def test_an_evaluation_timed_beside_a_named_reference_says_so_and_brings_its_own
     text = (tmp_path / "assets" / "generator" / "MODEL_CARD.md").read_text()
     assert "--reference runs/old_generator --identities 7 --json" in text
     assert "| glasses (frames and lenses) | 2 | 0.25 |" in text and "the evaluation run above" in text
+
+
+def test_the_card_says_whether_a_discriminator_trained_the_generator(tmp_path):
+    (tmp_path / "assets" / "generator").mkdir(parents=True)
+    config = json.loads((ROOT / "assets" / "generator" / "config.json").read_text())
+    measured = tmp_path / "m.json"
+    measured.write_text((ROOT / "docs" / "generator_evaluation.json").read_text())
+    card = tmp_path / "assets" / "generator" / "MODEL_CARD.md"
+    config["losses"] = {"gradient_weight": 3.0, "adversarial_weight": 0.0}
+    (tmp_path / "assets" / "generator" / "config.json").write_text(json.dumps(config))
+    card_writer(tmp_path).factor_generator_card(measured)
+    assert "No discriminator." in card.read_text() and "patch discriminator" not in card.read_text()
+    config["losses"]["adversarial_weight"], config["adversarial_start"] = 0.05, 27250
+    (tmp_path / "assets" / "generator" / "config.json").write_text(json.dumps(config))
+    card_writer(tmp_path).factor_generator_card(measured)
+    assert "From step 27,250 a patch discriminator's hinge term (weight 0.05" in card.read_text()
+
