@@ -266,7 +266,8 @@ def factor_generator_card(measured_path: Path, parts_path: Path | None = None) -
                        + ", ".join(f"{k} {v}" for k, v in losses.items()) + ".")
     else:
         adversarial = "No discriminator."
-    if m["sharpness_ratio"] >= 0.85:
+    sharpness_bar = next(bar for key, _, _, bar, _ in BARS if key == "sharpness_ratio")
+    if m["sharpness_ratio"] >= sharpness_bar:
         softness = ("Overall as crisp as issue 13 asks (sharpness ratio above), but the thinnest parts are not drawn "
                     "reliably: glasses frames are faint or missing, moles and freckles absent, moustaches and "
                     "goatees often left out (the thin-parts table).")
