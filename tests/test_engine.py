@@ -142,15 +142,6 @@ def test_intensity_schedule_pins_the_midpoint_to_the_straight_line_in_similarity
     assert end.grad is None, "the schedule shapes the path, never the end point"
 
 
-def test_schedule_term_trains_deterministically_and_only_when_asked(tiny_backend):
-    w = _latent(tiny_backend)
-    cfg = ForgetConfig(steps=2, seed=3)
-    assert "schedule" not in train_adapter(tiny_backend, w, cfg).history[-1]
-    cfg.weights.intensity_schedule = 1.0
-    a, b = train_adapter(tiny_backend, w, cfg), train_adapter(tiny_backend, w, cfg)
-    assert "schedule" in a.history[-1] and a.history == b.history
-
-
 def test_monotone_hinge_is_free_for_a_falling_path_and_lifts_a_rebounding_one():
     def embed(x):
         return torch.nn.functional.normalize(x.flatten(1), dim=1)
@@ -167,15 +158,6 @@ def test_monotone_hinge_is_free_for_a_falling_path_and_lifts_a_rebounding_one():
     assert dipped.grad[0, 0] < 0, "descending the loss moves the dipped point back towards the person"
     assert monotone_forgetting(embed, original, end.detach(), end.detach(), 1.0, 0.1).item() == 0, \
         "the margin vanishes at T"
-
-
-def test_monotone_term_trains_deterministically_and_only_when_asked(tiny_backend):
-    w = _latent(tiny_backend)
-    cfg = ForgetConfig(steps=2, seed=3)
-    assert "monotone" not in train_adapter(tiny_backend, w, cfg).history[-1]
-    cfg.weights.monotone = 1.0
-    a, b = train_adapter(tiny_backend, w, cfg), train_adapter(tiny_backend, w, cfg)
-    assert "monotone" in a.history[-1] and "schedule" not in a.history[-1] and a.history == b.history
 
 
 def _invert_by_pooling(backend):
@@ -202,14 +184,17 @@ def test_view_anchors_train_the_person_in_other_views_with_their_own_targets(tin
         "skipped where a render is a sampling loop"
 
 
-def test_path_term_trains_deterministically_and_only_when_asked(tiny_backend):
+@pytest.mark.parametrize("weight, logged, not_logged", [
+    ("intensity_schedule", "schedule", None), ("monotone", "monotone", "schedule"), ("path", "path", "monotone")])
+def test_path_shaping_terms_train_deterministically_and_only_when_asked(tiny_backend, weight, logged, not_logged):
     w = _latent(tiny_backend)
     cfg = ForgetConfig(steps=2, seed=3)
-    assert "path" not in train_adapter(tiny_backend, w, cfg).history[-1]
-    cfg.weights.path = 1.0
+    assert logged not in train_adapter(tiny_backend, w, cfg).history[-1]
+    setattr(cfg.weights, weight, 1.0)
     a, b = train_adapter(tiny_backend, w, cfg), train_adapter(tiny_backend, w, cfg)
-    assert "path" in a.history[-1] and "monotone" not in a.history[-1] and a.history == b.history
-    assert a.history[-1]["path"] > 0
+    assert logged in a.history[-1] and not_logged not in a.history[-1] and a.history == b.history
+    if weight == "path":
+        assert a.history[-1]["path"] > 0
 
 
 def test_path_term_pulls_the_midpoint_towards_the_latent_line(tiny_backend, monkeypatch):
