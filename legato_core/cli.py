@@ -183,7 +183,12 @@ def _cmd_generator_sheet(args) -> int:
     from . import faceworld
 
     backend = _load_backend(args.model_path)
-    ids = list(range(args.first_identity, args.first_identity + args.identities))
+    if args.thin_parts:
+        from .faceworld.parts import identities_with_parts
+
+        ids = identities_with_parts(args.first_identity, args.thin_parts)
+    else:
+        ids = list(range(args.first_identity, args.first_identity + args.identities))
     img = faceworld.render(ids, 0)
     w, v = backend.invert(img)
     cols = [img, backend.render(w, v)]
@@ -195,7 +200,7 @@ def _cmd_generator_sheet(args) -> int:
     grid = torch.stack(cols, 1).flatten(0, 1)
     faceworld.save_png(faceworld.contact_sheet(grid, rows=len(ids), upscale=2), args.out)
     print(f"wrote {args.out}: columns 1-2 a face-world image and its inversion, then for each new view the face "
-          "world's image of it and the inverted identity rendered in it")
+          f"world's image of it and the inverted identity rendered in it; rows: identities {ids}")
     return 0
 
 
@@ -422,6 +427,9 @@ def build_parser() -> argparse.ArgumentParser:
     gs.add_argument("--identities", type=int, default=8)
     gs.add_argument("--views", type=int, default=3)
     gs.add_argument("--first-identity", type=int, default=1_000_000)
+    gs.add_argument("--thin-parts", type=int, default=0, metavar="K",
+                    help="rows: for each thin part (glasses, facial hair, mole, freckles) the first K identities "
+                         "from --first-identity whose picture shows it, instead of --identities consecutive ones")
     gs.add_argument("--model-path", metavar="PATH",
                     help="a saved embedded generator directory (default: the shipped assets/generator)")
     gs.set_defaults(func=_cmd_generator_sheet)

@@ -27,6 +27,19 @@ def test_generator_sheet_puts_the_truth_of_every_new_view_beside_its_render(tmp_
     assert "for each new view" in capsys.readouterr().out
 
 
+def test_generator_sheet_can_fill_its_rows_with_faces_that_show_each_thin_part(tmp_path, capsys):
+    from PIL import Image
+
+    from legato_core import faceworld
+    from legato_core.faceworld.parts import identities_with_parts
+
+    out = tmp_path / "parts.png"
+    assert main(["generator", "sheet", "--out", str(out), "--thin-parts", "1", "--views", "1"]) == 0
+    four_rows = faceworld.contact_sheet(torch.zeros(4 * 4, 3, 64, 64), rows=4, upscale=2)
+    assert Image.open(out).size == four_rows.size  # glasses, facial hair, mole, freckles: one face each
+    assert str(identities_with_parts(1_000_000, 1)) in capsys.readouterr().out
+
+
 def test_identity_evaluate_refuses_training_ranges_for_reports(capsys):
     assert main(["identity", "evaluate", "--model", "judge", "--identities", "5", "--first-identity", "10"]) == 2
     assert "evaluation ids must be >= 1,000,000" in capsys.readouterr().err

@@ -46,3 +46,29 @@ def test_recovery_is_one_for_the_truth_zero_for_a_render_without_the_part_and_na
     assert part_recovery(half, identity, view, images, "glasses")[0] == pytest.approx(0.5, abs=1e-5)
     recovery, faces = part_recovery(images, identity, view, images, "freckles")
     assert faces == 0 and math.isnan(recovery)
+
+
+def test_rows_for_thin_parts_are_the_first_identities_that_show_each_part():
+    from legato_core.faceworld.parts import identities_with_parts
+
+    ids = identities_with_parts(1_000_000, per_part=2)
+    assert len(ids) == 2 * len(THIN_PARTS) and len(set(ids)) == len(ids)
+    upto = max(ids) + 1
+    scan = list(range(1_000_000, upto))
+    identity, view = faceworld.sample_identities(scan), faceworld.sample_views(scan, 0)
+    images = faceworld.render(scan, 0)
+    for k, part in enumerate(THIN_PARTS):
+        shows = part_mask(identity, view, images, (part,)).flatten(1).sum(1) > 0
+        mine = ids[2 * k:2 * k + 2]
+        assert mine == sorted(mine) and all(bool(shows[i - 1_000_000]) for i in mine)
+        # nobody before the last pick shows the part unless an earlier part already took them
+        earlier = set(ids[:2 * k])
+        skipped = [i for i in scan[:mine[-1] - 1_000_000] if bool(shows[i - 1_000_000]) and i not in mine]
+        assert set(skipped) <= earlier
+
+
+def test_rows_for_an_unknown_part_are_refused():
+    from legato_core.faceworld.parts import identities_with_parts
+
+    with pytest.raises(ValueError, match="not a thin part"):
+        identities_with_parts(1_000_000, 1, parts=("tattoo",))

@@ -53,3 +53,33 @@ def part_recovery(renders: torch.Tensor, identity: dict[str, torch.Tensor], view
     err = ((renders - images).abs() * mask)[has].sum()
     absent = ((plain - images).abs() * mask)[has].sum()
     return float(1 - err / absent), int(has.sum())
+
+
+def identities_with_parts(first_identity: int, per_part: int, parts: tuple[str, ...] = THIN_PARTS,
+                          search: int = 4096, chunk: int = 64) -> list[int]:
+    """For each of ``parts`` in turn, the first ``per_part`` identities from ``first_identity`` on whose view-0
+    picture visibly shows it (``part_mask`` non-empty) and that are not picked already.
+
+    A contact sheet of consecutive identities can miss a part altogether (ids 1,000,000-1,000,007 have no
+    glasses); this rule fills the rows from the part alone, never from how well a generator draws it.
+    """
+    unknown = set(parts) - set(THIN_PARTS)
+    if unknown:
+        raise ValueError(f"not a thin part: {sorted(unknown)}; choose from {THIN_PARTS}")
+    from . import render, sample_identities, sample_views  # the package's own entry points
+
+    found: dict[str, list[int]] = {p: [] for p in parts}
+    picked: set[int] = set()
+    for start in range(first_identity, first_identity + search, chunk):
+        ids = list(range(start, start + chunk))
+        identity, view, images = sample_identities(ids), sample_views(ids, 0), render(ids, 0)
+        shows = {p: part_mask(identity, view, images, (p,)).flatten(1).sum(1) > 0 for p in parts}
+        for p in parts:  # ids in order within each part; earlier parts pick first
+            for i, ident in enumerate(ids):
+                if len(found[p]) < per_part and ident not in picked and bool(shows[p][i]):
+                    found[p].append(ident)
+                    picked.add(ident)
+        if all(len(v) == per_part for v in found.values()):
+            return [i for p in parts for i in found[p]]
+    missing = [p for p, v in found.items() if len(v) < per_part]
+    raise ValueError(f"fewer than {per_part} identities show {missing} among the {search} from {first_identity}")
