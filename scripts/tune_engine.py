@@ -1,6 +1,7 @@
 """Try engine settings on *validation* ids (never evaluation ids): the tuning log in docs/engine.md.
 
     python scripts/tune_engine.py NAME [field=value ...]      e.g.  K weights.preservation_identity=0.6
+    python scripts/tune_engine.py S3 'sites=["b8", "b16", "b32"]'                 (lists as JSON)
     IDS=100500,100501 THREADS=1 MODEL=runs/packaged python scripts/tune_engine.py ...   (MODEL: a generator dir)
 
 Each ``field=value`` sets a (dotted) ForgetConfig field. Per id: train, then judge-only metrics at t = T with
@@ -40,7 +41,14 @@ def configured(settings: list[str]) -> ForgetConfig:
         for p in path:
             obj = getattr(obj, p)
         cur = getattr(obj, leaf)
-        setattr(obj, leaf, type(cur)(value) if cur is not None else value)
+        if cur is None or isinstance(cur, list):  # lists (and fields that may hold one) as JSON: sites='["b8"]'
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                pass
+            setattr(obj, leaf, value)
+        else:
+            setattr(obj, leaf, type(cur)(value))
     return cfg
 
 

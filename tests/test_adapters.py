@@ -5,6 +5,7 @@ import threading
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from legato_core.adapters import AdapterMismatchError, ODEAdapter, ODEConfig, active, active_adapters, solve
 from legato_core.adapters.ode import ConvVectorField
@@ -31,6 +32,21 @@ def test_vector_field_is_zero_at_init():
     f = ConvVectorField(8, 16)
     x = torch.randn(2, 8, 4, 4)
     assert torch.equal(f(torch.tensor(0.0), x), torch.zeros_like(x))
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_vector_field_is_its_two_1x1_convolutions_in_value_and_gradient(layout):
+    torch.manual_seed(0)
+    f = ConvVectorField(6, 16)
+    torch.nn.init.normal_(f.out.weight, std=0.3)
+    x = torch.randn(3, 6, 5, 7).contiguous(memory_format=layout).requires_grad_(True)
+    y = f(torch.tensor(0.0), x)
+    ref = F.conv2d(F.leaky_relu(F.conv2d(x, f.inp.weight, f.inp.bias), 0.2), f.out.weight, f.out.bias)
+    torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-6)
+    grads = torch.autograd.grad(y.square().sum(), [x, f.inp.weight, f.out.weight])
+    refs = torch.autograd.grad(ref.square().sum(), [x, f.inp.weight, f.out.weight])
+    for a, b in zip(grads, refs, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
 def test_zero_initialised_adapter_leaves_the_generator_unchanged(tiny_backend):
