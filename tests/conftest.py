@@ -51,6 +51,7 @@ class TinyBackend(nn.Module):
 
     w_avg = property(lambda self: self.generator.w_avg)
     adapter_sites = property(lambda self: self.generator.adapter_sites)
+    forget_sites = property(lambda self: list(self.generator.adapter_sites))
 
     def weight_hash(self):
         return self.generator.weight_hash()

@@ -29,6 +29,14 @@ def test_training_changes_the_adapter_away_from_identity(tiny_backend):
     assert any(p.abs().sum() > 0 for n, p in res.adapter.named_parameters() if n.endswith("out.weight"))
 
 
+def test_a_run_trains_the_backends_forget_sites_unless_its_config_names_others(tiny_backend, monkeypatch):
+    assert set(tiny_backend.adapter_sites) == {"b8", "b16"}
+    monkeypatch.setattr(type(tiny_backend), "forget_sites", property(lambda self: ["b8"]))
+    assert list(train_adapter(tiny_backend, _latent(tiny_backend), ForgetConfig(steps=1)).adapter.fields) == ["b8"]
+    named = ForgetConfig(steps=1, sites=["b8", "b16"])
+    assert list(train_adapter(tiny_backend, _latent(tiny_backend), named).adapter.fields) == ["b8", "b16"]
+
+
 def test_same_seed_same_adapter(tiny_backend):
     a = train_adapter(tiny_backend, _latent(tiny_backend), ForgetConfig(steps=3, seed=11)).adapter
     b = train_adapter(tiny_backend, _latent(tiny_backend), ForgetConfig(steps=3, seed=11)).adapter

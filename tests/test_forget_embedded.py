@@ -44,3 +44,9 @@ def test_intermediate_t_forgets_partially(trained):
     v = backend.canonical_views(4)
     sims = [float(identity_similarity(knob, res.latent, v, t)) for t in (0.0, 0.8, 1.6)]
     assert sims[0] > sims[1] > sims[2]
+
+
+def test_the_embedded_default_trains_every_site_but_the_finest(trained):
+    backend, res = trained
+    assert backend.forget_sites == ["b8", "b16", "b32"] and "b64" in backend.adapter_sites
+    assert list(res.adapter.fields) == backend.forget_sites

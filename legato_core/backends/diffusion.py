@@ -150,6 +150,10 @@ class DiffusionBackend(nn.Module):
     def adapter_sites(self) -> dict[str, nn.Module]:
         return self._sites
 
+    @property
+    def forget_sites(self) -> list[str]:
+        return list(self._sites)  # the ``sites`` the backend was built with are the choice
+
     def parameter_count(self) -> int:
         return sum(p.numel() for p in self.unet.parameters())
 

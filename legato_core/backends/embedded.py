@@ -97,6 +97,15 @@ class EmbeddedFaceBackend(nn.Module):
     def adapter_sites(self) -> dict[str, nn.Module]:
         return self.generator.adapter_sites
 
+    @property
+    def forget_sites(self) -> list[str]:
+        """Every site but the finest (b64): its 24 channels at 4,096 pixels were a quarter of an engine step, and
+        on validation ids forgetting, retention and the others' pixels came out the same without it
+        (docs/engine.md, session 13). ``ForgetConfig.sites`` still takes any of ``adapter_sites``."""
+        sites = self.generator.adapter_sites
+        finest = max(sites, key=lambda name: sites[name].resolution)
+        return [name for name in sites if name != finest]
+
     def weight_hash(self) -> str:
         if self._hash is None:  # base weights are frozen: hash once
             self._hash = self.generator.weight_hash()

@@ -49,7 +49,7 @@ class ForgetConfig:
     # own target (anchors.py); backends that render slowly skip them
     view_anchors: int = 0
     trajectory_sites: str | list[str] = "all"
-    sites: list[str] | None = None  # None: every adapter site of the backend
+    sites: list[str] | None = None  # None: the backend's forget_sites
     target: TargetConfig = field(default_factory=TargetConfig)
     # reference hidden width 256 is for 512-channel EG3D blocks; 64 keeps adapters < 2 % of this generator
     ode: ODEConfig = field(default_factory=lambda: ODEConfig(hidden=64))
@@ -116,7 +116,7 @@ def train_adapter(backend, w_u: torch.Tensor, config: ForgetConfig,
     t0 = time.time()
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
-    sites = config.sites or list(backend.adapter_sites)
+    sites = config.sites or list(backend.forget_sites)
     if config.view_anchors and renders_fast(backend):
         w_u = torch.cat([w_u, view_anchors(backend, w_u, config.view_anchors, gen)])
     w_target, target_desc = make_target(backend, w_u, config.target)
