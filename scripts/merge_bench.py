@@ -26,6 +26,9 @@ def merge(parts: list[dict]) -> dict:
         for key in ("config", "lrs", "threshold"):
             if p[key] != first[key]:
                 raise SystemExit(f"cannot merge: runs differ in {key!r}")
+    sites = {tuple(p["legato_sites"]) for p in parts if "legato_sites" in p}  # runs before session 13: not kept
+    if len(sites) > 1:
+        raise SystemExit(f"cannot merge: runs trained LEGATO adapters on different sites {sorted(sites)}")
     same_methods = all(p["methods"] == first["methods"] for p in parts)
     same_targets = all(p["identities"] == first["identities"] for p in parts)
     merged = dict(first)
@@ -42,6 +45,8 @@ def merge(parts: list[dict]) -> dict:
     merged["seconds"] = max(p.get("seconds", 0) for p in parts)
     merged["command"] = [p.get("command") for p in parts]
     merged["merged_from"] = len(parts)
+    if sites:
+        merged["legato_sites"] = list(next(iter(sites)))
     return merged
 
 

@@ -86,3 +86,8 @@ def test_bench_halves_merge_over_targets_or_methods_and_nothing_else():
     for clash in ([run(["a"], [1]), run(["a"], [1])], [run(["a"], [1]), run(["b"], [2])]):
         with pytest.raises(SystemExit, match="cannot merge"):
             merge(clash)
+    # LEGATO adapters on the same sites (or a run from before they were recorded) merge; on others they do not
+    on_sites = merge([{**run(["a"], [1]), "legato_sites": ["b8"]}, run(["b"], [1])])
+    assert on_sites["legato_sites"] == ["b8"]
+    with pytest.raises(SystemExit, match="different sites"):
+        merge([{**run(["a"], [1]), "legato_sites": ["b8"]}, {**run(["b"], [1]), "legato_sites": ["b16"]}])

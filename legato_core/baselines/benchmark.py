@@ -111,7 +111,8 @@ def run_benchmark(backend, methods: list[str], identities: list[int], config: Fo
                           if audit_steps else None)
     return {"config": config.to_dict(), "methods": methods, "identities": identities, "lrs": lrs,
             "threshold": judge.threshold, "base_model_reinversion": base_audit,
-            "torch_threads": torch.get_num_threads(), "results": results}
+            "torch_threads": torch.get_num_threads(), "results": results,
+            "legato_sites": list(config.sites or backend.forget_sites)}  # what config.sites None meant here
 
 
 SUMMARY_KEYS = [("id_target", "ID_target ↓"), ("id_others", "ID_others ↓"), ("retention_mean", "retention ↑"),
@@ -153,7 +154,9 @@ def write_outputs(bench: dict, out: Path) -> list[Path]:
     (out / "results.json").write_text(json.dumps(bench, indent=2, default=float) + "\n")
     md = ["# Benchmark results", "", f"Judge threshold (same person): {bench['threshold']:.3f}. "
           f"Mean ± std over {len(bench['identities'])} targets (ids {bench['identities'][0]}…). "
-          f"Knob s ∈ [0, 1] (LEGATO: t = s·T).", "", summarise(bench), ""]
+          f"Knob s ∈ [0, 1] (LEGATO: t = s·T)."
+          + (f" LEGATO adapters on sites {', '.join(bench['legato_sites'])}." if bench.get("legato_sites") else ""),
+          "", summarise(bench), ""]
     (out / "results.md").write_text("\n".join(md))
     fig = make_subplots(rows=1, cols=2, subplot_titles=("ID_target vs knob", "retention vs knob"))
     colors = ["#636efa", "#ef553b", "#00cc96", "#ab63fa", "#ffa15a", "#19d3f3", "#ff6692", "#b6e880"]
