@@ -121,6 +121,19 @@ def test_extrapolated_target_stops_where_the_loss_network_reaches_the_stop_simil
     assert desc["stop_fraction"][0] == 1.0 and torch.allclose(never[0], -w[0]), "no crossing: the full distance"
 
 
+def test_a_search_that_never_stops_can_go_on_along_the_same_line():
+    backend, w = _LatentIsImage(), torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    cfg = TargetConfig("extrapolated", stop_similarity=-0.7, stop_points=129)
+    near, desc_near = make_target(backend, w, cfg)
+    assert desc_near["stop_fraction"][0] == 1.0, "row 0's cosine only falls to -0.6 within one radius"
+    far, desc = make_target(backend, w, TargetConfig(**{**cfg.__dict__, "search_extend": 3.0}))
+    x = float(far[0, 0])
+    cos = (x + 0.25) / ((x * x + 0.25) ** 0.5 * (1.25 ** 0.5))  # image (x, 0.5) against the person's (1, 0.5)
+    assert x < -1 and far[0, 1] == 0 and cos == pytest.approx(-0.7, abs=0.01), "on the line, past one radius"
+    assert desc["stop_fraction"][0] == pytest.approx((1 - x) / 2, abs=1e-5), "as a fraction of the way to -w"
+    assert torch.equal(far[1], near[1]) and desc["stop_fraction"][1] == desc_near["stop_fraction"][1]
+
+
 def test_backends_that_render_slowly_skip_the_stop_search(tiny_backend):
     tiny_backend.renders_fast = False
     w = _latent(tiny_backend)

@@ -28,6 +28,10 @@ class TargetConfig:
     # None: no search, d = distance_scale
     stop_similarity: float | None = -0.1
     search_scale: float = 1.0
+    # where the loss network never reaches stop_similarity within search_scale radii, search on along the same
+    # line up to this many radii (search_scale or less: no extension). A target left at the full distance can be
+    # a face whose centre is much like the person's, so forgetting barely shows in pixels
+    search_extend: float = 1.0
     stop_views: int = 4
     stop_points: int = 33  # candidate points on the line from w_u to the full-distance target
     pool_size: int = 256  # proximity: reference identities drawn from the prior
@@ -65,8 +69,18 @@ def make_target(backend, w_u: torch.Tensor, cfg: TargetConfig) -> tuple[torch.Te
             desc["stop_fraction"] = None
             return w_target, desc
         frac = stop_fraction(backend, w_u, w_target, cfg)
-        desc["stop_fraction"] = frac.tolist()  # of the way from w_u to the target at distance d
-        return w_u + frac[:, None] * (w_target - w_u), desc
+        stopped = w_u + frac[:, None] * (w_target - w_u)
+        never = (frac >= 1).nonzero().flatten()
+        if cfg.search_extend > cfg.search_scale and len(never):  # the same line, on past the full distance
+            far_d = cfg.search_extend * typical_radius(backend)
+            unit = direction[never] / direction[never].norm(dim=1, keepdim=True).clamp(min=1e-8)
+            far = w_avg[never] - far_d * unit
+            f_far = stop_fraction(backend, w_u[never], far, cfg)
+            stopped[never] = w_u[never] + f_far[:, None] * (far - w_u[never])
+            near = direction[never].norm(dim=1)  # |w_u - w_avg|: the line runs w_u -> w_avg -> beyond
+            frac[never] = f_far * (near + far_d) / (near + d)
+        desc["stop_fraction"] = frac.tolist()  # of the way from w_u to the target at distance d (> 1: past it)
+        return stopped, desc
     # proximity: nearest reference identity that the training identity network still calls someone else
     arcface = backend.loss_identity_model()
     view = backend.canonical_views(1).expand(len(w_u), -1)
