@@ -60,7 +60,7 @@ def test_unknown_method_is_refused(embedded):
         run_method("magic", embedded, embedded.w_avg[None], ForgetConfig(steps=1))
 
 
-def _load_merge():
+def _load_merge():  # scripts/merge_bench.py as a module
     import importlib.util
     from pathlib import Path
 
@@ -68,11 +68,11 @@ def _load_merge():
     spec = importlib.util.spec_from_file_location("merge_bench", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.merge
+    return module
 
 
 def test_bench_halves_merge_over_targets_or_methods_and_nothing_else():
-    merge = _load_merge()
+    merge = _load_merge().merge
 
     def run(methods, ids):
         return {"config": {"steps": 3}, "lrs": {"a": 1}, "threshold": 0.5, "methods": methods, "identities": ids,
@@ -91,3 +91,26 @@ def test_bench_halves_merge_over_targets_or_methods_and_nothing_else():
     assert on_sites["legato_sites"] == ["b8"]
     with pytest.raises(SystemExit, match="different sites"):
         merge([{**run(["a"], [1]), "legato_sites": ["b8"]}, {**run(["b"], [1]), "legato_sites": ["b16"]}])
+
+
+def test_bench_merge_can_take_some_methods_of_a_run_and_let_named_config_keys_differ():
+    module = _load_merge()
+
+    def run(methods, config):
+        return {"config": config, "lrs": {"a": 1}, "threshold": 0.5, "methods": methods, "identities": [1],
+                "base_model_reinversion": [0.9], "command": "bench",
+                "results": [{"method": m, "identity": 1} for m in methods]}
+
+    old = run(["a", "b"], {"steps": 3, "target": {"kind": "x"}})
+    new = run(["a"], {"steps": 3, "target": {"kind": "x", "search_extend": 2.0}})
+    with pytest.raises(SystemExit, match=r"target\.search_extend"):
+        module.merge([new, module.select(old, ["b"])])
+    merged = module.merge([new, module.select(old, ["b"])], ignore=("target.search_extend",))
+    assert merged["methods"] == ["a", "b"] and [r["method"] for r in merged["results"]] == ["a", "b"]
+    assert merged["config_differences"] == {"target.search_extend": [2.0, None]}
+    assert merged["command"] == ["bench", "bench"]
+    with pytest.raises(SystemExit, match="differ in 'config' \\(steps\\)"):
+        module.merge([new, module.select(run(["b"], {"steps": 4, "target": {"kind": "x"}}), ["b"])],
+                     ignore=("target.search_extend",))
+    with pytest.raises(SystemExit, match="cannot select"):
+        module.select(old, ["c"])

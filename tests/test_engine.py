@@ -117,13 +117,13 @@ def test_extrapolated_target_stops_where_the_loss_network_reaches_the_stop_simil
     assert desc["stop_fraction"] == pytest.approx([5 / 8, 3 / 4], abs=1 / 64)
     assert torch.allclose(target[0], torch.tensor([-0.25, 0.0]), atol=0.03)
     assert target[1, 0] == 0, "the target stays on GUIDE's line"
-    never, desc = make_target(backend, w, TargetConfig("extrapolated", stop_similarity=-0.9))  # row 0 ends at -0.6
-    assert desc["stop_fraction"][0] == 1.0 and torch.allclose(never[0], -w[0]), "no crossing: the full distance"
+    never, desc = make_target(backend, w, TargetConfig("extrapolated", stop_similarity=-0.9, search_extend=1.0))
+    assert desc["stop_fraction"][0] == 1.0 and torch.allclose(never[0], -w[0]), "no crossing (row 0 ends at -0.6)"
 
 
 def test_a_search_that_never_stops_can_go_on_along_the_same_line():
     backend, w = _LatentIsImage(), torch.tensor([[1.0, 0.0], [0.0, 1.0]])
-    cfg = TargetConfig("extrapolated", stop_similarity=-0.7, stop_points=129)
+    cfg = TargetConfig("extrapolated", stop_similarity=-0.7, stop_points=129, search_extend=1.0)
     near, desc_near = make_target(backend, w, cfg)
     assert desc_near["stop_fraction"][0] == 1.0, "row 0's cosine only falls to -0.6 within one radius"
     far, desc = make_target(backend, w, TargetConfig(**{**cfg.__dict__, "search_extend": 3.0}))
