@@ -48,7 +48,8 @@ def select(bench: dict, methods: list[str]) -> dict:
 
 def merge(parts: list[dict], ignore: tuple[str, ...] = ()) -> dict:
     first = parts[0]
-    flat = [{k: v for k, v in _flat(p["config"]).items() if k not in ignore} for p in parts]
+    full = [_flat(p["config"]) for p in parts]
+    flat = [{k: v for k, v in f.items() if k not in ignore} for f in full]
     for p, f in zip(parts[1:], flat[1:], strict=True):
         if f != flat[0]:
             keys = sorted(k for k in set(f) | set(flat[0]) if f.get(k) != flat[0].get(k))
@@ -77,7 +78,7 @@ def merge(parts: list[dict], ignore: tuple[str, ...] = ()) -> dict:
                                                     else [p.get("command")])]
     merged["merged_from"] = len(parts)
     if ignore:
-        merged["config_differences"] = {k: [_flat(p["config"]).get(k) for p in parts] for k in ignore}
+        merged["config_differences"] = {k: [f.get(k) for f in full] for k in ignore}
     if sites:
         merged["legato_sites"] = list(next(iter(sites)))
     return merged

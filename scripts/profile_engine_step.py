@@ -48,7 +48,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     backend = EmbeddedFaceBackend.from_pretrained(args.model_path)
     cfg = ForgetConfig()
-    sites = args.sites.split(",") if args.sites else backend.forget_sites
+    sites = args.sites.split(",") if args.sites else cfg.sites_on(backend)
     w, _ = backend.invert(faceworld.render([args.identity], 0))
     gen = torch.Generator().manual_seed(0)
     w_target, _ = make_target(backend, w, cfg.target)

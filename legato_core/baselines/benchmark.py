@@ -112,7 +112,7 @@ def run_benchmark(backend, methods: list[str], identities: list[int], config: Fo
     return {"config": config.to_dict(), "methods": methods, "identities": identities, "lrs": lrs,
             "threshold": judge.threshold, "base_model_reinversion": base_audit,
             "torch_threads": torch.get_num_threads(), "results": results,
-            "legato_sites": list(config.sites or backend.forget_sites)}  # what config.sites None meant here
+            "legato_sites": config.sites_on(backend)}  # what config.sites None meant here
 
 
 SUMMARY_KEYS = [("id_target", "ID_target ↓"), ("id_others", "ID_others ↓"), ("retention_mean", "retention ↑"),

@@ -17,11 +17,15 @@ from .renderer import render_faces
 THIN_PARTS = ("glasses", "facial_hair", "mole", "freckles")
 
 
-def without_parts(identity: dict[str, torch.Tensor], parts: tuple[str, ...] = THIN_PARTS) -> dict[str, torch.Tensor]:
-    """The same identities with ``parts`` switched off."""
+def _check_parts(parts: tuple[str, ...]) -> None:
     unknown = set(parts) - set(THIN_PARTS)
     if unknown:
         raise ValueError(f"not a thin part: {sorted(unknown)}; choose from {THIN_PARTS}")
+
+
+def without_parts(identity: dict[str, torch.Tensor], parts: tuple[str, ...] = THIN_PARTS) -> dict[str, torch.Tensor]:
+    """The same identities with ``parts`` switched off."""
+    _check_parts(parts)
     return {**identity, **{k: torch.zeros_like(identity[k]) for k in parts}}
 
 
@@ -63,9 +67,7 @@ def identities_with_parts(first_identity: int, per_part: int, parts: tuple[str, 
     A contact sheet of consecutive identities can miss a part altogether (ids 1,000,000-1,000,007 have no
     glasses); this rule fills the rows from the part alone, never from how well a generator draws it.
     """
-    unknown = set(parts) - set(THIN_PARTS)
-    if unknown:
-        raise ValueError(f"not a thin part: {sorted(unknown)}; choose from {THIN_PARTS}")
+    _check_parts(parts)  # before any rendering
     from . import render, sample_identities, sample_views  # the package's own entry points
 
     found: dict[str, list[int]] = {p: [] for p in parts}

@@ -66,6 +66,10 @@ class ForgetConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def sites_on(self, backend) -> list[str]:
+        """The adapter sites a run with this config trains on ``backend``: ``sites``, else its forget_sites."""
+        return list(self.sites or backend.forget_sites)
+
     @classmethod
     def from_dict(cls, d: dict) -> ForgetConfig:
         d = dict(d)
@@ -118,7 +122,7 @@ def train_adapter(backend, w_u: torch.Tensor, config: ForgetConfig,
     t0 = time.time()
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
-    sites = config.sites or list(backend.forget_sites)
+    sites = config.sites_on(backend)
     if config.view_anchors and renders_fast(backend):
         w_u = torch.cat([w_u, view_anchors(backend, w_u, config.view_anchors, gen)])
     w_target, target_desc = make_target(backend, w_u, config.target)

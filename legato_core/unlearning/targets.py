@@ -75,7 +75,7 @@ def make_target(backend, w_u: torch.Tensor, cfg: TargetConfig) -> tuple[torch.Te
         stopped = w_u + frac[:, None] * (w_target - w_u)
         never = (frac >= 1).nonzero().flatten()
         if cfg.search_extend > cfg.search_scale and len(never):  # the same line, on past the full distance
-            far_d = cfg.search_extend * typical_radius(backend)
+            far_d = d * cfg.search_extend / cfg.search_scale
             unit = direction[never] / direction[never].norm(dim=1, keepdim=True).clamp(min=1e-8)
             far = w_avg[never] - far_d * unit
             f_far = stop_fraction(backend, w_u[never], far, cfg)
