@@ -114,3 +114,13 @@ def test_bench_merge_can_take_some_methods_of_a_run_and_let_named_config_keys_di
                      ignore=("target.search_extend",))
     with pytest.raises(SystemExit, match="cannot select"):
         module.select(old, ["c"])
+
+
+def test_the_summary_prints_counts_whole_in_every_row():
+    runs = {"a": [(0.1, 42), (0.2, 38)], "b": [(0.1, 84), (0.2, 120)], "c": [(0.9, None), (0.8, 7)]}
+    rows = [{"method": m, "id_target": sim, "steps_to_forget": steps} for m, pairs in runs.items()
+            for sim, steps in pairs]
+    table = summarise({"methods": ["a", "b", "c"], "threshold": 0.5, "results": rows})
+    a, b, c = table.splitlines()[2:]
+    assert "| 40 ± 3 |" in a and "| 102 ± 25 |" in b, "small and large step counts alike"
+    assert "| 7 ± 0 (1 never) |" in c and "| 0.150 ± 0.071 |" in a

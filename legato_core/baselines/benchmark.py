@@ -115,33 +115,33 @@ def run_benchmark(backend, methods: list[str], identities: list[int], config: Fo
             "legato_sites": config.sites_on(backend)}  # what config.sites None meant here
 
 
-SUMMARY_KEYS = [("id_target", "ID_target ↓"), ("id_others", "ID_others ↓"), ("retention_mean", "retention ↑"),
-                ("retention_p5", "retention p5 ↑"), ("fd_judge", "FD_judge ↓"), ("curve_spearman", "Spearman(s, ID)"),
-                ("curve_max_jump", "max jump ↓"), ("reinversion_best_similarity", "re-inversion ↓"),
-                ("steps_to_forget", "steps to forget ↓"), ("wall_seconds", "wall s"),
-                ("trainable_parameters", "trainable params")]
+# (result key, column header, decimals): counts print whole in every row, whatever their size
+SUMMARY_KEYS = [("id_target", "ID_target ↓", 3), ("id_others", "ID_others ↓", 3), ("retention_mean", "retention ↑", 3),
+                ("retention_p5", "retention p5 ↑", 3), ("fd_judge", "FD_judge ↓", 3),
+                ("curve_spearman", "Spearman(s, ID)", 3), ("curve_max_jump", "max jump ↓", 3),
+                ("reinversion_best_similarity", "re-inversion ↓", 3), ("steps_to_forget", "steps to forget ↓", 0),
+                ("wall_seconds", "wall s", 1), ("trainable_parameters", "trainable params", 0)]
 
 
-def _fmt(values: list) -> str:
+def _fmt(values: list, decimals: int = 3) -> str:
+    """Mean ± std of a column's values, "(n never)" for the rows without one (a method that never forgot)."""
     vals = [v for v in values if v is not None]
     if not vals:
         return "—"
-    if all(float(v).is_integer() for v in vals) and max(abs(v) for v in vals) >= 100:
-        return f"{statistics.mean(vals):,.0f}" + (f" ± {statistics.stdev(vals):,.0f}" if len(vals) > 1 else "")
     m = statistics.mean(vals)
     sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
     missing = len(values) - len(vals)
-    return f"{m:.3f} ± {sd:.3f}" + (f" ({missing} never)" if missing else "")
+    return f"{m:,.{decimals}f} ± {sd:,.{decimals}f}" + (f" ({missing} never)" if missing else "")
 
 
 def summarise(bench: dict) -> str:
-    lines = ["| method | forgotten | " + " | ".join(h for _, h in SUMMARY_KEYS) + " |",
+    lines = ["| method | forgotten | " + " | ".join(h for _, h, _ in SUMMARY_KEYS) + " |",
              "|---|---|" + "---|" * len(SUMMARY_KEYS)]
     thr = bench["threshold"]
     for m in bench["methods"]:
         rows = [r for r in bench["results"] if r["method"] == m]
         forgotten = sum(r["id_target"] < thr for r in rows)
-        cells = [_fmt([r.get(k) for r in rows]) for k, _ in SUMMARY_KEYS]
+        cells = [_fmt([r.get(k) for r in rows], decimals) for k, _, decimals in SUMMARY_KEYS]
         lines.append(f"| {m} | {forgotten}/{len(rows)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
