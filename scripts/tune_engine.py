@@ -71,9 +71,11 @@ def main() -> None:
                                 n_retain=200, n_fd=200)
         row = {"id": ident, "id_target": round(rep["id_target"], 3), "id_others": round(rep["id_others"], 3),
                "ret": round(rep["retention_mean"], 3), "p5": round(rep["retention_p5"], 3),
+               "px_target": round(rep["pixel_change_target"], 4),
                "px_ratio": round(rep["pixel_change_ratio"], 2), "px_others_db": round(rep["others_psnr_db_mean"], 1),
                "mono": rep["curve_monotone"], "jump": round(rep["curve_max_jump"], 3), "sec": round(seconds, 1),
-               "curve": [round(c[1], 3) for c in rep["curve"]]}
+               "curve": [round(c[1], 3) for c in rep["curve"]],
+               "stop": [round(f, 3) for f in res.adapter.description["target"].get("stop_fraction") or []]}
         print(name, json.dumps(row), flush=True)
         rows.append(row)
     keys = ("id_target", "ret", "p5", "px_ratio", "px_others_db", "sec")

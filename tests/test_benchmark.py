@@ -116,6 +116,13 @@ def test_bench_merge_can_take_some_methods_of_a_run_and_let_named_config_keys_di
         module.select(old, ["c"])
 
 
+def test_every_method_forgets_toward_the_same_recorded_target(tiny_bench):
+    stops = {r["method"]: r["target_stop_fraction"] for r in tiny_bench["results"]}
+    first = stops["legato"]
+    assert isinstance(first, list) and len(first) == 1 and 0 < first[0] <= 2
+    assert all(s == first for s in stops.values()), stops
+
+
 def test_the_summary_prints_counts_whole_in_every_row():
     runs = {"a": [(0.1, 42), (0.2, 38)], "b": [(0.1, 84), (0.2, 120)], "c": [(0.9, None), (0.8, 7)]}
     rows = [{"method": m, "id_target": sim, "steps_to_forget": steps} for m, pairs in runs.items()

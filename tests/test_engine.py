@@ -102,11 +102,11 @@ class _LatentIsImage:
     def canonical_views(self, k):
         return torch.zeros(k, 1)
 
-    def render(self, latent, views):
-        return latent + torch.tensor([0.0, 0.5])
+    def render(self, latent, views):  # a two-channel, one-pixel image
+        return (latent + torch.tensor([0.0, 0.5]))[:, :, None, None]
 
     def loss_identity_model(self):
-        return SimpleNamespace(embed=lambda x: torch.nn.functional.normalize(x, dim=1))
+        return SimpleNamespace(embed=lambda x: torch.nn.functional.normalize(x.flatten(1), dim=1))
 
 
 def test_extrapolated_target_stops_where_the_loss_network_reaches_the_stop_similarity():
@@ -132,6 +132,21 @@ def test_a_search_that_never_stops_can_go_on_along_the_same_line():
     assert x < -1 and far[0, 1] == 0 and cos == pytest.approx(-0.7, abs=0.01), "on the line, past one radius"
     assert desc["stop_fraction"][0] == pytest.approx((1 - x) / 2, abs=1e-5), "as a fraction of the way to -w"
     assert torch.equal(far[1], near[1]) and desc["stop_fraction"][1] == desc_near["stop_fraction"][1]
+
+
+def test_the_stop_waits_until_the_centre_of_the_face_has_changed_enough():
+    backend, w = _LatentIsImage(), torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    cfg = TargetConfig("extrapolated", stop_similarity=0.0, stop_points=65, search_extend=1.0)
+    # row 0's image (1 - 2f, 0.5) changes by f on average over its two channels; row 1's (0, 0.5 + 1 - 2f) by f
+    _, desc_same = make_target(backend, w, TargetConfig(**{**cfg.__dict__, "min_central_change": 0.5}))
+    assert desc_same["stop_fraction"] == pytest.approx([5 / 8, 3 / 4], abs=1 / 64), "the cosine stops later"
+    later, desc = make_target(backend, w, TargetConfig(**{**cfg.__dict__, "min_central_change": 0.7}))
+    assert desc["stop_fraction"] == pytest.approx([0.7, 0.75], abs=1e-5), "row 0 waits for its centre"
+    assert torch.allclose(later[0], torch.tensor([1 - 2 * 0.7, 0.0]), atol=1e-5)
+    never, desc = make_target(backend, w, TargetConfig(**{**cfg.__dict__, "min_central_change": 1.5}))
+    assert desc["stop_fraction"] == [1.0, 1.0] and torch.allclose(never, -w), "a change never reached: full distance"
+    with pytest.raises(ValueError, match="min_central_change"):
+        TargetConfig(min_central_change=-0.1)
 
 
 def test_backends_that_render_slowly_skip_the_stop_search(tiny_backend):

@@ -46,6 +46,7 @@ class MethodResult:
     seconds: float
     history: list[dict]
     target_latent: torch.Tensor
+    target: dict  # how the target was chosen (make_target's description: kind, distance, stop_fraction, ...)
 
     def close(self) -> None:
         """Release what the knob holds (a trained copy of the generator, adapters)."""
@@ -143,7 +144,7 @@ class Legato(UnlearningMethod):
         res = train_adapter(backend, w_u, cfg, on_progress=progress if on_step else None)
         knob = ScaledKnob(AdapterKnob(backend, [res.adapter]), cfg.ode.t_end)
         return MethodResult(self.name, knob, res.adapter.trainable_parameters(), res.seconds, res.history,
-                            res.target_latent)
+                            res.target_latent, res.adapter.description["target"])
 
 
 @register
@@ -185,7 +186,7 @@ class ImageObjectiveMethod(UnlearningMethod):
         t0 = time.time()
         torch.manual_seed(cfg.seed)
         self.gen = gen = torch.Generator().manual_seed(cfg.seed)
-        w_target, _ = make_target(backend, w_u, cfg.target)
+        w_target, target_desc = make_target(backend, w_u, cfg.target)
         radius = cfg.adjacency_radius * typical_radius(backend)
         loss_fn = ImageLoss(backend.loss_identity_model(), cfg.weights)
         model, params, make_knob = self.prepare(backend)
@@ -220,7 +221,8 @@ class ImageObjectiveMethod(UnlearningMethod):
                     on_step(step + 1, model)
         for p in params:
             p.requires_grad_(False)
-        return MethodResult(self.name, make_knob(), self.trainable(params), time.time() - t0, history, w_target)
+        return MethodResult(self.name, make_knob(), self.trainable(params), time.time() - t0, history, w_target,
+                            target_desc)
 
     def begin(self, params: list[nn.Parameter]) -> None:
         """Called once before the first update, with ``self.losses`` ready (SalUn's saliency)."""
