@@ -173,7 +173,8 @@ def pixel_forgetting(backend, knob: Knob, target_latent: torch.Tensor, s: float,
                      n_others: int = 32, seed: int = 1234) -> dict[str, float]:
     """Forgetting in pixels, no network involved: over the central half of the image (the face), the target's
     mean absolute change between the base and knob ``s`` in ``views`` against that of ``n_others`` random other
-    identities (each in a random view), and how close the others stay (PSNR of knob ``s`` against the base).
+    identities (each in a random view), and how close the others stay (PSNR of knob ``s`` against the base: mean,
+    least and each person's).
 
     A judge can be fooled or blind to a factor; pixels show whether forgetting is visible and nothing else moves.
     """
@@ -192,7 +193,8 @@ def pixel_forgetting(backend, knob: Knob, target_latent: torch.Tensor, s: float,
     target_change, others_change = float(change[:k].mean()), float(change[k:].mean())
     return {"pixel_change_target": target_change, "pixel_change_others": others_change,
             "pixel_change_ratio": target_change / max(others_change, 1e-8),
-            "others_psnr_db_mean": float(psnr.mean()), "others_psnr_db_min": float(psnr.min())}
+            "others_psnr_db_mean": float(psnr.mean()), "others_psnr_db_min": float(psnr.min()),
+            "others_psnr_db_each": [round(float(x), 2) for x in psnr]}  # per person: a mean can hide a few who move
 
 
 def _base_embeddings(backend, judge, latents: torch.Tensor, views: torch.Tensor) -> torch.Tensor:

@@ -131,9 +131,14 @@ def main() -> None:
         "pixel_change_ratio_at_least_10": sum(r["pixel_change_ratio"] >= 10 for r in reports),
         "others_psnr_db_min": min(r["others_psnr_db_min"] for r in reports),
         "others_psnr_db_mean": statistics.mean(r["others_psnr_db_mean"] for r in reports),
+        # the bar is each target's mean over its 32 other people; how many single people stay within 35 / 30 dB
+        "others_compared": sum(len(r["others_psnr_db_each"]) for r in reports),
+        "others_at_least_35_db": sum(x >= 35 for r in reports for x in r["others_psnr_db_each"]),
+        "others_at_least_30_db": sum(x >= 30 for r in reports for x in r["others_psnr_db_each"]),
         "pixel_per_target": {r.get("identity", i): {"change_ratio": round(r["pixel_change_ratio"], 2),
                                                     "others_psnr_db_mean": round(r["others_psnr_db_mean"], 2),
-                                                    "others_psnr_db_min": round(r["others_psnr_db_min"], 2)}
+                                                    "others_psnr_db_min": round(r["others_psnr_db_min"], 2),
+                                                    "others_below_35_db": sum(x < 35 for x in r["others_psnr_db_each"])}
                              for i, r in enumerate(reports)},
         **lat,
     }

@@ -61,7 +61,8 @@ def test_pixel_forgetting_sees_a_change_of_the_target_only():
     rep = pixel_forgetting(only, FakeKnob(only), only.target, 1.0, torch.zeros(8, 2), n_others=16)
     assert rep["pixel_change_target"] == pytest.approx(0.3)
     assert rep["pixel_change_others"] == 0 and rep["pixel_change_ratio"] > 1e5
-    assert rep["others_psnr_db_min"] >= 99
+    assert rep["others_psnr_db_min"] >= 99 and len(rep["others_psnr_db_each"]) == 16
     everyone = FakeBackend(shift_all=True)
     rep = pixel_forgetting(everyone, FakeKnob(everyone), everyone.target, 1.0, torch.zeros(8, 2), n_others=16)
     assert rep["pixel_change_ratio"] == pytest.approx(1.0) and rep["others_psnr_db_mean"] < 15
+    assert max(rep["others_psnr_db_each"]) < 15, "every other person moved"
