@@ -41,7 +41,7 @@ class TargetConfig:
     # least this much, or the search goes on along the line. The loss network can call a face someone else
     # while its centre is nearly the person's (the change is in hair and outline), and then forgetting hardly
     # shows where a viewer looks. 0: the loss network alone decides (the rule up to session 13). 0.15
-    # (session 14): the median target changes the centre by 0.19 and a quarter by less than 0.15 (ids
+    # (session 14): the median target changes the centre by 0.19 and 37 of 164 by less than 0.15 (ids
     # 100,600-100,763); on the eight validation ids whose stop changed it least (0.085-0.10), the target's change
     # over the others' went mean 11.8 (min 8.9, 3/8 below 10) -> 14.9 (min 11.2; 0.13: min 9.9), others' pixels
     # 40.7 -> 38.3 dB, retention p5 0.939 -> 0.934, monotone 8/8 -> 7/8 (docs/engine.md)
