@@ -170,7 +170,7 @@ def central_change(before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def pixel_forgetting(backend, knob: Knob, target_latent: torch.Tensor, s: float, views: torch.Tensor,
-                     n_others: int = 32, seed: int = 1234) -> dict[str, float]:
+                     n_others: int = 32, seed: int = 1234) -> dict[str, float | list[float]]:
     """Forgetting in pixels, no network involved: over the central half of the image (the face), the target's
     mean absolute change between the base and knob ``s`` in ``views`` against that of ``n_others`` random other
     identities (each in a random view), and how close the others stay (PSNR of knob ``s`` against the base: mean,
