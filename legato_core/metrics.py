@@ -160,12 +160,24 @@ def unlearning_report(backend, knob: Knob, target_latent: torch.Tensor, s: float
     return report
 
 
+def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-image PSNR in dB of images in [0, 1]."""
+    mse = (a - b).square().mean(dim=(1, 2, 3)).clamp(min=1e-10)
+    return 10 * torch.log10(1 / mse)
+
+
+def central_crop(images: torch.Tensor, fraction: float = 0.5) -> torch.Tensor:
+    """The central ``fraction`` of each side, at least one pixel (32x32 of a 64-px face: eyes, nose, mouth)."""
+    h, w = images.shape[-2:]
+    ch, cw = max(1, round(h * fraction)), max(1, round(w * fraction))
+    top, left = (h - ch) // 2, (w - cw) // 2
+    return images[..., top:top + ch, left:left + cw]
+
+
 def central_change(before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
     """Mean absolute change per image (B, C, H, W) -> (B,) over the central half of each side: on a 64-px
     face-world face, eyes, brows, nose and mouth, where hair and outline hardly reach."""
-    h, w = before.shape[-2:]
-    centre = (slice(None), slice(None), slice(h // 4, h - h // 4), slice(w // 4, w - w // 4))
-    return (after - before)[centre].abs().mean(dim=(1, 2, 3))
+    return central_crop(after - before).abs().mean(dim=(1, 2, 3))
 
 
 @torch.no_grad()
@@ -188,13 +200,12 @@ def pixel_forgetting(backend, knob: Knob, target_latent: torch.Tensor, s: float,
         after = model.render(lat, vw)
     change = central_change(before, after)
     k = len(views)
-    mse = (after[k:] - before[k:]).square().mean(dim=(1, 2, 3)).clamp(min=1e-10)
-    psnr = 10 * torch.log10(1 / mse)
+    others_db = psnr(after[k:], before[k:])
     target_change, others_change = float(change[:k].mean()), float(change[k:].mean())
     return {"pixel_change_target": target_change, "pixel_change_others": others_change,
             "pixel_change_ratio": target_change / max(others_change, 1e-8),
-            "others_psnr_db_mean": float(psnr.mean()), "others_psnr_db_min": float(psnr.min()),
-            "others_psnr_db_each": [round(float(x), 2) for x in psnr]}  # per person: a mean can hide a few who move
+            "others_psnr_db_mean": float(others_db.mean()), "others_psnr_db_min": float(others_db.min()),
+            "others_psnr_db_each": [round(float(x), 2) for x in others_db]}  # a mean can hide a few who move
 
 
 def _base_embeddings(backend, judge, latents: torch.Tensor, views: torch.Tensor) -> torch.Tensor:

@@ -11,21 +11,8 @@ from tqdm.auto import tqdm
 from .. import faceworld
 from ..faceworld.parts import THIN_PARTS, part_recovery
 from ..identity.model import load_identity_model
+from ..metrics import central_crop, psnr
 from ..openmp import wait_policy
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per-image PSNR in dB of images in [0, 1]."""
-    mse = (a - b).square().mean(dim=(1, 2, 3)).clamp(min=1e-10)
-    return 10 * torch.log10(1 / mse)
-
-
-def central_crop(images: torch.Tensor, fraction: float = 0.5) -> torch.Tensor:
-    """The central ``fraction`` of each side (32x32 of a 64-px face: eyes, nose, mouth)."""
-    h, w = images.shape[-2:]
-    ch, cw = round(h * fraction), round(w * fraction)
-    top, left = (h - ch) // 2, (w - cw) // 2
-    return images[..., top:top + ch, left:left + cw]
 
 
 def gradient_energy(images: torch.Tensor) -> torch.Tensor:
