@@ -250,3 +250,93 @@ def _spearman(x: Sequence[float], y: Sequence[float]) -> float:
         return 0.0
     r = spearmanr(x, y).statistic
     return float(r) if np.isfinite(r) else 0.0
+
+
+# -- the dial: what a user sees along the knob -------------------------------------------------------------------
+
+DIAL_POINTS = 17  # knob positions u = 0, 1/16, ..., 1
+MANIFOLD_POSITIONS = (0.25, 0.5, 0.75, 0.875, 1.0)
+
+
+def sharpness(images: torch.Tensor) -> torch.Tensor:
+    """Mean squared image gradient over the central half of each image (B, C, H, W) -> (B,): the face's edges.
+    A ghost (two faces blended, a smear) has fewer and weaker edges than either face."""
+    c = central_crop(images)
+    gx, gy = c[..., :, 1:] - c[..., :, :-1], c[..., 1:, :] - c[..., :-1, :]
+    return gx.square().mean(dim=(1, 2, 3)) + gy.square().mean(dim=(1, 2, 3))
+
+
+def evenness(curve: Sequence[float]) -> float:
+    """Largest drop between neighbouring points / (total drop / steps): 1.0 when every step drops the same;
+    inf when the curve does not fall at all (no dial)."""
+    drops = [a - b for a, b in itertools.pairwise(curve)]
+    total = curve[0] - curve[-1]
+    return max(drops) / (total / len(drops)) if total > 1e-8 else float("inf")
+
+
+def step_evenness(steps: Sequence[float]) -> float:
+    """Largest step / mean step (for sizes that are never negative, such as pixel change between neighbours)."""
+    mean = sum(steps) / len(steps)
+    return max(steps) / mean if mean > 1e-12 else float("inf")
+
+
+def is_monotone(curve: Sequence[float], tolerance: float = 0.01) -> bool:
+    """True when the curve never rises by more than ``tolerance`` between neighbours."""
+    return all(b <= a + tolerance for a, b in itertools.pairwise(curve))
+
+
+@torch.no_grad()
+def manifold_psnr(backend, images: torch.Tensor) -> torch.Tensor:
+    """Invert ``images`` with the base model (the backend's own inversion) and re-render: per-image PSNR in dB.
+    A face the generator can draw comes back close (the model's own faces: about 41 dB on the embedded default);
+    a ghost of two faces does not."""
+    with active(backend, []), torch.enable_grad():
+        w, v = backend.invert(images)
+    with active(backend, []):
+        return psnr(backend.render(w, v), images)
+
+
+@torch.no_grad()
+def dial_report(backend, knob: Knob, person: torch.Tensor, target: torch.Tensor, position: Callable[[float], float],
+                views: torch.Tensor, judge: Judge, points: int = DIAL_POINTS,
+                manifold_positions: Sequence[float] = MANIFOLD_POSITIONS) -> dict:
+    """The knob as a user moves it: ``position(u)`` is the knob value at slider position u in [0, 1].
+
+    - ``judge_curve``: the judge's similarity of the person's renders to their originals at ``points`` positions;
+      ``evenness`` of that curve, ``monotone`` (never rises by more than 0.01);
+    - ``pixel_steps``: central change between neighbouring positions (mean over views); ``pixel_evenness``;
+    - ``sharpness``: central sharpness at each position / the smaller of the person's at u = 0 and the frozen
+      render of ``target`` (the latent the forgetting was trained toward), per view, mean over views;
+    - ``manifold_db``: at ``manifold_positions``, PSNR of the render re-rendered through the base model;
+    - ``reach_db``: PSNR at u = 1 against the frozen render of ``target``.
+    """
+    us = [i / (points - 1) for i in range(points)]
+    n = len(views)
+    lat = person[:1].expand(n, -1)
+    with knob.at(None) as model:
+        original = model.render(lat, views)
+        target_img = model.render(target[:1].expand(n, -1), views)
+    renders = []
+    for u in us:
+        with knob.at(position(u)) as model:
+            renders.append(model.render(lat, views))
+    stack = torch.stack(renders)  # (P, V, 3, H, W)
+    e0 = judge.embed(original)
+    curve = [float(judge_similarity(judge, e0, judge.embed(r)).mean()) for r in renders]
+    steps = [float(central_change(a, b).mean()) for a, b in itertools.pairwise(renders)]
+    ref = torch.minimum(sharpness(original), sharpness(target_img))
+    sharp = [float((sharpness(r) / ref).mean()) for r in renders]
+    at = {round(u, 4): i for i, u in enumerate(us)}
+    manifold = {}
+    for u in manifold_positions:
+        i = at.get(round(u, 4))
+        img = stack[i] if i is not None else None
+        if img is None:
+            with knob.at(position(u)) as model:
+                img = model.render(lat, views)
+        manifold[str(u)] = float(manifold_psnr(backend, img).mean())
+    return {"positions": us, "knob": [float(position(u)) for u in us], "judge_curve": curve,
+            "evenness": evenness(curve), "monotone": is_monotone(curve), "pixel_steps": steps,
+            "pixel_evenness": step_evenness(steps), "sharpness": sharp, "sharpness_min": min(sharp),
+            "manifold_db": manifold, "manifold_db_original": float(manifold_psnr(backend, original).mean()),
+            "reach_db": float(psnr(renders[-1], target_img).mean())}

@@ -27,8 +27,10 @@ import torch  # noqa: E402
 # isort: on
 from legato_core import faceworld  # noqa: E402
 from legato_core.backends.embedded import EmbeddedFaceBackend  # noqa: E402
-from legato_core.metrics import AdapterKnob, unlearning_report  # noqa: E402
+from legato_core.identity.model import load_identity_model  # noqa: E402
+from legato_core.metrics import AdapterKnob, dial_report, unlearning_report  # noqa: E402
 from legato_core.ranges import EVALUATION_START  # noqa: E402
+from legato_core.unlearning.calibration import calibrate_dial  # noqa: E402
 from legato_core.unlearning.engine import ForgetConfig, train_adapter  # noqa: E402
 
 
@@ -76,11 +78,24 @@ def main() -> None:
                "mono": rep["curve_monotone"], "jump": round(rep["curve_max_jump"], 3), "sec": round(seconds, 1),
                "curve": [round(c[1], 3) for c in rep["curve"]],
                "stop": [round(f, 3) for f in res.adapter.description["target"].get("stop_fraction") or []]}
+        knob, views = AdapterKnob(backend, [res.adapter]), backend.canonical_views(8)
+        judge = load_identity_model("judge")
+        raw = dial_report(backend, knob, w, res.target_latent, lambda u, _t=cfg.ode.t_end: u * _t, views, judge)
+        if res.adapter.dial is None:  # calibration=None in the settings: the dial as it would be
+            res.adapter.set_dial(calibrate_dial(backend, res.adapter, w))
+        cal = dial_report(backend, knob, w, res.target_latent, res.adapter.t_at, views, judge, manifold_positions=())
+        row.update({"sharp": round(raw["sharpness_min"], 2), "reach": round(raw["reach_db"], 1),
+                    "manifold": round(min(raw["manifold_db"].values()), 1),
+                    "even_raw": round(raw["evenness"], 2), "even_cal": round(cal["evenness"], 2),
+                    "px_even_raw": round(raw["pixel_evenness"], 2), "px_even_cal": round(cal["pixel_evenness"], 2),
+                    "mono17": cal["monotone"], "curve17": [round(c, 3) for c in cal["judge_curve"]]})
         print(name, json.dumps(row), flush=True)
         rows.append(row)
-    keys = ("id_target", "ret", "p5", "px_ratio", "px_others_db", "sec")
+    keys = ("id_target", "id_others", "ret", "p5", "px_ratio", "px_others_db", "sec", "sharp", "reach", "manifold",
+            "even_raw", "even_cal", "px_even_raw", "px_even_cal")
     mean = {k: round(statistics.mean(r[k] for r in rows), 3) for k in keys}
-    print("SUMMARY", name, settings, json.dumps({**mean, "monotone": sum(r["mono"] for r in rows)}), flush=True)
+    print("SUMMARY", name, settings, json.dumps({**mean, "monotone": sum(r["mono"] for r in rows),
+                                                 "monotone17": sum(r["mono17"] for r in rows)}), flush=True)
 
 
 if __name__ == "__main__":

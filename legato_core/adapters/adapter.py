@@ -19,6 +19,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from .dial import DialMap, fields_digest
 from .ode import ODEConfig, make_field, solve
 
 FORMAT_VERSION = "1"
@@ -57,6 +58,7 @@ class ODEAdapter(nn.Module):
                                      for name, c in sites.items()})
         self.base_model_id, self.base_weight_hash = base_model_id, base_weight_hash
         self.description = dict(description or {})
+        self.dial: DialMap | None = None  # slider position u -> t, measured after training (calibration.py)
 
     # -- running ------------------------------------------------------------------------------------------
     def transform(self, site: str, x: torch.Tensor, intensity: float,
@@ -79,6 +81,29 @@ class ODEAdapter(nn.Module):
         if not 0 <= t <= t_max * (1 + 1e-6):  # float32 values of t_max (1.6000000238) are t_max
             raise ValueError(f"the intensity t must be in [0, {t_max}], got {t}")
         return min(t, t_max)
+
+    def digest(self) -> str:
+        """Content hash of the vector fields' weights (what a dial map is tied to)."""
+        return fields_digest(self.fields.state_dict())
+
+    def set_dial(self, dial: DialMap | None) -> None:
+        """Attach a dial map measured on this adapter (AdapterMismatchError if it was measured on another)."""
+        if dial is not None:
+            if dial.adapter_digest != self.digest():
+                raise AdapterMismatchError(f"this dial map was measured on adapter {dial.adapter_digest}, "
+                                           f"not on this one ({self.digest()})")
+            if abs(dial.t[-1] - self.config.t_max) > 1e-4 * max(1.0, self.config.t_max):
+                raise ValueError(f"a dial map must end at t_max = {self.config.t_max}, it ends at {dial.t[-1]}")
+        self.dial = dial
+
+    def t_at(self, u: float) -> float:
+        """Intensity t at slider position u in [0, 1]: the dial map's, else the raw knob u * t_max."""
+        if self.dial is not None:
+            return self.dial.t_at(u)
+        u = float(u)
+        if not 0 <= u <= 1 + 1e-9:
+            raise ValueError(f"the slider position u must be in [0, 1], got {u}")
+        return min(u, 1.0) * self.config.t_max
 
     # -- injection ----------------------------------------------------------------------------------------
     def check_base(self, model: AdaptableModel) -> None:
@@ -112,6 +137,8 @@ class ODEAdapter(nn.Module):
         }
         if any(k != "conv" for k in self.site_kinds.values()):  # all-conv files stay as before
             meta["site_kinds"] = json.dumps(self.site_kinds)
+        if self.dial is not None:
+            meta["dial"] = self.dial.to_json()
         return meta
 
     def save(self, path: str | Path) -> Path:
@@ -141,6 +168,12 @@ class ODEAdapter(nn.Module):
                       meta["base_weight_hash"], json.loads(meta.get("description", "{}")),
                       json.loads(meta.get("site_kinds", "{}")))
         adapter.fields.load_state_dict(tensors)
+        if "dial" in meta:
+            try:
+                dial = DialMap.from_json(meta["dial"])
+            except (ValueError, KeyError, TypeError) as e:
+                raise ValueError(f"{path.name} has an unreadable dial map ({e})") from e
+            adapter.set_dial(dial)  # refuses a map measured on other weights
         adapter.created = meta.get("created", "")
         if model is not None:
             adapter.check_base(model)

@@ -81,7 +81,16 @@ class TokenVectorField(_TwoLayerField):
         super().__init__(nn.Linear, channels, hidden)
 
 
-FIELD_KINDS: dict[str, type[nn.Module]] = {"conv": ConvVectorField, "token": TokenVectorField}
+class LatentVectorField(_TwoLayerField):
+    """Linear(C->H) -> LeakyReLU(0.2) -> Linear(H->C) on latent vectors (B, C): a flow in the space the generator
+    reads identity from, so every point of the path is a latent the frozen generator draws."""
+
+    def __init__(self, channels: int, hidden: int = 256):
+        super().__init__(nn.Linear, channels, hidden)
+
+
+FIELD_KINDS: dict[str, type[nn.Module]] = {"conv": ConvVectorField, "token": TokenVectorField,
+                                           "latent": LatentVectorField}
 
 
 def make_field(kind: str, channels: int, hidden: int = 256) -> nn.Module:

@@ -102,7 +102,7 @@ class EmbeddedFaceBackend(nn.Module):
         """Every site but the finest (b64): its 24 channels at 4,096 pixels were a quarter of an engine step, and
         on validation ids forgetting, retention and the others' pixels came out the same without it
         (docs/engine.md, session 13). ``ForgetConfig.sites`` still takes any of ``adapter_sites``."""
-        sites = self.generator.adapter_sites
+        sites = {k: m for k, m in self.generator.adapter_sites.items() if m.adapter_kind == "conv"}
         finest = max(sites, key=lambda name: sites[name].resolution)
         return [name for name in sites if name != finest]
 

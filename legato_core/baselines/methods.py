@@ -332,7 +332,9 @@ class LowRank(ImageObjectiveMethod):
 
     def prepare(self, backend):
         self.backend = backend
-        self.adapter = LowRankAdapter({k: m.channels for k, m in backend.adapter_sites.items()}, self.rank,
+        conv_sites = {k: m.channels for k, m in backend.adapter_sites.items()
+                      if getattr(m, "adapter_kind", "conv") == "conv"}  # 1x1 residuals act on feature maps
+        self.adapter = LowRankAdapter(conv_sites, self.rank,
                                       backend.base_model_id, backend.weight_hash())
         return backend, list(self.adapter.parameters()), lambda: AdapterKnob(backend, [self.adapter])
 

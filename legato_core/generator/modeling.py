@@ -140,11 +140,13 @@ def pointwise_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
 
 
 class AdapterSite(nn.Identity):
-    """Named point in the synthesis path where an adapter may transform the block's feature map."""
+    """Named point in the synthesis path where an adapter may transform what passes: a block's feature map
+    (kind "conv", (B, C, H, W)) or the identity latent before synthesis reads it (kind "latent", (B, C))."""
 
-    def __init__(self, name: str, channels: int, resolution: int):
+    def __init__(self, name: str, channels: int, resolution: int, adapter_kind: str = "conv"):
         super().__init__()
         self.site_name, self.channels, self.resolution = name, channels, resolution
+        self.adapter_kind = adapter_kind
 
 
 def face_frame_xy(view: torch.Tensor, size: int, decoded: dict[str, torch.Tensor] | None = None,
@@ -262,6 +264,9 @@ class StyleFaceGenerator(nn.Module):
             cin = c.channels[r]
         self.blocks = nn.ModuleList(blocks)
         self.layout = _Mlp(c.w_dim + c.view_dim, 2 * c.layout_landmarks, 3, 256) if c.layout_landmarks else None
+        # where identity enters: every block's style and the layout head read w through this site, so an adapter
+        # here changes who is drawn while every render stays one the generator can draw (resolution 0: no map)
+        self.identity_site = AdapterSite("w", c.w_dim, 0, adapter_kind="latent")
         self.register_buffer("w_avg", torch.zeros(c.w_dim))
         self.register_buffer("prior_mean", torch.zeros(c.embedding_dim))
         self.register_buffer("prior_chol", torch.eye(c.embedding_dim))
@@ -311,6 +316,7 @@ class StyleFaceGenerator(nn.Module):
         if w.dim() != 2 or view.dim() != 2 or w.shape[0] != view.shape[0]:
             raise ValueError(f"expected w (B, {self.config.w_dim}) and view (B, {self.config.view_dim}), "
                              f"got {tuple(w.shape)} and {tuple(view.shape)}")
+        w = self.identity_site(w)
         style = torch.cat([w, self.view_mapping(view)], dim=1)
         landmarks = self.predict_landmarks(w, view) if self.layout is not None else None
         x = rgb = None
@@ -344,7 +350,9 @@ class StyleFaceGenerator(nn.Module):
 
     @property
     def adapter_sites(self) -> dict[str, AdapterSite]:
-        return {b.site.site_name: b.site for b in self.blocks if not b.first}
+        """The identity latent's site "w", then each block's "b<resolution>" after the first."""
+        return {self.identity_site.site_name: self.identity_site,
+                **{b.site.site_name: b.site for b in self.blocks if not b.first}}
 
     # -- persistence -------------------------------------------------------------------------------------
     def weight_hash(self) -> str:

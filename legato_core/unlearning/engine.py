@@ -19,6 +19,7 @@ import torch
 from ..adapters import ODEAdapter, ODEConfig, active
 from ..backends.base import renders_fast
 from .anchors import view_anchors
+from .calibration import CalibrationConfig, calibrate_dial
 from .objectives import LossWeights, trajectory_consistency
 from .step_objectives import make_objective
 from .targets import TargetConfig, make_target
@@ -63,6 +64,10 @@ class ForgetConfig:
     weights: LossWeights = field(default_factory=lambda: LossWeights(preservation=9.0, preservation_identity=0.6,
                                                                      pixel_l1=3.0))
 
+    # after training, measure the person along t (loss network and pixels, never the judge) and store the slider
+    # map u -> t in the adapter (calibration.py); None, or a backend that cannot render fast: the raw knob t = u T
+    calibration: CalibrationConfig | None = field(default_factory=CalibrationConfig)
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -76,6 +81,8 @@ class ForgetConfig:
         d["target"] = TargetConfig(**d.get("target", {}))
         d["ode"] = ODEConfig(**d.get("ode", {}))
         d["weights"] = LossWeights(**d.get("weights", {}))
+        if d.get("calibration") is not None:
+            d["calibration"] = CalibrationConfig(**d["calibration"])
         return cls(**d)
 
 
@@ -169,6 +176,8 @@ def train_adapter(backend, w_u: torch.Tensor, config: ForgetConfig,
         del objective  # a run's frozen trajectories (GPU memory) go with it, finished or not
     for p in adapter.parameters():
         p.requires_grad_(False)
+    if config.calibration is not None and renders_fast(backend):
+        adapter.set_dial(calibrate_dial(backend, adapter, w_u[:1], config.calibration))
     return ForgetResult(adapter, w_u, w_target, history, time.time() - t0, config)
 
 

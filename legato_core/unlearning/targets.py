@@ -9,7 +9,7 @@ import torch
 from ..backends.base import renders_fast
 from ..metrics import central_change
 
-TARGETS = ("average", "extrapolated", "proximity")
+TARGETS = ("average", "extrapolated", "proximity", "substitute")
 
 
 @dataclass
@@ -48,7 +48,7 @@ class TargetConfig:
     min_central_change: float = 0.15
     stop_views: int = 4
     stop_points: int = 33  # candidate points on the line from w_u to the full-distance target
-    pool_size: int = 256  # proximity: reference identities drawn from the prior
+    pool_size: int = 256  # proximity, substitute: reference identities drawn from the prior
     pool_seed: int = 7
     margin: float = 0.05  # proximity: stay this far below the arcface threshold
 
@@ -97,6 +97,8 @@ def make_target(backend, w_u: torch.Tensor, cfg: TargetConfig) -> tuple[torch.Te
             frac[never] = f_far * (near + far_d) / (near + d)
         desc["stop_fraction"] = frac.tolist()  # of the way from w_u to the target at distance d (> 1: past it)
         return stopped, desc
+    if cfg.kind == "substitute":
+        return substitute_target(backend, w_u, cfg, desc)
     # proximity: nearest reference identity that the training identity network still calls someone else
     arcface = backend.loss_identity_model()
     view = backend.canonical_views(1).expand(len(w_u), -1)
@@ -112,6 +114,42 @@ def make_target(backend, w_u: torch.Tensor, cfg: TargetConfig) -> tuple[torch.Te
     desc["pool_similarity"] = sim.gather(1, idx[:, None]).squeeze(1).tolist()
     desc["pool_index"] = idx.tolist()
     return pool[idx].clone(), desc
+
+
+@torch.no_grad()
+def substitute_target(backend, w_u: torch.Tensor, cfg: TargetConfig, desc: dict) -> tuple[torch.Tensor, dict]:
+    """Per row of w_u, a face the generator draws from its prior: of ``pool_size`` prior latents, the nearest to
+    the person in latent space among those the loss network calls unrelated (mean cosine over ``stop_views``
+    views <= ``stop_similarity``, -0.1 when None) and whose face centre differs by >= ``min_central_change``
+    (the least similar one when none qualifies).
+
+    An extrapolated target sits near or past the average latent, a region the prior rarely draws: the
+    generator renders it, but it is not a face the model makes, and adapters that reach for it land between
+    two faces. A prior latent is a plausible other person by construction.
+    """
+    arcface = backend.loss_identity_model()
+    k = cfg.stop_views
+    views = backend.canonical_views(k)
+    pool = backend.sample_latents(cfg.pool_size, torch.Generator().manual_seed(cfg.pool_seed))
+    pool_img = torch.cat([backend.render(c.repeat_interleave(k, 0), views.repeat(len(c), 1)) for c in pool.split(64)])
+    e_pool = arcface.embed(pool_img).view(len(pool), k, -1)
+    pool_img = pool_img.view(len(pool), k, *pool_img.shape[1:])
+    person = backend.render(w_u.repeat_interleave(k, 0), views.repeat(len(w_u), 1))
+    e_u = arcface.embed(person).view(len(w_u), k, -1)
+    person = person.view(len(w_u), k, *person.shape[1:])
+    ceiling = -0.1 if cfg.stop_similarity is None else cfg.stop_similarity
+    picks, sims = [], []
+    for r in range(len(w_u)):
+        sim = torch.einsum("vd,pvd->p", e_u[r], e_pool) / k  # mean cosine in the same views
+        centre = central_change(person[r].expand(len(pool), -1, -1, -1, -1).flatten(0, 1),
+                                pool_img.flatten(0, 1)).view(len(pool), k).mean(1)
+        ok = (sim <= ceiling) & (centre >= cfg.min_central_change)
+        dist = (pool - w_u[r]).norm(dim=1)
+        i = int(torch.where(ok, dist, torch.full_like(dist, float("inf"))).argmin()) if ok.any() else int(sim.argmin())
+        picks.append(i)
+        sims.append(float(sim[i]))
+    desc["pool_index"], desc["pool_similarity"] = picks, sims
+    return pool[picks].clone(), desc
 
 
 @torch.no_grad()

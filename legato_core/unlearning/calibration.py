@@ -1,0 +1,124 @@
+"""Calibrating a knob after training: equal slider steps take equal steps away from the person.
+
+On a fine grid of the knob, the person's renders are measured two ways, neither by the judge:
+
+- identity: the loss network's (``backend.loss_identity_model()``) cosine to the person's original renders; its
+  monotone envelope (running minimum: a curve that comes back never moves the dial backwards), as the fraction
+  of its total fall;
+- pixels: the change over the face's centre between neighbouring grid points, accumulated, as the fraction of
+  the whole path.
+
+A knob can be even in one and uneven in the other (identity often holds while pixels move, then falls fast), so
+the dial follows a blend u = (1 - b) * identity + b * pixels, with the weight b in [0, 1] that makes the larger
+of the two predicted unevennesses smallest; slider position u maps to the first knob value where the blend
+reaches u.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..adapters import ODEAdapter
+from ..adapters.dial import DialMap
+from ..metrics import DIAL_POINTS, AdapterKnob, Knob, central_change
+
+
+@dataclass
+class CalibrationConfig:
+    grid: int = 65  # knob values 0 .. s_max, evenly: where the person is measured
+    knots: int = 33  # the map's knots: u = 0, 1/32, ..., 1
+    views: int = 6  # seeded random views (not the canonical evaluation views)
+    seed: int = 4242
+    blends: int = 11  # pixel weights b tried: 0, 0.1, ..., 1
+
+
+@dataclass
+class KnobProfile:
+    """The person along a knob: identity and pixel fractions (each 0 -> 1, never decreasing) at ``values``."""
+
+    values: list[float]
+    similarity: list[float]  # the loss network's mean cosine to the originals (raw, may rise)
+    identity: np.ndarray
+    pixels: np.ndarray
+
+
+@torch.no_grad()
+def profile_knob(backend, knob: Knob, person: torch.Tensor, s_max: float,
+                 config: CalibrationConfig | None = None) -> KnobProfile:
+    """Measure the person's renders at ``config.grid`` knob values in [0, s_max]."""
+    config = config or CalibrationConfig()
+    net = backend.loss_identity_model()
+    views = backend.sample_views(config.views, torch.Generator().manual_seed(config.seed))
+    lat = person[:1].expand(len(views), -1)
+    with knob.at(None) as model:
+        original = model.render(lat, views)
+    e0 = net.embed(original)
+    values = [s_max * i / (config.grid - 1) for i in range(config.grid)]
+    sims, steps, prev = [], [], original
+    for s in values:
+        with knob.at(s) as model:
+            img = model.render(lat, views)
+        sims.append(float((net.embed(img) * e0).sum(1).mean()))
+        steps.append(float(central_change(prev, img).mean()))
+        prev = img
+    return KnobProfile(values, sims, _fraction(np.minimum.accumulate(sims)[0] - np.minimum.accumulate(sims)),
+                       _fraction(np.cumsum(steps)))
+
+
+def _fraction(rising: np.ndarray) -> np.ndarray:
+    total = rising[-1] - rising[0]
+    if total <= 1e-9:
+        return np.linspace(0, 1, len(rising))  # no change at all: the raw knob
+    return (rising - rising[0]) / total
+
+
+def invert(values: list[float], fraction: np.ndarray, knots: int) -> list[float]:
+    """Knob values at u = 0, 1/(knots-1), ..., 1: the first value where ``fraction`` (never decreasing, 0 -> 1)
+    reaches u, linear between grid points."""
+    out = [float(values[0])]
+    j = 0
+    for i in range(1, knots - 1):
+        u = i / (knots - 1)
+        while j < len(values) - 2 and fraction[j + 1] < u:
+            j += 1
+        f0, f1 = fraction[j], fraction[j + 1]
+        out.append(values[j] + (values[j + 1] - values[j]) * float(np.clip((u - f0) / max(f1 - f0, 1e-12), 0, 1)))
+    out.append(float(values[-1]))
+    return list(np.maximum.accumulate(out))  # float rounding never makes the map step back
+
+
+def _unevenness(values: list[float], fraction: np.ndarray, knots: list[float]) -> float:
+    """Largest step / mean step of ``fraction`` at DIAL_POINTS evenly spaced slider positions."""
+    us = np.linspace(0, 1, DIAL_POINTS)
+    at = np.interp(np.interp(us, np.linspace(0, 1, len(knots)), knots), values, fraction)
+    steps = np.diff(at)
+    return float(steps.max() / max(steps.mean(), 1e-12))
+
+
+def knob_knots(profile: KnobProfile, config: CalibrationConfig | None = None) -> tuple[list[float], float]:
+    """(knob values at the map's knots, the pixel weight b chosen) for a measured profile."""
+    config = config or CalibrationConfig()
+    best = None
+    for b in np.linspace(0, 1, config.blends):
+        blend = (1 - b) * profile.identity + b * profile.pixels
+        knots = invert(profile.values, blend, config.knots)
+        worst = max(_unevenness(profile.values, profile.identity, knots),
+                    _unevenness(profile.values, profile.pixels, knots))
+        if best is None or worst < best[0] - 1e-9:
+            best = (worst, knots, float(b))
+    return best[1], best[2]
+
+
+def calibrate_dial(backend, adapter: ODEAdapter, person: torch.Tensor,
+                   config: CalibrationConfig | None = None) -> DialMap:
+    """Measure ``adapter`` on ``person`` (its trained latent) and return its map u -> t (attach with
+    ``adapter.set_dial``)."""
+    profile = profile_knob(backend, AdapterKnob(backend, [adapter]), person, adapter.config.t_max, config)
+    knots, b = knob_knots(profile, config)
+    return DialMap(tuple(knots), f"loss network and pixels (pixel weight {b:.1f})", adapter.digest())
+
+
+__all__ = ["CalibrationConfig", "KnobProfile", "calibrate_dial", "invert", "knob_knots", "profile_knob"]
