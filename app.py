@@ -1,4 +1,4 @@
-"""legato demo: make a face generator forget one face, then dial the forgetting intensity t continuously.
+"""legato demo: make a face generator forget one face, then dial how much it is forgotten, continuously.
 
 A thin gradio shell over :mod:`legato_core.studio` (one ``Studio`` per browser session). Run ``python app.py``
 (``--help`` for flags); Hugging Face Spaces runs this file as is.
@@ -34,6 +34,7 @@ from legato_core import faceworld
 from legato_core.backends.registry import EMBEDDED_LABEL, BackendSpec
 from legato_core.cli import add_backend_options
 from legato_core.images import ImageError, to_pil
+from legato_core.serving.text import dial_note
 from legato_core.studio import (
     EXAMPLE_IDS,
     JOB_QUEUE,
@@ -97,11 +98,20 @@ FACE_WORLD_LIKENESS = ("The embedded model only draws face-world faces: a real p
 
 INTRO = (
     "# legato: continuous identity unlearning\n"
-    "Small Neural-ODE adapters make a frozen face generator forget one identity. The integration time "
-    "**t** is a forgetting-intensity knob: **t = 0 is exactly the original model**, t = T = 1.6 is full "
-    "forgetting, and everything in between is available after a single training run.\n\n"
-    "1. Drop a face, or pick a face-world identity. 2. Press **Forget**. 3. Move the **intensity** slider."
+    "Small Neural-ODE adapters make a frozen face generator forget one identity, and a single training run gives "
+    "every degree of forgetting in between. The **forgetting** slider goes from **0, exactly the original model**, "
+    "to **1, the person fully forgotten**. After training, each adapter's slider is calibrated so that equal steps "
+    "take equal steps away from the person. "
+    "The checkbox **advanced: raw ODE time t** under the slider shows the adapter's own knob instead, the ODE's "
+    "integration time t from 0 to T = 1.6 (the paper's view), where equal steps can change the face very "
+    "unevenly.\n\n"
+    "1. Drop a face, or pick a face-world identity. 2. Press **Forget**. 3. Move the **forgetting** slider."
 )
+
+U_LABEL = ("forgetting: 0 = the original model, 1 = fully forgotten; equal steps take equal steps away from the "
+           "person")
+T_LABEL = ("raw ODE time t (the paper's knob): 0 = the original model, T = the end time the adapter was trained to; "
+           "equal steps of t can change the face very unevenly")
 
 EXPIRED = ("This session ended after {minutes} without activity, and everything it held was deleted. "
            "Reload the page to start again.")
@@ -140,29 +150,38 @@ def loss_figure(losses: list[dict], steps: int) -> go.Figure:
 
 
 def curve_figure(curve: dict | None) -> go.Figure | None:
+    """The forgetting curve over the slider's position u (``Studio.curve``), each tick also naming the ODE time t
+    it stands for, with a marker where the slider is."""
     if curve is None:
         return None
-    ts, t = curve["t"], float(curve["current_t"])
+    us, ts = curve["u"], curve["t"]
+    u, t = float(curve["current_u"]), float(curve["current_t"])
+    where = [f"u = {a:.2f} (t = {b:.2f})" for a, b in zip(us, ts, strict=True)]
     fig = go.Figure()
     ys = list(curve["retention"])
     if curve["id_target"] is not None:
         ys += curve["id_target"]
-        fig.add_scatter(x=ts, y=curve["id_target"], mode="lines+markers", name=f"ID_target: {curve['name']}",
-                        line={"color": "#c0392b"})
-    fig.add_scatter(x=ts, y=curve["retention"], mode="lines+markers", name="retention: other identities",
-                    line={"color": "#27ae60"})
+        fig.add_scatter(x=us, y=curve["id_target"], mode="lines+markers", name=f"ID_target: {curve['name']}",
+                        line={"color": "#c0392b"}, text=where, hovertemplate="%{text}<br>%{y:.3f}")
+    fig.add_scatter(x=us, y=curve["retention"], mode="lines+markers", name="retention: other identities",
+                    line={"color": "#27ae60"}, text=where, hovertemplate="%{text}<br>%{y:.3f}")
     fig.add_hline(y=curve["threshold"], line_dash="dash", line_color="#555",
                   annotation_text="judge threshold (above: same person)", annotation_position="bottom left")
     marks = [("retention", "#27ae60")] + ([("id_target", "#c0392b")] if curve["id_target"] is not None else [])
     for key, color in marks:
-        fig.add_scatter(x=[t], y=[float(np.interp(t, ts, curve[key]))], mode="markers", showlegend=False,
+        fig.add_scatter(x=[u], y=[float(np.interp(u, us, curve[key]))], mode="markers", showlegend=False,
                         marker={"size": 14, "color": color, "line": {"width": 2, "color": "black"}},
-                        hovertemplate=f"t = {t:.2f}<br>%{{y:.3f}}<extra></extra>")
-    fig.add_vline(x=t, line_color="#888", line_width=1)
+                        hovertemplate=f"u = {u:.2f} (t = {t:.2f})<br>%{{y:.3f}}<extra></extra>")
+    fig.add_vline(x=u, line_color="#888", line_width=1)
     lo = min(min(ys), curve["threshold"]) - 0.1
-    fig.update_layout(height=360, margin={"l": 50, "r": 10, "t": 70, "b": 40}, template=TEMPLATE,
-                      title={"text": "forgetting curve (scored by the judge network)", "x": 0.02, "y": 0.97},
-                      xaxis={"title": "t (forgetting intensity)", "range": [-0.05, ts[-1] + 0.05]},
+    every = max(1, (len(us) - 1) // 4)  # two-line ticks at u = 0, 0.25, ..., 1; the hover text names every point
+    ticks = {"tickmode": "array", "tickvals": us[::every],
+             "ticktext": [f"{a:g}<br>t {b:.2f}" for a, b in zip(us[::every], ts[::every], strict=True)]}
+    dial = "calibrated dial" if curve.get("dial") else "no calibrated dial: u = t / T"
+    fig.update_layout(height=380, margin={"l": 50, "r": 10, "t": 70, "b": 70}, template=TEMPLATE,
+                      title={"text": f"forgetting curve (scored by the judge network; {dial})", "x": 0.02, "y": 0.97},
+                      xaxis={"title": {"text": "forgetting u (the slider), with the ODE time t it stands for",
+                                       "standoff": 4}, "range": [-0.03, 1.03], **ticks},
                       yaxis={"title": "judge cosine to the original", "range": [lo, 1.05]},
                       legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 1, "xanchor": "right"})
     return fig
@@ -171,7 +190,7 @@ def curve_figure(curve: dict | None) -> go.Figure | None:
 # -- session plumbing --------------------------------------------------------------------------------------------
 def _error(message: str, title: str = "Error") -> gr.Error:
     """A message for the person; a refused request is not a server fault, so no traceback goes to the log."""
-    if not message.startswith("t "):  # "t must be ..." keeps the name of the intensity as it is
+    if not message.startswith(("t ", "u ")):  # "t must be ..." keeps the name of the knob as it is
         message = message[:1].upper() + message[1:]
     return gr.Error(message if message.endswith((".", "?", "!")) else message + ".", title=title,
                     print_exception=False)
@@ -437,14 +456,18 @@ def _layout(default_steps: int, backend_label: str, face_world: bool) -> SimpleN
                                elem_id="preview", buttons=[])
         with gr.Column(scale=1, min_width=320):
             loss_plot = gr.Plot(label="training losses", show_label=False, elem_id="loss_plot")
-    gr.Markdown("## 3 · Dial the forgetting intensity")
-    t_slider = gr.Slider(0.0, 1.6, value=0.0, step=0.05, label="intensity t (0 = original model)",
-                         interactive=False, elem_id="t_slider")
+    gr.Markdown("## 3 · Dial the forgetting")
+    # one slider shows at a time: u (what a person moves) or, with the advanced box, raw t; each has its own
+    # events and API names (/render_u, /curve_u for u; /render, /curve for t, as before)
+    u_slider = gr.Slider(0.0, 1.0, value=0.0, step=0.05, label=U_LABEL, interactive=False, elem_id="u_slider")
+    t_slider = gr.Slider(0.0, 1.6, value=0.0, step=0.05, label=T_LABEL, interactive=False, visible=False,
+                         elem_id="t_slider")
+    raw_t = gr.Checkbox(False, label="advanced: raw ODE time t (the paper's view)", elem_id="raw_t")
     compose = gr.Checkbox(False, label="Compose: also apply this session's other forgotten identities in the "
-                                       "bottom row, each at its own t (off: the bottom row is the selected "
-                                       "identity's adapter alone, so t = 0 is exactly the original)",
+                                       "bottom row, each at its own setting (off: the bottom row is the selected "
+                                       "identity's adapter alone, so 0 is exactly the original)",
                           elem_id="compose")
-    grid = gr.Image(label="top: original model (t = 0) · bottom: adapted model at t", show_label=False,
+    grid = gr.Image(label="top: original model (t = 0) · bottom: at the slider's setting", show_label=False,
                     format="jpeg", interactive=False, elem_id="grid", buttons=["download"])
     composition = gr.Markdown("", elem_id="composition")
     with gr.Row():
@@ -460,7 +483,9 @@ def _layout(default_steps: int, backend_label: str, face_world: bool) -> SimpleN
                                      height=120, elem_id="adapter_upload")
     timer = gr.Timer(0.5, active=False)
 
-    entry_outputs = [state, identity, source, inversion, t_slider, grid, curve, status, download, composition]
+    # the first ten in their old order (API clients read outputs by index); the u slider and the toggle after them
+    entry_outputs = [state, identity, source, inversion, t_slider, grid, curve, status, download, composition,
+                     u_slider, raw_t]
     face_outputs = [face_row, face_found, face_used, face_note]
     named = (gr.components.Component, gr.blocks.BlockContext, list)
     return SimpleNamespace(**{k: v for k, v in locals().items() if isinstance(v, named)})
@@ -468,24 +493,34 @@ def _layout(default_steps: int, backend_label: str, face_world: bool) -> SimpleN
 
 def _views(page: SimpleNamespace) -> SimpleNamespace:
     """What the page shows for an entry, an empty session, a new face and its face handling (shared by sections)."""
-    (composition, curve, download, face_found, face_note, face_row, face_used, grid, identity, inversion,
-     source, state, status, t_slider, upload) = _parts(
-        page, "composition curve download face_found face_note face_row face_used grid identity inversion "
-        "source state status t_slider upload")
+    (composition, curve, download, face_found, face_note, face_row, face_used, grid, identity, inversion, raw_t,
+     source, state, status, t_slider, u_slider, upload) = _parts(
+        page, "composition curve download face_found face_note face_row face_used grid identity inversion raw_t "
+        "source state status t_slider u_slider upload")
 
-    def grid_view(studio: Studio, key: str | None, t: float | None = None) -> tuple[str, str, float]:
-        """(grid file, composition text, t), made together (``Studio.view``)."""
-        im, text, t = studio.view(key, t)
-        return str(studio.publish(im, "grid", "jpeg")), text, t
+    def grid_view(studio: Studio, key: str | None, t: float | None = None,
+                  u: float | None = None) -> tuple[str, str, float, float]:
+        """(grid file, composition text, u, t), made together (``Studio.view``)."""
+        im, text, u, t = studio.view(key, t, u=u)
+        return str(studio.publish(im, "grid", "jpeg")), text, u, t
+
+    def sliders(raw: bool, entry: Entry | None = None, u: float = 0.0, t: float = 0.0) -> dict:
+        """The two sliders (one shown: u, or raw t in the advanced view) and the toggle, at one stored setting."""
+        ready = entry is not None and entry.ready
+        t_max = entry.t_max if entry is not None else 1.6
+        return {u_slider: gr.Slider(value=round(u, 4), interactive=ready, visible=not raw,
+                                    info=dial_note(entry.adapter if entry is not None else None) or None),
+                t_slider: gr.Slider(maximum=t_max, value=round(t, 4), interactive=ready, visible=raw),
+                raw_t: raw}
 
     def entry_view(studio: Studio, entry, text: str | None = None) -> dict:
-        grid_path, composed, t = grid_view(studio, entry.key)
+        grid_path, composed, u, t = grid_view(studio, entry.key)
         out = {
             state: studio,
             identity: gr.Dropdown(choices=[(e.label, e.key) for e in studio.entries.values()], value=entry.key),
             source: str(studio.entry_image(entry, "source", _big(entry.source))),
             inversion: str(studio.entry_image(entry, "inversion", _big(entry.inversion))),
-            t_slider: gr.Slider(maximum=entry.t_max, value=round(t, 4), interactive=entry.ready),
+            **sliders(studio.raw_t, entry, u, t),
             grid: grid_path,
             curve: curve_figure(studio.curve(entry.key)),
             download: gr.DownloadButton(value=str(studio.export_adapter(entry.key)) if entry.ready else None,
@@ -498,7 +533,7 @@ def _views(page: SimpleNamespace) -> SimpleNamespace:
 
     def empty_view(studio: Studio | None, text: str) -> dict:
         return {state: studio, identity: gr.Dropdown(choices=[], value=None), source: None, inversion: None,
-                t_slider: gr.Slider(maximum=1.6, value=0.0, interactive=False), grid: None, curve: None,
+                **sliders(studio is not None and studio.raw_t), grid: None, curve: None,
                 status: text, download: gr.DownloadButton(value=None, interactive=False), composition: ""}
 
     def added(studio: Studio, entry) -> dict:
@@ -522,7 +557,7 @@ def _views(page: SimpleNamespace) -> SimpleNamespace:
                 face_note: " ".join(lines)}
 
     return SimpleNamespace(grid_view=grid_view, entry_view=entry_view, empty_view=empty_view, added=added,
-                           face_view=face_view)
+                           face_view=face_view, sliders=sliders)
 
 
 def _wire_adding(page: SimpleNamespace, views: SimpleNamespace) -> None:
@@ -680,38 +715,86 @@ def _wire_forgetting(page: SimpleNamespace, views: SimpleNamespace) -> None:
 
 
 def _wire_intensity(page: SimpleNamespace, views: SimpleNamespace) -> None:
-    """The intensity slider, its curve marker and the composition switch."""
-    (compose, composition, curve, grid, identity, state, t_slider) = _parts(
-        page, "compose composition curve grid identity state t_slider")
-    grid_view, = _parts(views, "grid_view")
+    """The forgetting slider (position u), its advanced twin (raw ODE time t), the curve's marker and the
+    composition switch. The slider's meaning lives in ``Studio`` (``set_u``, ``set_t``, ``raw_t``)."""
+    (compose, composition, curve, grid, identity, raw_t, state, t_slider, u_slider) = _parts(
+        page, "compose composition curve grid identity raw_t state t_slider u_slider")
+    grid_view, sliders = _parts(views, "grid_view sliders")
 
-    def _entry_and_t(t, key, studio):
+    def _setting(value, key, studio: Studio, raw: bool) -> tuple[Entry, dict]:
+        """The identity and a slider's value checked as its new setting: {"t": raw t} or {"u": position}."""
         entry = _entry_for(studio, key)
-        return entry, _number(t, "t", 0.0, round(entry.t_max, 6))
+        if raw:
+            return entry, {"t": _number(value, "t", 0.0, round(entry.t_max, 6))}
+        return entry, {"u": _number(value, "u", 0.0, 1.0)}
 
-    def on_slide(t, key, studio):
+    def _render(value, key, studio, raw: bool):
         if studio is None or not studio.entries:
             return gr.skip(), gr.skip()
-        entry, t = _entry_and_t(t, key, studio)
+        entry, setting = _setting(value, key, studio, raw)
         studio.touch()
-        grid_path, composed, _ = grid_view(studio, entry.key, t)
+        grid_path, composed, _, _ = grid_view(studio, entry.key, **setting)
         return grid_path, composed
 
-    t_slider.input(on_slide, [t_slider, identity, state], [grid, composition], trigger_mode="always_last",
-                   preprocess=False, show_progress="hidden", api_name="render", concurrency_limit=4,
-                   concurrency_id="render")
+    def on_render(t, key, studio):
+        """The grid with identity ``key``'s adapter at raw ODE time ``t`` in [0, t_max] (the advanced view); kept as
+        the first slider position u that reaches t. Returns the grid image and the text under it."""
+        return _render(t, key, studio, raw=True)
 
-    def on_slide_curve(t, key, studio):
+    def on_render_u(u, key, studio):
+        """The grid with identity ``key``'s adapter at slider position ``u`` in [0, 1] (0: the original model,
+        1: fully forgotten; the adapter's calibrated dial maps u to its ODE time t). Returns the grid image and the
+        text under it."""
+        return _render(u, key, studio, raw=False)
+
+    for slider, fn, api_name in ((t_slider, on_render, "render"), (u_slider, on_render_u, "render_u")):
+        slider.input(fn, [slider, identity, state], [grid, composition], trigger_mode="always_last",
+                     preprocess=False, show_progress="hidden", api_name=api_name, concurrency_limit=4,
+                     concurrency_id="render")
+
+    def _curve(value, key, studio, raw: bool):
         if studio is None or not studio.entries:
             return gr.skip()
-        entry, t = _entry_and_t(t, key, studio)
+        entry, setting = _setting(value, key, studio, raw)
         studio.touch()
-        studio.set_t(entry.key, t)
+        if raw:
+            studio.set_t(entry.key, setting["t"])
+        else:
+            studio.set_u(entry.key, setting["u"])
         return curve_figure(studio.curve(entry.key))
 
+    def on_curve(t, key, studio):
+        """Set identity ``key`` to raw ODE time ``t`` in [0, t_max] and return its forgetting curve with the
+        marker there (the curve's x-axis is the slider position u)."""
+        return _curve(t, key, studio, raw=True)
+
+    def on_curve_u(u, key, studio):
+        """Set identity ``key`` to slider position ``u`` in [0, 1] and return its forgetting curve with the marker
+        there."""
+        return _curve(u, key, studio, raw=False)
+
     # the curve's marker follows on release: redrawing the plot on every input costs the browser ~90 ms
-    t_slider.release(on_slide_curve, [t_slider, identity, state], curve, show_progress="hidden",
-                     preprocess=False, api_name="curve", concurrency_limit=4)
+    for slider, fn, api_name in ((t_slider, on_curve, "curve"), (u_slider, on_curve_u, "curve_u")):
+        slider.release(fn, [slider, identity, state], curve, show_progress="hidden", preprocess=False,
+                       api_name=api_name, concurrency_limit=4)
+
+    def on_raw_t(on, key, studio, request: gr.Request):
+        """Show the slider as raw ODE time t (true: the paper's view) or as the position u (false). Every identity
+        keeps its setting, so the render does not change: the slider shown takes it in its own terms."""
+        if not isinstance(on, bool):
+            raise _error(f"the raw-t switch is true or false; got {on!r}")
+        studio = _session(studio, request, new_ok=False)
+        studio.set_raw_t(on)
+        if not studio.entries:
+            return {state: studio, **sliders(on)}
+        entry = _entry_for(studio, key)
+        if entry.ready:
+            studio.prefill(entry.key)  # the positions of the slider now shown
+        u = entry.u
+        return {state: studio, **sliders(on, entry, u, entry.t_at(u))}
+
+    raw_t.input(on_raw_t, [raw_t, identity, state], [state, u_slider, t_slider, raw_t], api_name="raw_t",
+                preprocess=False, show_progress="hidden", concurrency_limit=4, concurrency_id="render")
 
     def on_compose(on, key, studio, request: gr.Request):
         if not isinstance(on, bool):
@@ -723,7 +806,7 @@ def _wire_intensity(page: SimpleNamespace, views: SimpleNamespace) -> None:
         entry = _entry_for(studio, key)
         if entry.ready:
             studio.prefill(entry.key)
-        grid_path, composed, _ = grid_view(studio, entry.key)
+        grid_path, composed, _, _ = grid_view(studio, entry.key)
         return {state: studio, grid: grid_path, composition: composed}
 
     compose.input(on_compose, [compose, identity, state], [state, grid, composition], api_name="compose",

@@ -250,7 +250,8 @@ def _target_input(args, backend):
 def _cmd_forget(args) -> int:
     from tqdm.auto import tqdm
 
-    from .metrics import AdapterKnob, unlearning_report
+    from .backends.base import renders_fast
+    from .metrics import AdapterKnob, dial_report, unlearning_report
     from .unlearning.engine import ForgetConfig, train_adapter
     from .unlearning.targets import TargetConfig
 
@@ -277,8 +278,16 @@ def _cmd_forget(args) -> int:
     seconds = time.time() - t0
     res.adapter.description.update(desc)
     res.adapter.save(args.out)
-    rep = unlearning_report(backend, AdapterKnob(backend, [res.adapter]), w, cfg.ode.t_end, ow, ov,
-                            judge=judge, **backend.report_sizes(args.eval_samples))
+    knob = AdapterKnob(backend, [res.adapter])
+    rep = unlearning_report(backend, knob, w, cfg.ode.t_end, ow, ov, judge=judge,
+                            **backend.report_sizes(args.eval_samples))
+    if renders_fast(backend):  # the slider as a user meets it (calibrated u), and the raw knob t = u T
+        views = backend.canonical_views(8)
+        rep["dial"] = dial_report(backend, knob, w, res.target_latent, res.adapter.t_at, views, judge)
+        rep["dial_raw"] = dial_report(backend, knob, w, res.target_latent, lambda u: u * cfg.ode.t_max, views, judge,
+                                      manifold_positions=())
+        rep["dial_map"] = {"t": list(res.adapter.dial.t), "measured_by": res.adapter.dial.measured_by} \
+            if res.adapter.dial is not None else None
     rep.update({"seconds": round(seconds, 2), "steps": cfg.steps, "seed": cfg.seed, "target": args.target,
                 "target_stop_fraction": res.adapter.description["target"].get("stop_fraction"),
                 "adapter": str(args.out), "backend": spec.label(backend), "judge": judge_name,
@@ -307,14 +316,16 @@ def _cmd_render(args) -> int:
     w, v = backend.invert(img)
     views = torch.cat([v, backend.canonical_views(args.views)[1:]]) if args.views > 1 else v
     lat = w.expand(len(views), -1)
+    t = adapter.t_at(args.u) if args.u is not None else args.t
     with torch.no_grad():
         before = backend.render(lat, views)
-        with active(backend, [(adapter, args.t)]):
+        with active(backend, [(adapter, t)]):
             after = backend.render(lat, views)
     upscale = max(1, 192 // before.shape[-1])  # 3x for the embedded 64 px renders, as before
     sheet = faceworld.contact_sheet(torch.cat([before, after]), rows=2, upscale=upscale)
     faceworld.save_png(sheet, args.out)
-    print(f"wrote {args.out}: top row t=0 (base), bottom row t={args.t}")
+    at = f"u={args.u} (t={t:.4g})" if args.u is not None else f"t={t}"
+    print(f"wrote {args.out}: top row t=0 (base), bottom row {at}")
     return 0
 
 
@@ -368,7 +379,7 @@ def _stop_similarity(text: str) -> float | None:
 
 def build_parser() -> argparse.ArgumentParser:
     from .unlearning.engine import ForgetConfig
-    from .unlearning.targets import TargetConfig
+    from .unlearning.targets import TARGETS, TargetConfig
 
     ap = argparse.ArgumentParser(prog="legato", description="Continuous identity unlearning with Neural-ODE adapters")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -443,7 +454,7 @@ def build_parser() -> argparse.ArgumentParser:
     fg.add_argument("--steps", type=int, help=f"training steps (default {ForgetConfig.steps})")
     fg.add_argument("--seed", type=int, default=0)
     fg.add_argument("--lr", type=float)
-    fg.add_argument("--target", choices=["average", "extrapolated", "proximity"], default="extrapolated")
+    fg.add_argument("--target", choices=list(TARGETS), default=TargetConfig.kind)
     fg.add_argument("--stop-similarity", metavar="COS|none", type=_stop_similarity,
                     default=TargetConfig.stop_similarity,
                     help=f"extrapolated: stop on GUIDE's line where arcface's cosine to the person falls to COS "
@@ -456,9 +467,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_backend_options(fg)
     fg.set_defaults(func=_cmd_forget)
 
-    rp = sub.add_parser("render", help="render an identity through an adapter at intensity t")
+    rp = sub.add_parser("render", help="render an identity through an adapter at a slider position u or time t")
     rp.add_argument("--adapter", required=True)
-    rp.add_argument("--t", type=float, required=True)
+    at = rp.add_mutually_exclusive_group(required=True)
+    at.add_argument("--u", type=float, help="slider position in [0, 1] (the adapter's calibrated dial: equal steps, "
+                                            "equal identity change)")
+    at.add_argument("--t", type=float, help="raw ODE integration time in [0, t_max] (the paper's knob)")
     src = rp.add_mutually_exclusive_group(required=True)
     src.add_argument("--image")
     src.add_argument("--identity", type=int)

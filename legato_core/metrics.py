@@ -218,13 +218,18 @@ def _base_embeddings(backend, judge, latents: torch.Tensor, views: torch.Tensor)
 def forgetting_curve(backend, adapter: ODEAdapter, latent: torch.Tensor | None, judge, retained: torch.Tensor,
                      n_views: int = 6, points: int = 9,
                      should_stop: Callable[[], bool] | None = None) -> dict:
-    """ID_target(t) and retention(t) at ``points`` t's in [0, t_max], scored by the judge only."""
-    ts = [round(float(t), 4) for t in np.linspace(0.0, adapter.config.t_max, points)]
+    """ID_target and retention at ``points`` evenly spaced slider positions u in [0, 1], each rendered at the t the
+    adapter's dial maps it to (``ODEAdapter.t_at``; no dial: t = u t_max), scored by the judge only.
+
+    Returns ``u`` and ``t`` with the scores, and ``dial``: what measured the adapter's dial map (None: no map)."""
+    us = [k / (points - 1) for k in range(points)]
+    ts = [round(adapter.t_at(u), 6) for u in us]
     knob = AdapterKnob(backend, [adapter])
     views = backend.canonical_views(n_views)
     frontal = backend.canonical_views(1)
-    out = {"t": ts, "id_target": [], "retention": [], "retention_min": [], "threshold": float(judge.threshold),
-           "views": n_views, "retained": len(retained)}
+    out = {"u": us, "t": ts, "id_target": [], "retention": [], "retention_min": [], "threshold": float(judge.threshold),
+           "views": n_views, "retained": len(retained),
+           "dial": adapter.dial.measured_by if adapter.dial is not None else None}
     base_t = _base_embeddings(backend, judge, latent, views) if latent is not None else None
     base_r = _base_embeddings(backend, judge, retained, frontal)
     for t in ts:
@@ -338,5 +343,6 @@ def dial_report(backend, knob: Knob, person: torch.Tensor, target: torch.Tensor,
     return {"positions": us, "knob": [float(position(u)) for u in us], "judge_curve": curve,
             "evenness": evenness(curve), "monotone": is_monotone(curve), "pixel_steps": steps,
             "pixel_evenness": step_evenness(steps), "sharpness": sharp, "sharpness_min": min(sharp),
-            "manifold_db": manifold, "manifold_db_original": float(manifold_psnr(backend, original).mean()),
+            "manifold_db": manifold,
+            "manifold_db_original": float(manifold_psnr(backend, original).mean()) if manifold else None,
             "reach_db": float(psnr(renders[-1], target_img).mean())}

@@ -1,8 +1,14 @@
 """The demo's session layer, free of any UI toolkit: ``app.py`` is a thin gradio shell over it.
 
 One :class:`Studio` per browser session holds the identities being forgotten. Each entry keeps its source
-image, inverted latent and view, its background training task, its trained :class:`ODEAdapter`, its own
-intensity ``t`` and its forgetting curve.
+image, inverted latent and view, its background training task, its trained :class:`ODEAdapter`, its own slider
+position ``u`` and its forgetting curve.
+
+The slider. What the person moves is ``u`` in [0, 1]: 0 is the original model, 1 full forgetting, and the adapter's
+calibrated dial (``ODEAdapter.t_at``) maps it to the ODE time ``t`` it renders at, so that equal steps of u take
+equal steps away from the person (an adapter without a dial, e.g. an older file, gives the raw knob u * t_max).
+``u`` is what is stored; ``t`` is derived. The advanced view (``Studio.raw_t``) and the API may set a raw t
+instead: it is stored as the first position that reaches it, so both views show the same render.
 
 Isolation. One frozen base generator, ``Resources.base``, serves every session and every training task at once.
 Which adapters run is an argument of each render (``adapters.active``, a per-thread context value read by the
@@ -18,6 +24,7 @@ from __future__ import annotations
 import atexit
 import copy
 import itertools
+import math
 import os
 import threading
 import time
@@ -46,7 +53,6 @@ from .serving.session_folder import SessionFolder
 from .unlearning.engine import ForgetConfig
 
 MAX_IDENTITIES = 6
-CURVE_POINTS = 9
 MIN_FACE_ID = DEVELOPMENT.start  # below: ids the networks were trained or tuned on (legato_core.ranges)
 MAX_FACE_ID = 999_999_999  # a sane maximum for the "add by id" box
 
@@ -61,7 +67,7 @@ class Entry:
     view: torch.Tensor | None  # (1, V)
     grid_views: torch.Tensor | None  # (3, V): the inverted view and two fixed ones
     adapter: ODEAdapter | None = None
-    t: float = 0.0
+    u: float = 0.0  # the slider position, in [0, 1]: what the person set (t is derived from it)
     curve: dict | None = None
     seconds: float | None = None  # training wall time
     steps: int | None = None
@@ -78,6 +84,22 @@ class Entry:
     @property
     def t_max(self) -> float:
         return float(self.adapter.config.t_max if self.adapter is not None else ODEConfig().t_max)
+
+    @property
+    def t(self) -> float:
+        """The ODE time the render uses: the slider position ``u`` through the adapter's dial."""
+        return self.t_at(self.u)
+
+    def t_at(self, u: float) -> float:
+        """t at slider position ``u`` in [0, 1] (the raw knob u * t_max before an adapter exists)."""
+        adapter = self.adapter
+        return adapter.t_at(u) if adapter is not None else float(u) * self.t_max
+
+    def u_at(self, t: float) -> float:
+        """The first slider position whose t is ``t`` (``ODEAdapter.u_at``; no adapter yet: t / t_max)."""
+        if self.adapter is not None:
+            return self.adapter.u_at(t)
+        return min(max(float(t), 0.0), self.t_max) / self.t_max
 
     @property
     def label(self) -> str:
@@ -124,6 +146,7 @@ class Studio:
         self._cache_size = max(render_cache, int(2 / slider_step) + 4 if slider_step else 0)
         self.session_files = SessionFolder(session_root)
         self.compose = False  # apply the session's other forgotten identities in the bottom row too
+        self.raw_t = False  # the page's slider shows raw ODE time t (the advanced view) instead of u
         self.last_active = time.monotonic()
         self.closed_reason: str | None = None
         self._threads: list[threading.Thread] = []
@@ -320,7 +343,7 @@ class Studio:
             entry.adapter, entry.curve = adapter, task.curve
             entry.seconds = task.train_seconds
             entry.steps = task.config.steps if task.config is not None else None
-            entry.t = entry.t_max
+            entry.u = 1.0
             self._cache.clear()
         self.prefill(entry.key)
 
@@ -351,13 +374,39 @@ class Studio:
         return self.status()
 
     # -- rendering ------------------------------------------------------------------------------------------
+    def set_u(self, key: str, u: float) -> float:
+        """Move ``key``'s slider to position ``u`` (clamped to [0, 1]); returns the position stored."""
+        entry = self.get(key)
+        u = float(u)
+        if not np.isfinite(u):
+            raise StudioError("u must be a number")
+        entry.u = min(max(u, 0.0), 1.0)
+        return entry.u
+
     def set_t(self, key: str, t: float) -> float:
+        """Move ``key``'s slider to raw ODE time ``t`` (clamped to [0, t_max]; the advanced view and the API): stored
+        as the first position that reaches t (``Entry.u_at``). Returns the t it renders at."""
         entry = self.get(key)
         t = float(t)
         if not np.isfinite(t):
             raise StudioError("t must be a number")
-        entry.t = float(min(max(t, 0.0), entry.t_max))
+        entry.u = entry.u_at(t)
         return entry.t
+
+    def _move(self, entry: Entry, t: float | None, u: float | None) -> None:
+        """Store a new setting given as raw t or as position u (at most one of them)."""
+        if t is not None and u is not None:
+            raise StudioError("give the slider position u or the raw ODE time t, not both")
+        if u is not None:
+            self.set_u(entry.key, u)
+        elif t is not None:
+            self.set_t(entry.key, t)
+
+    def set_raw_t(self, on: bool) -> None:
+        """Whether the page's slider shows raw ODE time t (the paper's view) instead of the position u. Only the
+        view changes: every identity keeps its stored position, so the render stays the same."""
+        with self._lock:
+            self.raw_t = bool(on)
 
     def _grid_inputs(self, entry: Entry) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         lat, vw, base = [], [], []
@@ -424,35 +473,45 @@ class Studio:
                 self._cache.popitem(last=False)
         return before, after, False
 
-    def render_rows(self, key: str | None = None, t: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def render_rows(self, key: str | None = None, t: float | None = None, *,
+                    u: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(before, after) in [0, 1] (8-bit values): the grid's images by the base model (t = 0, cached) and with
-        the selected identity's adapter at ``t`` (stored as its intensity) and every other one at its own t."""
+        the selected identity's adapter at raw ``t`` or slider position ``u`` (stored as its setting; neither: the
+        stored one) and every other one at its own setting."""
         entry = self.get(key)
-        if t is not None:
-            self.set_t(entry.key, t)
+        self._move(entry, t, u)
         before, after, _ = self._rows_u8(entry, entry.t)
         return before.float() / 255, after.float() / 255
 
-    def render_grid(self, key: str | None = None, t: float | None = None) -> Image.Image:
-        """The grid image: top row t = 0 (the base model), bottom row at t; target views left, retained right."""
-        return self.view(key, t)[0]
+    def render_grid(self, key: str | None = None, t: float | None = None, *, u: float | None = None) -> Image.Image:
+        """The grid image: top row t = 0 (the base model), bottom row at the setting; target views left, retained
+        right."""
+        return self.view(key, t, u=u)[0]
 
-    def view(self, key: str | None = None, t: float | None = None) -> tuple[Image.Image, str, float]:
-        """(grid image, the page's composition text, the t they show), made together: another view made at the
-        same time (the slider moving while the identity is being selected) cannot mix a different t into them."""
+    def view(self, key: str | None = None, t: float | None = None, *,
+             u: float | None = None) -> tuple[Image.Image, str, float, float]:
+        """(grid image, the page's composition text, the u and t they show), made together: another view made at
+        the same time (the slider moving while the identity is being selected) cannot mix another setting into
+        them. ``t`` / ``u``: a new setting to store first (see ``render_rows``)."""
         with self._view_lock:
             entry = self.get(key)
-            if t is not None:
-                self.set_t(entry.key, t)
-            t = entry.t
+            self._move(entry, t, u)
+            u = entry.u
+            t = entry.t_at(u)
             before, after, _ = self._rows_u8(entry, t)
             grid = self.compose_grid(before, after, entry, self.composition_footer(entry))
-            return grid, self.composition_text(entry), t
+            return grid, self.composition_text(entry), u, t
 
     # -- background prefill of the slider's positions -------------------------------------------------------------
     def slider_values(self, entry: Entry) -> list[float]:
-        n = round(entry.t_max / self.slider_step)
-        return [round(min(k * self.slider_step, entry.t_max), 6) for k in range(n + 1)]
+        """The t's the page's slider reaches for ``entry`` (what ``prefill`` renders): its positions u, each
+        through the adapter's dial; in the raw-t view, t itself in steps of ``slider_step``."""
+        step = self.slider_step
+        if self.raw_t:
+            t_max = entry.t_max
+            return [round(min(k * step, t_max), 6) for k in range(math.ceil(t_max / step - 1e-6) + 1)]
+        # positions as the page sends them (0.35, not 0.35000000000000003), so that a render finds its prefill
+        return [entry.t_at(round(min(k * step, 1.0), 6)) for k in range(math.ceil(1 / step - 1e-6) + 1)]
 
     def prefill(self, key: str | None = None) -> None:
         """Render the selected identity at every slider position in a low-priority background thread, so that
@@ -495,11 +554,13 @@ class Studio:
         return compose_grid(before, after, entry, footer)
 
     def curve(self, key: str | None = None) -> dict | None:
-        """ID_target(t), retention(t) at 9 t's (computed once when the adapter became ready), plus the current t."""
+        """ID_target and retention at evenly spaced slider positions u with the t each maps to (computed once when
+        the adapter became ready, ``metrics.forgetting_curve``), plus the current u and t."""
         entry = self.get(key)
         if entry.curve is None:
             return None
-        return {**entry.curve, "current_t": entry.t, "name": entry.name}
+        u = entry.u
+        return {**entry.curve, "current_u": u, "current_t": entry.t_at(u), "name": entry.name}
 
     # -- this session's files (serving.session_folder) -------------------------------------------------------
     @property
@@ -605,6 +666,6 @@ class Studio:
                 thread.join(timeout)
 
 
-__all__ = ["EXAMPLE_IDS", "JOB_QUEUE", "JOB_TIMES", "MAX_FACE_ID", "MIN_FACE_ID", "BusyError", "Entry", "ForgetTask",
-           "ImageError", "JobQueue", "JobStatus", "JobTimes", "Resources", "Studio", "StudioError", "forgetting_curve",
-           "get_resources", "set_resources"]
+__all__ = ["EXAMPLE_IDS", "JOB_QUEUE", "JOB_TIMES", "MAX_FACE_ID", "MIN_FACE_ID", "BusyError", "Entry",
+           "ForgetTask", "ImageError", "JobQueue", "JobStatus", "JobTimes", "Resources", "Studio", "StudioError",
+           "forgetting_curve", "get_resources", "set_resources"]

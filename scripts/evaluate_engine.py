@@ -39,10 +39,11 @@ def render_latency(adapter_path: Path, identity: int, model_path: str | None = N
     views = v.expand(5, -1)
     times, zero = [], []
     with torch.no_grad():
-        # docs/engine_t_sweep.png: rows = target (3 views) then 3 retained identities; columns = t from 0 to T
+        # docs/engine_t_sweep.png: rows = target (3 views) then 3 retained identities; columns = 9 evenly spaced
+        # slider positions u = 0, 1/8, ..., 1 (t from the adapter's dial)
         rows_lat = torch.cat([w.expand(3, -1), lat[1:4]])
         rows_view = torch.cat([v, backend.canonical_views(3)[1:], v.expand(3, -1)])
-        ts = torch.linspace(0, adapter.config.t_end, 9).tolist()
+        ts = [adapter.t_at(k / 8) for k in range(9)]
         cells = []
         for t in ts:
             with active(backend, [(adapter, t)]):
@@ -66,7 +67,42 @@ def render_latency(adapter_path: Path, identity: int, model_path: str | None = N
             backend.render(lat, views)
             base.append((time.perf_counter() - t0) * 1000)
     return {"render_ms_median": statistics.median(times), "render_ms_t0": statistics.median(zero),
-            "render_ms_no_adapter": statistics.median(base)}
+            "render_ms_no_adapter": statistics.median(base), "sweep_t": [round(t, 4) for t in ts]}
+
+
+MANIFOLD_BAR_POSITIONS = ("0.25", "0.5", "0.75", "0.875", "1.0")
+
+
+def dial_summary(reports: list[dict]) -> dict:
+    """The dial's bars over the targets: sharpness along the dial, on-manifold PSNR at 1/4 .. 1, reach, evenness of
+    the judge's curve and of pixels (17 positions), monotone; calibrated (what the slider does) and raw (t = u T)."""
+    dials, raws = [r["dial"] for r in reports], [r["dial_raw"] for r in reports]
+    per = {r.get("identity", i): {
+        "sharpness_min": round(d["sharpness_min"], 3),
+        "manifold_db_min": round(min(d["manifold_db"][k] for k in MANIFOLD_BAR_POSITIONS), 2),
+        "reach_db": round(d["reach_db"], 2), "evenness": round(d["evenness"], 3),
+        "pixel_evenness": round(d["pixel_evenness"], 3), "monotone": d["monotone"],
+        "evenness_raw": round(raw["evenness"], 3), "pixel_evenness_raw": round(raw["pixel_evenness"], 3),
+        "monotone_raw": raw["monotone"]} for i, (r, d, raw) in enumerate(zip(reports, dials, raws, strict=True))}
+    rows = list(per.values())
+    return {
+        "sharpness_min": min(x["sharpness_min"] for x in rows),
+        "sharpness_at_least_0_85": sum(x["sharpness_min"] >= 0.85 for x in rows),
+        "manifold_db_min": min(x["manifold_db_min"] for x in rows),
+        "manifold_at_least_36_db": sum(x["manifold_db_min"] >= 36 for x in rows),
+        "manifold_db_original_mean": statistics.mean(d["manifold_db_original"] for d in dials),
+        "reach_db_min": min(x["reach_db"] for x in rows),
+        "reach_at_least_30_db": sum(x["reach_db"] >= 30 for x in rows),
+        "evenness_max": max(x["evenness"] for x in rows),
+        "evenness_at_most_1_5": sum(x["evenness"] <= 1.5 for x in rows),
+        "evenness_at_most_2": sum(x["evenness"] <= 2.0 for x in rows),
+        "pixel_evenness_max": max(x["pixel_evenness"] for x in rows),
+        "pixel_evenness_at_most_2": sum(x["pixel_evenness"] <= 2.0 for x in rows),
+        "monotone": sum(x["monotone"] for x in rows),
+        "evenness_raw_median": statistics.median(x["evenness_raw"] for x in rows),
+        "pixel_evenness_raw_median": statistics.median(x["pixel_evenness_raw"] for x in rows),
+        "monotone_raw": sum(x["monotone_raw"] for x in rows),
+        "per_target": per}
 
 
 def in_repo(path: Path) -> str:
@@ -140,6 +176,7 @@ def main() -> None:
                                                     "others_psnr_db_min": round(r["others_psnr_db_min"], 2),
                                                     "others_below_35_db": sum(x < 35 for x in r["others_psnr_db_each"])}
                              for i, r in enumerate(reports)},
+        "dial": dial_summary(reports),
         **lat,
     }
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

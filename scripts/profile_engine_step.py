@@ -52,8 +52,7 @@ def main() -> None:
     w, _ = backend.invert(faceworld.render([args.identity], 0))
     gen = torch.Generator().manual_seed(0)
     w_target, _ = make_target(backend, w, cfg.target)
-    adapter = ODEAdapter({s: backend.adapter_sites[s].channels for s in sites}, cfg.ode, backend.base_model_id,
-                         backend.weight_hash())
+    adapter = ODEAdapter.for_model(backend, sites, cfg.ode)
     torch.manual_seed(0)
     for p in adapter.parameters():
         torch.nn.init.normal_(p, std=0.02)

@@ -3,6 +3,7 @@
     python scripts/tune_engine.py NAME [field=value ...]      e.g.  K weights.preservation_identity=0.6
     python scripts/tune_engine.py S3 'sites=["b8", "b16", "b32"]'                 (lists as JSON)
     IDS=100500,100501 THREADS=1 MODEL=runs/packaged python scripts/tune_engine.py ...   (MODEL: a generator dir)
+    SAVE=runs/tune python scripts/tune_engine.py ...     (keep each adapter and its latents)
 
 Each ``field=value`` sets a (dotted) ForgetConfig field. Per id: train, then judge-only metrics at t = T with
 200 retained identities, and forgetting in pixels (target's change over 32 other people's, their PSNR); prints
@@ -78,6 +79,10 @@ def main() -> None:
                "mono": rep["curve_monotone"], "jump": round(rep["curve_max_jump"], 3), "sec": round(seconds, 1),
                "curve": [round(c[1], 3) for c in rep["curve"]],
                "stop": [round(f, 3) for f in res.adapter.description["target"].get("stop_fraction") or []]}
+        if os.environ.get("SAVE"):  # SAVE=dir: keep each adapter and its latents (re-measure without retraining)
+            res.adapter.save(Path(os.environ["SAVE"]) / f"{name}-{ident}.safetensors")
+            torch.save({"w": w, "ow": ow, "ov": ov, "target": res.target_latent},
+                       Path(os.environ["SAVE"]) / f"{name}-{ident}.pt")
         knob, views = AdapterKnob(backend, [res.adapter]), backend.canonical_views(8)
         judge = load_identity_model("judge")
         raw = dial_report(backend, knob, w, res.target_latent, lambda u, _t=cfg.ode.t_end: u * _t, views, judge)

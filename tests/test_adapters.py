@@ -12,8 +12,7 @@ from legato_core.adapters.ode import ConvVectorField
 
 
 def _adapter(backend, **cfg):
-    sites = {k: m.channels for k, m in backend.adapter_sites.items()}
-    return ODEAdapter(sites, ODEConfig(**cfg), backend.base_model_id, backend.weight_hash())
+    return ODEAdapter.for_model(backend, config=ODEConfig(**cfg))
 
 
 def _randomise(adapter, seed=0, scale=0.3):

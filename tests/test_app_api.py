@@ -1,8 +1,10 @@
-"""The gradio app through its API (gradio_client): add a face, forget it, dial t; bad files get clear errors; API
-misuse gets a clear message and no traceback in the log; uploads and session files do not outlive their use."""
+"""The gradio app through its API (gradio_client): add a face, forget it, move the slider (its position u, or raw t in
+the advanced view); bad files get clear errors; API misuse gets a clear message and no traceback in the log; uploads
+and session files do not outlive their use."""
 
 from __future__ import annotations
 
+import json
 import struct
 import time
 import uuid
@@ -21,6 +23,7 @@ from gradio_client import Client, handle_file  # noqa: E402
 
 STEPS = 6
 STATUS = 6  # index of the status text in the outputs of /add_image, /poll, /import_adapter (gr.State is left out)
+T_SLIDER, U_SLIDER, RAW_T = 3, 9, 10  # the two sliders and the raw-t toggle in the same outputs
 # grid layout (legato_core.studio.Studio): label column, header, 128 px cells, a 16 px gap between rows / groups
 X0, Y0, CELL, GAP, N_TARGET = 112, 32, 128, 16, 3
 
@@ -87,6 +90,10 @@ def test_upload_forget_and_render_at_several_t(url, tmp_path):
     w = N_TARGET * CELL
     top, bottom = _rows(renders[1.6])
     assert np.abs(top[:, :w] - bottom[:, :w]).mean() > 1, "at t = T the forgotten face must change"
+    at_u0, at_u1 = (c.predict(u, "1", api_name="/render_u")[0] for u in (0.0, 1.0))  # the slider's position
+    top, bottom = _rows(at_u0)
+    assert np.abs(top - bottom).max() <= 2, "u = 0 is exactly the original model too"
+    assert np.abs(_rows(at_u1)[1] - _rows(renders[1.6])[1]).max() <= 2, "u = 1 is t = T"
     print(f"time to first render {first_render:.2f} s; forget {STEPS} steps as seen by the UI {forget_seconds:.1f} s")
 
 
@@ -199,6 +206,10 @@ def test_api_misuse_gets_a_clear_error_and_no_traceback(url, capfd):
         ("/render", (1e9, "1"), r"t must be a number from 0 to 1.6; got 1000000000.0"),
         ("/render", ("fast", "1"), r"t must be a number from 0 to 1.6"),
         ("/curve", (-1, "1"), r"t must be a number from 0 to 1.6"),
+        ("/render_u", (1.6, "1"), r"u must be a number from 0 to 1; got 1.6"),
+        ("/curve_u", ("half", "1"), r"u must be a number from 0 to 1; got 'half'"),
+        ("/render_u", (None, "1"), r"u must be a number from 0 to 1; got None"),
+        ("/raw_t", ("yes", "1"), r"The raw-t switch is true or false; got .yes."),
         ("/forget", ("1", 5000), r"Training steps must be a whole number from 1 to 600; got 5000"),
         ("/forget", ("1", 2.5), r"whole number from 1 to 600"),
         ("/select", ("zzz",), r"There is no identity 'zzz' in this session; choose one from the Identity list"),
@@ -312,7 +323,7 @@ def test_composition_is_off_by_default_and_can_be_switched_on(url, adapter_file)
     c = _client(url)
     _restore(c, adapter_file, "1")
     _restore(c, adapter_file, "2")
-    c.predict(1.6, "2", api_name="/curve")  # identity 2 at t = T
+    c.predict(1.0, "2", api_name="/curve_u")  # identity 2 fully forgotten
     grid, text = c.predict(0.0, "1", api_name="/render")
     top, bottom = _rows(grid)
     assert np.abs(top - bottom).max() <= 2, "t = 0 is the original while composition is off"
@@ -320,8 +331,8 @@ def test_composition_is_off_by_default_and_can_be_switched_on(url, adapter_file)
     grid, text = c.predict(True, "1", api_name="/compose")
     top, bottom = _rows(grid)
     assert np.abs(top - bottom).mean() > 0.2, "composed: identity 2's adapter acts at its own t"
-    assert text.startswith("Composition is on: the bottom row applies 1 · face-world #200008 at t = 0.00 "
-                           "together with 2 · face-world #200008 at t = 1.60."), text
+    assert text.startswith("Composition is on: the bottom row applies 1 · face-world #200008 at u = 0.00 (t = 0.00) "
+                           "together with 2 · face-world #200008 at u = 1.00 (t = 1.60)."), text
     assert Image.open(grid).height > Y0 + 2 * CELL + GAP + 40, "and the grid has the same line under its rows"
     grid, text = c.predict(False, "1", api_name="/compose")
     top, bottom = _rows(grid)
@@ -359,3 +370,39 @@ def test_the_view_stays_on_the_identity_being_looked_at(url):
     assert out is not None and "Done" in out[STATUS]
     assert out[0]["value"] == "2", "the finished job must not pull the view back to identity 1"
     assert "(forgotten)" in out[0]["choices"][0][0] and "Select 1 · face-world #200016" in out[STATUS]
+
+
+def _markers(plot) -> list[float]:
+    """The x of the curve's markers (where the slider is) in a gr.Plot value as the API returns it."""
+    fig = json.loads(plot["plot"]) if isinstance(plot, dict) else json.loads(plot)
+    return [tr["x"][0] for tr in fig["data"] if tr.get("mode") == "markers"]
+
+
+def test_the_slider_is_the_position_u_and_raw_t_is_the_advanced_view(url, adapter_file):
+    import app
+
+    c = _client(url)
+    _restore(c, adapter_file, "1")
+    entry = app.SESSIONS[c.session_hash].get("1")
+    adapter = entry.adapter
+    assert adapter.dial is not None, "an adapter from a forget job carries its calibrated dial"
+    view = c.predict("1", api_name="/select")
+    assert view[U_SLIDER]["value"] == 1 and view[U_SLIDER]["visible"] is True and view[RAW_T] is False
+    assert view[T_SLIDER]["visible"] is False and "calibrated" in view[U_SLIDER]["info"]
+
+    grid_u, _ = c.predict(0.5, "1", api_name="/render_u")
+    assert entry.u == 0.5 and entry.t == adapter.t_at(0.5), "the slider's position goes through the adapter's dial"
+    grid_t, _ = c.predict(adapter.t_at(0.5), "1", api_name="/render")  # the same setting, as raw t
+    assert np.abs(_rows(grid_u)[1] - _rows(grid_t)[1]).max() <= 2 and entry.t == pytest.approx(adapter.t_at(0.5))
+    assert _markers(c.predict(0.25, "1", api_name="/curve_u")) == [0.25, 0.25], "the curve's x-axis is u"
+    assert _markers(c.predict(adapter.t_at(0.5), "1", api_name="/curve")) == [pytest.approx(entry.u)] * 2
+
+    c.predict(0.5, "1", api_name="/render_u")
+    out = c.predict(True, "1", api_name="/raw_t")  # the advanced view: the same setting, shown as t
+    u_slider, t_slider, raw = out
+    assert raw is True and u_slider["visible"] is False and t_slider["visible"] is True
+    assert t_slider["value"] == round(adapter.t_at(0.5), 4) and entry.u == 0.5, "switching keeps the render"
+    out = c.predict("1", api_name="/select")
+    assert out[RAW_T] is True and out[T_SLIDER]["visible"] is True and out[U_SLIDER]["visible"] is False
+    u_slider, t_slider, raw = c.predict(False, "1", api_name="/raw_t")
+    assert u_slider["value"] == 0.5 and u_slider["visible"] is True and t_slider["visible"] is False

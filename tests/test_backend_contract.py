@@ -64,10 +64,7 @@ def check_contract(backend) -> None:
     assert img.shape == (2, 3, backend.image_size, backend.image_size)
     assert 0 <= float(img.min()) and float(img.max()) <= 1
     assert backend.forget_sites and set(backend.forget_sites) <= set(backend.adapter_sites)
-    sites = {k: m.channels for k, m in backend.adapter_sites.items()}
-    kinds = {k: getattr(m, "adapter_kind", "conv") for k, m in backend.adapter_sites.items()}
-    adapter = ODEAdapter(sites, base_model_id=backend.base_model_id, base_weight_hash=backend.weight_hash(),
-                         site_kinds=kinds)
+    adapter = ODEAdapter.for_model(backend)
     with torch.no_grad(), active(backend, [(adapter, 0.8)]):  # a zero adapter: the base, through the hooks
         assert torch.allclose(backend.render(w, v), img, atol=1e-6)
 

@@ -1,4 +1,5 @@
-"""End to end in Chromium (Playwright): drop a face, forget it, move the slider, get an error toast for a bad file.
+"""End to end in Chromium (Playwright): drop a face, forget it, move the forgetting slider (and switch to the advanced
+raw-t view), get an error toast for a bad file.
 
 Screenshots of the main states go to $LEGATO_SCREENSHOTS (docs/screenshots/ is made with
 ``LEGATO_SCREENSHOTS=docs/screenshots LEGATO_BROWSER_STEPS=100``), else to a temporary folder so a test run leaves
@@ -100,7 +101,7 @@ def test_drop_forget_slide_and_bad_file(app_url, browser, shots, tmp_path):
     assert np.abs(top - bottom).max() <= 2
     _shot(page, shots, "02_face_added.png")
 
-    # forget with a few steps: live status, loss curve, preview; then the slider comes alive at t = T
+    # forget with a few steps: live status, loss curve, preview; then the slider comes alive at u = 1 (t = T)
     steps = page.locator("#steps input[type=number]")
     steps.fill(str(STEPS))
     steps.press("Enter")
@@ -115,7 +116,8 @@ def test_drop_forget_slide_and_bad_file(app_url, browser, shots, tmp_path):
                            timeout=180_000 + 2_000 * STEPS)
     forget_seconds = time.time() - t0
     page.wait_for_selector("#curve .js-plotly-plot", timeout=30_000)
-    page.wait_for_function("document.querySelector('#t_slider input[type=range]').value === '1.6'", timeout=10_000)
+    page.wait_for_function("document.querySelector('#u_slider input[type=range]').value === '1'", timeout=10_000)
+    assert "0 = the original model, 1 = fully forgotten" in page.locator("#u_slider").inner_text()
     page.wait_for_selector(".toast-body", state="detached", timeout=15_000)  # the warning toast has gone
     _, grid_t = _grid(page)
     top, bottom = _rows(grid_t)
@@ -123,10 +125,10 @@ def test_drop_forget_slide_and_bad_file(app_url, browser, shots, tmp_path):
     assert np.abs(top[:, :w] - bottom[:, :w]).mean() > 1, "at t = T the forgotten face must look different"
     _shot(page, shots, "04_forgotten_t_max.png")
 
-    # slide to t = 0.8, then t = 0: the images change with t and are the originals at t = 0
-    slider = page.locator("#t_slider input[type=range]")
+    # slide to u = 0.5, then u = 0: the images change with u and are the originals at u = 0
+    slider = page.locator("#u_slider input[type=range]")
     latencies = []
-    for value in ("0.8", "0"):
+    for value in ("0.5", "0"):
         src_before = page.locator("#grid img").get_attribute("src")
         t1 = time.time()
         slider.fill(value)  # an "input" event, as while dragging
@@ -137,15 +139,16 @@ def test_drop_forget_slide_and_bad_file(app_url, browser, shots, tmp_path):
                                " && Math.abs(tr.x[0] - parseFloat(v)) < 1e-6); }", arg=value, timeout=10_000)
         page.wait_for_function("document.querySelector('#grid img').complete")
         latencies.append(time.time() - t1)
-        if value == "0.8":
+        if value == "0.5":
             _, grid_mid = _grid(page)
-            assert np.abs(grid_mid - grid_t).mean() > 0.1, "the grid must change with t"
-            _shot(page, shots, "05_slider_t0.8.png")
+            assert np.abs(grid_mid - grid_t).mean() > 0.1, "the grid must change with u"
+            _shot(page, shots, "05_slider_u0.5.png")
+            _check_raw_t_view(page, 0.5)
     _, grid_zero = _grid(page)
     top, bottom = _rows(grid_zero)
-    assert np.abs(top - bottom).max() <= 2, "t = 0 must show exactly the original model"
-    assert np.abs(grid_zero[Y0:] - grid0[Y0:]).max() <= 2, "t = 0 equals the grid from before training"
-    _shot(page, shots, "06_slider_t0.png")
+    assert np.abs(top - bottom).max() <= 2, "u = 0 must show exactly the original model"
+    assert np.abs(grid_zero[Y0:] - grid0[Y0:]).max() <= 2, "u = 0 equals the grid from before training"
+    _shot(page, shots, "06_slider_u0.png")
 
     # a bad file: clear error toast, nothing added
     bad = tmp_path / "broken.png"
@@ -164,6 +167,24 @@ def test_drop_forget_slide_and_bad_file(app_url, browser, shots, tmp_path):
     assert not outside, f"requests left the machine: {outside[:5]}"
     print(f"browser: first render {first_render:.2f} s after the drop; forget {STEPS} steps {forget_seconds:.1f} s; "
           f"slider -> new grid on screen {', '.join(f'{1000 * x:.0f} ms' for x in latencies)}")
+
+
+def _check_raw_t_view(page, u: float) -> None:
+    """The advanced box shows the raw-t slider at the t the adapter's dial gives the position ``u``, without a new
+    render; unticked, the forgetting slider is back at ``u``."""
+    import app
+
+    entry = next(iter(app.SESSIONS.values())).get("1")  # this page is the only session of this server
+    src = page.locator("#grid img").get_attribute("src")
+    page.locator("#raw_t input[type=checkbox]").check()
+    page.wait_for_selector("#t_slider input[type=number]", state="visible", timeout=10_000)
+    page.wait_for_selector("#u_slider input[type=range]", state="hidden", timeout=10_000)
+    shown = float(page.locator("#t_slider input[type=number]").input_value())
+    assert shown == pytest.approx(entry.adapter.t_at(u), abs=1e-4), "the same setting, shown as t"
+    assert entry.u == u and page.locator("#grid img").get_attribute("src") == src, "and the same render"
+    page.locator("#raw_t input[type=checkbox]").uncheck()
+    page.wait_for_selector("#u_slider input[type=number]", state="visible", timeout=10_000)
+    assert float(page.locator("#u_slider input[type=number]").input_value()) == u
 
 
 def test_a_real_photo_shows_the_face_found_and_the_crop_used(app_url, browser, shots, tmp_path):
@@ -210,7 +231,7 @@ def _composition(page) -> str:
 
 
 def test_composition_switch_removal_and_privacy_on_close(app_url, browser, shots, tmp_path):
-    """Issue 16: t = 0 is the original unless composition is switched on, the grid says what it composes, an
+    """Issue 16: u = 0 is the original unless composition is switched on, the grid says what it composes, an
     identity can be removed, a refused file leaves the upload box, and closing the tab deletes the session's files."""
     import gradio as gr
 
@@ -256,9 +277,9 @@ def test_composition_switch_removal_and_privacy_on_close(app_url, browser, shots
                            timeout=120_000)
     page.wait_for_function("!document.querySelector('#adapter_upload .file-preview')", timeout=15_000)
 
-    # back on identity 1 at t = 0: exactly the original, and the grid says the other one is not applied
+    # back on identity 1 at u = 0: exactly the original, and the grid says the other one is not applied
     _select_identity(page, "1 · ")
-    slider = page.locator("#t_slider input[type=range]")
+    slider = page.locator("#u_slider input[type=range]")
     src = page.locator("#grid img").get_attribute("src")
     slider.fill("0")
     _wait_new_grid(page, src)
@@ -273,7 +294,7 @@ def test_composition_switch_removal_and_privacy_on_close(app_url, browser, shots
         time.sleep(0.3)
     if diff > 2:
         _shot(page, shots, "failed_t0_rows.png")
-    assert diff <= 2, (f"t = 0 is exactly the original while composition is off (max diff {diff}; slider "
+    assert diff <= 2, (f"u = 0 is exactly the original while composition is off (max diff {diff}; slider "
                        f"{slider.input_value()}; {_composition(page)!r})")
     assert "composition is off" in _composition(page)
 
@@ -286,8 +307,8 @@ def test_composition_switch_removal_and_privacy_on_close(app_url, browser, shots
     top, bottom = _rows(grid)
     assert np.abs(top - bottom).mean() > 0.2, "composed: the other forgotten identity acts in the bottom row"
     text = _composition(page)
-    assert text.startswith("Composition is on: the bottom row applies 1 · my-face.png at t = 0.00 together "
-                           "with 2 · my-face.png at t = 1.60."), text
+    assert text.startswith("Composition is on: the bottom row applies 1 · my-face.png at u = 0.00 (t = 0.00) "
+                           "together with 2 · my-face.png at u = 1.00 (t = 1.60)."), text
     footer = grid[Y0 + 2 * CELL + GAP + 16:]
     assert footer.shape[0] >= 20 and footer.min() < 80, "the grid image says so too, in dark text under its rows"
     time.sleep(0.5)

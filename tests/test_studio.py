@@ -1,5 +1,6 @@
-"""The demo's session layer: identities, background jobs, the queue, live renders, curves, adapters in and out,
-and isolation between sessions that share one generator."""
+"""The demo's session layer: identities, background jobs, the queue, live renders, the slider (its position u
+through each adapter's dial, and the raw-t view), curves, adapters in and out, and isolation between sessions that
+share one generator."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ import torch
 from PIL import Image
 
 from legato_core import faceworld
-from legato_core.adapters import ODEAdapter, active_adapters
+from legato_core.adapters import ODEAdapter, active, active_adapters
+from legato_core.adapters.dial import DialMap
 from legato_core.images import ImageError, to_pil
 from legato_core.studio import BusyError, JobQueue, Resources, Studio, StudioError
 
@@ -162,7 +164,9 @@ def test_job_reports_progress_and_history(trained):
     assert st.state == "done" and st.step == st.steps == STEPS
     assert len(st.losses) == STEPS and {"total", "identity", "preservation"} <= set(st.losses[0])
     assert st.preview is not None and st.preview.shape == (3, 64, 64)
-    assert "Done" in st.text() and entry.ready and entry.t == pytest.approx(entry.t_max)
+    assert "Done" in st.text() and entry.ready
+    assert entry.u == 1.0 and entry.t == pytest.approx(entry.t_max), "a new adapter is shown fully forgotten"
+    assert entry.adapter.dial is not None, "the engine calibrates every adapter it trains on the embedded backend"
 
 
 def test_t0_is_exactly_the_original_and_t_changes_the_target(trained):
@@ -179,13 +183,16 @@ def test_t0_is_exactly_the_original_and_t_changes_the_target(trained):
     assert (before[:n] - base).abs().max() <= 0.5 / 255 + 1e-6
 
 
-def test_forgetting_curve_has_nine_points_and_starts_at_identity(trained):
+def test_forgetting_curve_has_nine_slider_positions_and_starts_at_identity(trained):
     studio, entry, _ = trained
     c = studio.curve(entry.key)
-    assert len(c["t"]) == len(c["id_target"]) == len(c["retention"]) == 9
+    assert len(c["u"]) == len(c["t"]) == len(c["id_target"]) == len(c["retention"]) == 9
+    assert c["u"] == pytest.approx(list(np.linspace(0, 1, 9))), "evenly spaced positions of the slider"
+    assert c["t"] == pytest.approx([entry.adapter.t_at(u) for u in c["u"]]), "each at the t its dial maps it to"
     assert c["t"][0] == 0 and c["t"][-1] == pytest.approx(entry.t_max)
     assert c["id_target"][0] == pytest.approx(1.0, abs=1e-4) and c["retention"][0] == pytest.approx(1.0, abs=1e-4)
-    assert 0 < c["threshold"] < 1 and c["current_t"] == entry.t
+    assert 0 < c["threshold"] < 1 and c["current_u"] == entry.u and c["current_t"] == entry.t
+    assert c["dial"] == entry.adapter.dial.measured_by
     assert studio.curve(entry.key) is not None  # cached: no recomputation
 
 
@@ -213,6 +220,7 @@ def test_export_import_roundtrip_and_wrong_base_is_refused(res, trained, tmp_pat
     restored = other.import_adapter(path)
     assert restored.name == entry.name and torch.allclose(restored.latent, entry.latent, atol=1e-5)
     assert _wait(other).state == "done" and restored.ready
+    assert restored.adapter.dial == entry.adapter.dial, "the dial map travels in the adapter file"
     assert other.curve(restored.key)["id_target"] == pytest.approx(studio.curve(entry.key)["id_target"], abs=1e-4)
     _, a = studio.render_rows(entry.key, 1.0)
     _, b = other.render_rows(restored.key, 1.0)
@@ -262,7 +270,7 @@ def test_t0_is_the_original_unless_composition_is_on(res, trained, tmp_path):
     e2 = s.import_adapter(path)
     _wait(s)
     e2.name = "second"
-    s.set_t(e2.key, 1.6)
+    s.set_u(e2.key, 1.0)
     before, at0 = s.render_rows(e1.key, 0.0)
     assert torch.equal(before, at0), "t = 0 is exactly the original while composition is off"
     text = s.composition_text(e1)
@@ -273,9 +281,10 @@ def test_t0_is_the_original_unless_composition_is_on(res, trained, tmp_path):
     s.set_compose(True)
     before, composed = s.render_rows(e1.key, 0.0)
     assert (composed - before).abs().max() > 0, "composed: the other adapter acts at its own t"
-    assert s.composition_footer(e1) == f"Bottom row: 1 · {e1.name} at t = 0.00, composed with 2 · second at t = 1.60."
-    assert s.composition_text(e1).startswith(f"Composition is on: the bottom row applies 1 · {e1.name} at t = 0.00 "
-                                             "together with 2 · second at t = 1.60.")
+    assert s.composition_footer(e1) == (f"Bottom row: 1 · {e1.name} at u = 0.00 (t = 0.00), composed with 2 · second "
+                                        "at u = 1.00 (t = 1.60).")
+    assert s.composition_text(e1).startswith(f"Composition is on: the bottom row applies 1 · {e1.name} at u = 0.00 "
+                                             "(t = 0.00) together with 2 · second at u = 1.00 (t = 1.60).")
     grid = s.render_grid(e1.key, 0.0)
     assert grid.height > plain.height and grid.width == plain.width, "the grid says so in a line under the rows"
     footer = np.asarray(grid.convert("L"))[plain.height:]
@@ -363,6 +372,86 @@ def _save_png(tmp_path, im):
     path = tmp_path / "still.png"
     im.save(path)
     return path
+
+
+# -- the slider: position u through the adapter's dial, the raw-t view, adapters without a dial ------------------------
+DIAL = (0.0, 0.1, 0.2, 0.4, 1.6)  # a hand-made dial: the first three quarters of the slider cover t <= 0.4
+
+
+def _adapter_file(trained, tmp_path, knots: tuple[float, ...] | None):
+    """The trained adapter saved with the dial map ``knots`` (None: no map, as in a file from before dial maps)."""
+    studio, entry, _ = trained
+    adapter = ODEAdapter.load(studio.export_adapter(entry.key, tmp_path / "a.safetensors"))
+    adapter.set_dial(DialMap(knots, "test", adapter.digest()) if knots is not None else None)
+    return adapter.save(tmp_path / "dial.safetensors")
+
+
+def _restored(res, path):
+    s = _studio(res)
+    e = s.import_adapter(path)
+    assert _wait(s).state == "done"
+    return s, e
+
+
+def test_the_slider_position_renders_at_the_t_the_adapters_dial_maps_it_to(res, trained, tmp_path):
+    s, e = _restored(res, _adapter_file(trained, tmp_path, DIAL))
+    adapter = e.adapter
+    assert adapter.dial.measured_by == "test", "the file's dial map is restored with the adapter"
+    assert e.u == 1.0 and e.t == pytest.approx(1.6)
+    assert s.set_u(e.key, 0.5) == 0.5
+    assert e.t == adapter.t_at(0.5) == pytest.approx(0.2), "u = 0.5 is t = 0.2 on this dial, not the raw 0.8"
+    _, after = s.render_rows(e.key, u=0.5)
+    n = len(e.grid_views)
+    with torch.inference_mode(), active(res.base, [(adapter, adapter.t_at(0.5))]):
+        direct = res.base.render(e.latent.expand(n, -1), e.grid_views)
+    assert (after[:n] - direct).abs().max() <= 0.5 / 255 + 1e-6
+    _, raw = s.render_rows(e.key, 0.8)  # the raw knob's t for u = 0.5
+    assert (raw[:n] - after[:n]).abs().max() > 0, "the dial, not the raw knob, decides what u = 0.5 shows"
+    _, _, u, t = s.view(e.key, u=0.75)
+    assert (u, t) == (0.75, pytest.approx(0.4)) and e.u == 0.75, "a render stores its position"
+    c = s.curve(e.key)
+    assert c["dial"] == "test" and c["t"] == pytest.approx([adapter.t_at(x) for x in c["u"]])
+    assert c["t"][4] == pytest.approx(0.2) and (c["current_u"], c["current_t"]) == (0.75, pytest.approx(0.4))
+    assert s.set_u(e.key, 7) == 1.0 and s.set_u(e.key, -1) == 0.0, "positions are clamped to [0, 1]"
+    with pytest.raises(StudioError, match="u must be a number"):
+        s.set_u(e.key, float("nan"))
+    with pytest.raises(StudioError, match="not both"):
+        s.render_rows(e.key, 0.4, u=0.5)
+    s.close()
+
+
+def test_the_raw_t_view_keeps_each_identitys_setting_and_render(res, trained, tmp_path):
+    s, e = _restored(res, _adapter_file(trained, tmp_path, (0.0, 0.4, 0.4, 1.2, 1.6)))  # flat from u = 1/4 to 1/2
+    other = s.import_adapter(_adapter_file(trained, tmp_path / "b", DIAL))
+    _wait(s)
+    s.set_u(e.key, 0.375)
+    s.set_u(other.key, 0.5)
+    grid = np.asarray(s.render_grid(e.key))
+    s.set_raw_t(True)
+    assert (e.u, other.u) == (0.375, 0.5), "switching the view changes no setting"
+    assert np.array_equal(np.asarray(s.render_grid(e.key)), grid), "and so not the render"
+    assert e.t == pytest.approx(0.4) and other.t == pytest.approx(0.2), "the raw view shows each setting as its t"
+    assert s.set_t(e.key, 0.4) == pytest.approx(0.4) and e.u == 0.25, "a raw t is kept as the first u reaching it"
+    assert s.set_t(e.key, 1.4) == pytest.approx(1.4) and e.u == pytest.approx(0.875)
+    assert s.set_t(e.key, 9) == pytest.approx(1.6) and e.u == 1.0, "t is clamped to [0, t_max]"
+    assert other.u == 0.5, "the other identity keeps its own setting"
+    assert s.slider_values(e) == pytest.approx([0.0, 0.4, 0.8, 1.2, 1.6]), "the raw view's positions are t's"
+    s.set_raw_t(False)
+    assert s.slider_values(e) == pytest.approx([0.0, 0.4, 1.28, 1.6]), "u = 0, 0.4, 0.8, 1 through the dial"
+    assert e.u == 1.0
+    s.close()
+
+
+def test_an_adapter_file_without_a_dial_map_gives_the_raw_knob(res, trained, tmp_path):
+    s, e = _restored(res, _adapter_file(trained, tmp_path, None))
+    assert e.adapter.dial is None
+    assert s.set_u(e.key, 0.5) == 0.5 and e.t == pytest.approx(0.8), "u = 0.5 is t = 0.5 * t_max"
+    _, by_u = s.render_rows(e.key, u=0.5)
+    _, by_t = s.render_rows(e.key, 0.8)
+    assert torch.equal(by_u, by_t) and e.u == pytest.approx(0.5)
+    c = s.curve(e.key)
+    assert c["dial"] is None and c["t"] == pytest.approx(list(np.linspace(0, 1.6, 9)))
+    s.close()
 
 
 # -- jobs, cancellation, queue ------------------------------------------------------------------------------------

@@ -60,6 +60,19 @@ class ODEAdapter(nn.Module):
         self.description = dict(description or {})
         self.dial: DialMap | None = None  # slider position u -> t, measured after training (calibration.py)
 
+    @classmethod
+    def for_model(cls, model: AdaptableModel, sites: list[str] | None = None, config: ODEConfig | None = None,
+                  description: dict | None = None) -> ODEAdapter:
+        """A zero (identity) adapter on ``sites`` of ``model`` (all its sites when None), with each site's
+        channels and kind read from the model and the model's id and weight hash recorded."""
+        found = model.adapter_sites
+        names = list(found) if sites is None else list(sites)
+        unknown = [s for s in names if s not in found]
+        if unknown:
+            raise AdapterMismatchError(f"base model has no adapter sites {unknown}; it has {sorted(found)}")
+        return cls({s: found[s].channels for s in names}, config, model.base_model_id, model.weight_hash(),
+                   description, {s: getattr(found[s], "adapter_kind", "conv") for s in names})
+
     # -- running ------------------------------------------------------------------------------------------
     def transform(self, site: str, x: torch.Tensor, intensity: float,
                   states: dict[str, list[torch.Tensor]] | None = None) -> torch.Tensor:
@@ -104,6 +117,13 @@ class ODEAdapter(nn.Module):
         if not 0 <= u <= 1 + 1e-9:
             raise ValueError(f"the slider position u must be in [0, 1], got {u}")
         return min(u, 1.0) * self.config.t_max
+
+    def u_at(self, t: float) -> float:
+        """The first slider position u whose intensity is ``t`` (clamped to [0, t_max]): the inverse of ``t_at``."""
+        if self.dial is not None:
+            return self.dial.u_at(t)
+        t_max = self.config.t_max
+        return min(max(float(t), 0.0), t_max) / t_max
 
     # -- injection ----------------------------------------------------------------------------------------
     def check_base(self, model: AdaptableModel) -> None:

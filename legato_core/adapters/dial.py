@@ -8,6 +8,7 @@ saved in the adapter file and tied to the adapter's weights: a map is never appl
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import itertools
 import json
@@ -47,6 +48,18 @@ class DialMap:
         x = min(u, 1.0) * (len(self.t) - 1)
         i = min(int(x), len(self.t) - 2)
         return self.t[i] + (x - i) * (self.t[i + 1] - self.t[i])
+
+    def u_at(self, t: float) -> float:
+        """The first slider position whose t is ``t`` (clamped to the map's range): where a raw t is stored, so that
+        ``t_at(u_at(t)) == t`` (to float rounding) even where the map is flat."""
+        knots = self.t
+        t = min(max(float(t), 0.0), knots[-1])
+        j = bisect.bisect_left(knots, t)  # the first knot at or past t
+        if j == 0:
+            return 0.0
+        if j >= len(knots):
+            return 1.0
+        return (j - 1 + (t - knots[j - 1]) / (knots[j] - knots[j - 1])) / (len(knots) - 1)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

@@ -19,9 +19,11 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import faceworld
+from ..adapters.dial import DialMap
 from ..identity.feature_distance import ArcFaceFeatureDistance
 from ..identity.model import load_identity_model
-from ..metrics import identity_similarity, judge_embeddings, unlearning_report
+from ..metrics import dial_report, identity_similarity, judge_embeddings, unlearning_report
+from ..unlearning.calibration import knob_knots, profile_knob
 from ..unlearning.engine import ForgetConfig
 from .methods import METHODS, run_method
 
@@ -98,12 +100,13 @@ def run_benchmark(backend, methods: list[str], identities: list[int], config: Fo
                 retention_curve.append([float(s), float(sim.mean())])
             with res.knob.at(1.0) as model:
                 audit = reinversion_audit(backend, model, img, steps=audit_steps) if audit_steps else None
+            dial = knob_dial(backend, res.knob, w_u, res.target_latent, judge)
             res.close()
             results.append({
                 "method": name, "identity": identity, "lr": lrs[name], "steps": config.steps,
                 "wall_seconds": wall, "train_seconds": res.seconds, "steps_to_forget": first_forgotten,
                 "target_stop_fraction": res.target.get("stop_fraction"),
-                "reinversion_best_similarity": audit, "retention_curve": retention_curve, **rep})
+                "reinversion_best_similarity": audit, "retention_curve": retention_curve, **rep, **dial})
             bar.update(1)
     bar.close()
     base_audit = []
@@ -116,10 +119,29 @@ def run_benchmark(backend, methods: list[str], identities: list[int], config: Fo
             "legato_sites": config.sites_on(backend)}  # what config.sites None meant here
 
 
+def knob_dial(backend, knob, w_u: torch.Tensor, target_latent: torch.Tensor, judge) -> dict:
+    """A method's knob s in [0, 1] as a slider, raw (u = s) and calibrated the way the engine calibrates LEGATO's
+    adapters (loss network and pixels, never the judge; ``unlearning.calibration``), scored by the judge."""
+    views = backend.canonical_views(8)
+    raw = dial_report(backend, knob, w_u, target_latent, float, views, judge)
+    knots, _ = knob_knots(profile_knob(backend, knob, w_u, 1.0))
+    position = DialMap(tuple(knots), "loss network and pixels", "").t_at
+    cal = dial_report(backend, knob, w_u, target_latent, position, views, judge, manifold_positions=())
+    return {"dial_raw": raw, "dial_calibrated": cal, "evenness_raw": raw["evenness"],
+            "evenness_calibrated": cal["evenness"], "pixel_evenness_raw": raw["pixel_evenness"],
+            "pixel_evenness_calibrated": cal["pixel_evenness"], "monotone_calibrated": cal["monotone"],
+            "sharpness_min": raw["sharpness_min"], "manifold_db_min": min(raw["manifold_db"].values()),
+            "reach_db": raw["reach_db"]}
+
+
 # (result key, column header, decimals): counts print whole in every row, whatever their size
 SUMMARY_KEYS = [("id_target", "ID_target ↓", 3), ("id_others", "ID_others ↓", 3), ("retention_mean", "retention ↑", 3),
                 ("retention_p5", "retention p5 ↑", 3), ("fd_judge", "FD_judge ↓", 3),
                 ("curve_spearman", "Spearman(s, ID)", 3), ("curve_max_jump", "max jump ↓", 3),
+                ("evenness_raw", "evenness raw ↓", 2), ("evenness_calibrated", "evenness calibrated ↓", 2),
+                ("pixel_evenness_calibrated", "pixel evenness calibrated ↓", 2),
+                ("sharpness_min", "sharpness min ↑", 2),
+                ("manifold_db_min", "on-manifold dB ↑", 1), ("reach_db", "reach dB ↑", 1),
                 ("reinversion_best_similarity", "re-inversion ↓", 3), ("steps_to_forget", "steps to forget ↓", 0),
                 ("wall_seconds", "wall s", 1), ("trainable_parameters", "trainable params", 0)]
 

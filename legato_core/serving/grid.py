@@ -60,9 +60,11 @@ def compose_grid(before: torch.Tensor, after: torch.Tensor, entry, footer: str =
     draw.text((2 * xs[n_target] + 4, 8), "retained (other identities)", fill=(30, 100, 30), font=font)
     y1, y2 = 2 * hh + c, 2 * (hh + c + g) + c
     draw.text((8, y1 - 18), "original", fill=(0, 0, 0), font=font)
-    draw.text((8, y1 + 2), "t = 0", fill=(90, 90, 90), font=small)
+    draw.text((8, y1 + 2), "u = 0, t = 0", fill=(90, 90, 90), font=small)
     draw.text((8, y2 - 18), "forgetting", fill=(0, 0, 0), font=font)
-    draw.text((8, y2 + 2), f"t = {entry.t:.2f}", fill=(90, 90, 90), font=small)
+    u = entry.u
+    draw.text((8, y2 + 2), f"u = {u:.2f}", fill=(90, 90, 90), font=small)
+    draw.text((8, y2 + 18), f"t = {entry.t_at(u):.2f}", fill=(90, 90, 90), font=small)
     if footer:
         im = _add_footer(im, footer, font)
     return im

@@ -67,8 +67,8 @@ class JobStatus:
             if self.steps:
                 return (f"Done: {self.name} forgotten in {self.elapsed:.1f} s ({self.steps} steps"
                         f"{f', training {self.train_seconds:.1f} s' if self.train_seconds else ''}). "
-                        "Move the intensity slider.")
-            return f"Restored the adapter for {self.name}. Move the intensity slider."
+                        "Move the forgetting slider.")
+            return f"Restored the adapter for {self.name}. Move the forgetting slider."
         if self.state == "cancelled":
             at = f" at step {self.step}/{self.steps}" if self.step else ""
             return f"Cancelled{at}. Nothing was changed; earlier identities are untouched."
@@ -145,8 +145,7 @@ class ForgetTask:
                     self._eval_t0 = time.time()
                     views = self.curve_views if self.res.base.has_views else 1  # DDIM from x_T has no views
                     self.curve = forgetting_curve(backend, self.adapter, self.entry.latent, judge,
-                                                  self.res.curve_retained_latents, views,
-                                                  should_stop=self._stop.is_set)
+                                                  self.res.curve_retained_latents, views, should_stop=self._stop.is_set)
                     self.times.record(curve_seconds=time.time() - self._eval_t0)
                 self.seconds = time.time() - self._t0
                 self.on_done(self)

@@ -1,23 +1,29 @@
-"""The sentences the page shows about what the bottom row of the grid applies (composition of adapters)."""
+"""The sentences the page shows about what the bottom row of the grid applies (composition of adapters), and what
+the slider's steps mean for an identity's adapter."""
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from ..adapters import ODEAdapter
 
 
 class _Shown(Protocol):
     key: str
     name: str
-    t: float
+    u: float  # the slider position
+    t: float  # the ODE time it stands for
 
     @property
     def ready(self) -> bool: ...
 
 
 def at_t(entry: _Shown) -> str:
-    """"2 · Ada at t = 0.80" (keys: two uploads may share a name), or "(not forgotten yet)"."""
+    """"2 · Ada at u = 0.50 (t = 0.93)": the slider position and its ODE time (keys: two uploads may share a
+    name), or "(not forgotten yet)"."""
     if entry.ready:
-        return f"{entry.key} · {entry.name} at t = {entry.t:.2f}"
+        return f"{entry.key} · {entry.name} at u = {entry.u:.2f} (t = {entry.t:.2f})"
     return f"{entry.key} · {entry.name} (not forgotten yet)"
 
 
@@ -41,7 +47,7 @@ def composition_text(entry: _Shown, applied: list[_Shown], compose: bool, others
     own = at_t(entry)
     if applied:
         return (f"Composition is on: the bottom row applies {own} together with {listing(applied)}. Each identity "
-                "keeps its own t; select one to change it.")
+                "keeps its own setting; select one to change it.")
     if compose and others_ready:
         return f"Composition is on, but every other forgotten identity is at t = 0: the bottom row is {own} alone."
     if others_ready:
@@ -49,3 +55,15 @@ def composition_text(entry: _Shown, applied: list[_Shown], compose: bool, others
         return (f"Bottom row: {own} alone; composition is off, so the {n} other forgotten "
                 f"identit{'y' if n == 1 else 'ies'} of this session {'is' if n == 1 else 'are'} not applied.")
     return ""
+
+
+def dial_note(adapter: ODEAdapter | None) -> str:
+    """What the forgetting slider's steps are for this adapter: calibrated, or the raw knob (an adapter file from
+    before dial maps, or a backend that is not calibrated). "" before there is an adapter."""
+    if adapter is None:
+        return ""
+    if adapter.dial is None:
+        return ("this adapter has no calibrated dial (an older file, or a backend that is not calibrated), so the "
+                f"slider is the raw knob t = u × {adapter.config.t_max:g}: its equal steps need not take equal steps "
+                "away from the person")
+    return f"calibrated for this adapter after training, measured by the {adapter.dial.measured_by}"

@@ -130,14 +130,16 @@ def train_adapter(backend, w_u: torch.Tensor, config: ForgetConfig,
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
     sites = config.sites_on(backend)
-    if config.view_anchors and renders_fast(backend):
-        w_u = torch.cat([w_u, view_anchors(backend, w_u, config.view_anchors, gen)])
     w_target, target_desc = make_target(backend, w_u, config.target)
-    adapter = ODEAdapter({s: backend.adapter_sites[s].channels for s in sites}, config.ode,
-                         backend.base_model_id, backend.weight_hash(),
-                         description={"target": target_desc, "method": "legato", "steps": config.steps,
-                                      "seed": config.seed},
-                         site_kinds={s: getattr(backend.adapter_sites[s], "adapter_kind", "conv") for s in sites})
+    if config.view_anchors and renders_fast(backend):
+        # each anchor is the person seen through another photo: it goes where its photo's latent goes, moved by
+        # the same offset (one substitute for the person, not one per anchor)
+        anchors = view_anchors(backend, w_u, config.view_anchors, gen)
+        rows = torch.arange(len(w_u)).repeat_interleave(config.view_anchors)
+        w_target = torch.cat([w_target, w_target[rows] + anchors - w_u[rows]])
+        w_u = torch.cat([w_u, anchors])
+    description = {"target": target_desc, "method": "legato", "steps": config.steps, "seed": config.seed}
+    adapter = ODEAdapter.for_model(backend, sites, config.ode, description)
     traj_sites = sites if config.trajectory_sites == "all" else list(config.trajectory_sites)
     backend.prepare_adapter(adapter)  # device placement before the optimiser sees the parameters
     opt = torch.optim.Adam(adapter.parameters(), lr=config.lr)
