@@ -253,7 +253,6 @@ def _cmd_forget(args) -> int:
     from .backends.base import renders_fast
     from .metrics import AdapterKnob, dial_report, unlearning_report
     from .unlearning.engine import ForgetConfig, train_adapter
-    from .unlearning.targets import TargetConfig
 
     spec = BackendSpec.from_args(args)
     _check_identity_flag(args, spec)
@@ -267,7 +266,11 @@ def _cmd_forget(args) -> int:
     networks = check_judge_independent(backend, judge)
     t0 = time.time()
     w, ow, ov, desc = _target_input(args, backend)
-    cfg = ForgetConfig(seed=args.seed, target=TargetConfig(kind=args.target, stop_similarity=args.stop_similarity))
+    cfg = ForgetConfig()
+    if args.config:  # a JSON file of ForgetConfig fields over the defaults (e.g. an earlier session's settings)
+        cfg = cfg.merged(json.loads(Path(args.config).read_text()))
+    target = {k: v for k, v in (("kind", args.target), ("stop_similarity", args.stop_similarity)) if v is not KEEP}
+    cfg = cfg.merged({"seed": args.seed, "target": target})
     if args.steps:
         cfg.steps = args.steps
     if args.lr:
@@ -288,7 +291,7 @@ def _cmd_forget(args) -> int:
                                       manifold_positions=())
         rep["dial_map"] = {"t": list(res.adapter.dial.t), "measured_by": res.adapter.dial.measured_by} \
             if res.adapter.dial is not None else None
-    rep.update({"seconds": round(seconds, 2), "steps": cfg.steps, "seed": cfg.seed, "target": args.target,
+    rep.update({"seconds": round(seconds, 2), "steps": cfg.steps, "seed": cfg.seed, "target": cfg.target.kind,
                 "target_stop_fraction": res.adapter.description["target"].get("stop_fraction"),
                 "adapter": str(args.out), "backend": spec.label(backend), "judge": judge_name,
                 "judge_network": networks["judge"], "training_identity": networks["training_identity"], **desc})
@@ -363,6 +366,9 @@ def _cmd_bench(args) -> int:
     print(summarise(bench))
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0
+
+
+KEEP = object()  # a flag not given: the config's value stands
 
 
 def _stop_similarity(text: str) -> float | None:
@@ -454,11 +460,13 @@ def build_parser() -> argparse.ArgumentParser:
     fg.add_argument("--steps", type=int, help=f"training steps (default {ForgetConfig.steps})")
     fg.add_argument("--seed", type=int, default=0)
     fg.add_argument("--lr", type=float)
-    fg.add_argument("--target", choices=list(TARGETS), default=TargetConfig.kind)
-    fg.add_argument("--stop-similarity", metavar="COS|none", type=_stop_similarity,
-                    default=TargetConfig.stop_similarity,
-                    help=f"extrapolated: stop on GUIDE's line where arcface's cosine to the person falls to COS "
-                         f"(default {TargetConfig.stop_similarity}); 'none': a fixed distance")
+    fg.add_argument("--config", help="JSON file of ForgetConfig fields laid over the defaults (nested objects for "
+                                     "target, ode, weights, calibration); the flags below win over it")
+    fg.add_argument("--target", choices=list(TARGETS), default=KEEP, help=f"default {TargetConfig.kind}")
+    fg.add_argument("--stop-similarity", metavar="COS|none", type=_stop_similarity, default=KEEP,
+                    help=f"the loss network's cosine to the person the target must fall to (default "
+                         f"{TargetConfig.stop_similarity}): substitute, the most a prior face may resemble the person; "
+                         f"extrapolated, where to stop on GUIDE's line ('none': a fixed distance)")
     fg.add_argument("--threads", type=int, default=2)
     fg.add_argument("--quiet", action="store_true")
     fg.add_argument("--eval-samples", type=int,

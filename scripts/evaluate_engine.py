@@ -120,32 +120,56 @@ def main() -> None:
     ap.add_argument("--extra", default="", help="extra flags passed to every forget call")
     ap.add_argument("--model-path", help="an embedded generator directory (default: the shipped assets/generator)")
     ap.add_argument("--sweep-png", type=Path, default=ROOT / "docs" / "engine_t_sweep.png")
+    ap.add_argument("--compare-config", type=Path,
+                    help="a ForgetConfig JSON (e.g. docs/engine_configs/session14.json): each target is also forgotten "
+                         "with it, right after the defaults, so both are timed side by side on the same machine")
+    ap.add_argument("--compare-out", type=Path, default=ROOT / "docs" / "engine_reports_session14")
     ap.add_argument("--summarise-only", action="store_true",
                     help="reuse the reports and adapters already in --out; measure render latency and summarise")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    reports = []
+    reports, compared = [], []
+    runs = [(args.out, [])]
+    if args.compare_config:
+        args.compare_out.mkdir(parents=True, exist_ok=True)
+        runs.append((args.compare_out, ["--config", in_repo(args.compare_config)]))
     for i in range(args.first_identity, args.first_identity + args.targets):
-        cmd = [sys.executable, "-m", "legato_core", "forget", "--identity", str(i), "--quiet",
-               "--out", in_repo(args.out / f"{i}.safetensors"), "--report", in_repo(args.out / f"{i}.json"),
-               *(["--model-path", args.model_path] if args.model_path else []), *args.extra.split()]
-        report = args.out / f"{i}.json"
-        if args.summarise_only:
-            rep = json.loads(report.read_text())
-        else:
-            t0 = time.time()
-            subprocess.run(cmd, cwd=ROOT, check=True)
-            rep = json.loads(report.read_text())
-            rep["process_seconds"] = time.time() - t0
-            report.write_text(json.dumps(rep, indent=2) + "\n")
-        reports.append(rep)
-        print(f"{i}: id_target {rep['id_target']:.3f} id_others {rep['id_others']:.3f} "
-              f"retention {rep['retention_mean']:.3f}/{rep['retention_p5']:.3f} {rep['seconds']:.1f}s "
-              f"pixel ratio {rep['pixel_change_ratio']:.1f} others {rep['others_psnr_db_mean']:.1f} dB", flush=True)
+        for out, flags in runs:  # alternating per target: both configurations meet the machine in the same hour
+            rep = forget_target(i, out, [*flags, *args.extra.split()], args.model_path, args.summarise_only)
+            (reports if out == args.out else compared).append(rep)
     lat = render_latency(args.out / f"{args.first_identity + args.targets - 1}.safetensors",
                          args.first_identity + args.targets - 1, args.model_path, args.sweep_png)
+    summary = summarise(reports, args)
+    summary.update(lat)
+    if compared:
+        summary["compared"] = {"config": in_repo(args.compare_config), **summarise(compared, args)}
+        summary["seconds_median_ratio"] = summary["seconds_median"] / summary["compared"]["seconds_median"]
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(json.dumps(summary, indent=2))
+
+
+def forget_target(identity: int, out: Path, flags: list[str], model_path: str | None, reuse: bool) -> dict:
+    """One target through the forget CLI (a fresh process, default settings unless ``flags`` say otherwise)."""
+    report = out / f"{identity}.json"
+    if reuse:
+        return json.loads(report.read_text())
+    cmd = [sys.executable, "-m", "legato_core", "forget", "--identity", str(identity), "--quiet",
+           "--out", in_repo(out / f"{identity}.safetensors"), "--report", in_repo(report),
+           *(["--model-path", model_path] if model_path else []), *flags]
+    t0 = time.time()
+    subprocess.run(cmd, cwd=ROOT, check=True)
+    rep = json.loads(report.read_text())
+    rep["process_seconds"] = time.time() - t0
+    report.write_text(json.dumps(rep, indent=2) + "\n")
+    print(f"{out.name}/{identity}: id_target {rep['id_target']:.3f} id_others {rep['id_others']:.3f} "
+          f"retention {rep['retention_mean']:.3f}/{rep['retention_p5']:.3f} {rep['seconds']:.1f}s "
+          f"pixel ratio {rep['pixel_change_ratio']:.1f} others {rep['others_psnr_db_mean']:.1f} dB", flush=True)
+    return rep
+
+
+def summarise(reports: list[dict], args) -> dict:
     thr = reports[0]["threshold"]
-    summary = {
+    return {
         "targets": len(reports), "first_identity": args.first_identity, "threshold": thr,
         "generator": args.model_path or "assets/generator",
         "id_target_below_threshold": sum(r["id_target"] < thr for r in reports),
@@ -177,10 +201,7 @@ def main() -> None:
                                                     "others_below_35_db": sum(x < 35 for x in r["others_psnr_db_each"])}
                              for i, r in enumerate(reports)},
         "dial": dial_summary(reports),
-        **lat,
     }
-    (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(json.dumps(summary, indent=2))
 
 
 if __name__ == "__main__":

@@ -63,15 +63,23 @@ def test_forget_then_render(tmp_path, capsys):
                 "trainable_fraction", "threshold", "curve"):
         assert key in rep
     assert len(rep["curve"]) == 9 and rep["curve"][0][0] == 0
+    for dial in (rep["dial"], rep["dial_raw"]):  # the slider as calibrated, and the raw knob t = u T
+        assert len(dial["judge_curve"]) == 17 and dial["judge_curve"][0] == pytest.approx(1.0, abs=1e-5)
+    assert rep["dial_map"]["t"][0] == 0 and rep["dial_raw"]["knob"][-1] == pytest.approx(1.6)
+    assert set(rep["dial"]["manifold_db"]) == {"0.25", "0.5", "0.75", "0.875", "1.0"}
     assert main(["render", "--adapter", str(adapter), "--t", "0.8", "--identity", "200030", "--out", str(png)]) == 0
     assert png.stat().st_size > 1000
+    assert main(["render", "--adapter", str(adapter), "--u", "0.5", "--identity", "200030", "--out", str(png)]) == 0
+    assert "u=0.5 (t=" in capsys.readouterr().out
 
 
 def test_forget_reports_where_the_extrapolated_target_stopped(tmp_path):
     fixed, stopped = tmp_path / "fixed.json", tmp_path / "stopped.json"
     base = ["forget", "--identity", "200032", "--steps", "1", "--quiet", "--out", str(tmp_path / "a.safetensors")]
-    assert main([*base, "--report", str(stopped), "--stop-similarity", "0.5"]) == 0
-    assert main([*base, "--report", str(fixed), "--stop-similarity", "none"]) == 0
+    assert main([*base, "--report", str(stopped), "--target", "extrapolated", "--stop-similarity", "0.5"]) == 0
+    config = tmp_path / "config.json"  # the same settings from a config file
+    config.write_text(json.dumps({"target": {"kind": "extrapolated", "stop_similarity": None}}))
+    assert main([*base, "--report", str(fixed), "--config", str(config)]) == 0
     (frac,) = json.loads(stopped.read_text())["target_stop_fraction"]
     assert 0 < frac < 1, "cosine 0.5 is reached part of the way to the far target"
     assert json.loads(fixed.read_text())["target_stop_fraction"] is None

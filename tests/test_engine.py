@@ -30,7 +30,7 @@ def test_training_changes_the_adapter_away_from_identity(tiny_backend):
 
 
 def test_a_run_trains_the_backends_forget_sites_unless_its_config_names_others(tiny_backend, monkeypatch):
-    assert set(tiny_backend.adapter_sites) == {"b8", "b16"}
+    assert set(tiny_backend.adapter_sites) == {"w", "b8", "b16"}
     monkeypatch.setattr(type(tiny_backend), "forget_sites", property(lambda self: ["b8"]))
     assert list(train_adapter(tiny_backend, _latent(tiny_backend), ForgetConfig(steps=1)).adapter.fields) == ["b8"]
     named = ForgetConfig(steps=1, sites=["b8", "b16"])
@@ -261,3 +261,15 @@ def test_path_term_pulls_the_midpoint_towards_the_latent_line(tiny_backend, monk
         expected = tiny_backend.synthesize(on_line, batch.views[:batch.k_l])
     assert 0 < fraction < 1
     torch.testing.assert_close(seen[-1], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_a_config_can_be_laid_over_the_defaults_field_by_field():
+    cfg = ForgetConfig().merged({"steps": 7, "target": {"kind": "extrapolated"}, "weights": {"trajectory": 1.0},
+                                 "calibration": None})
+    assert cfg.steps == 7 and cfg.target.kind == "extrapolated" and cfg.weights.trajectory == 1.0
+    assert cfg.calibration is None
+    assert cfg.target.stop_similarity == ForgetConfig().target.stop_similarity  # untouched fields keep defaults
+    assert cfg.weights.preservation == ForgetConfig().weights.preservation
+    with pytest.raises(ValueError, match=r"unknown ForgetConfig field 'weights\.trajectry'"):
+        ForgetConfig().merged({"weights": {"trajectry": 1.0}})
+

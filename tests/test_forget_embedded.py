@@ -46,7 +46,19 @@ def test_intermediate_t_forgets_partially(trained):
     assert sims[0] > sims[1] > sims[2]
 
 
-def test_the_embedded_default_trains_every_site_but_the_finest(trained):
+def test_the_embedded_default_trains_the_identity_latent_and_calibrates_the_dial(trained):
     backend, res = trained
-    assert backend.forget_sites == ["b8", "b16", "b32"] and "b64" in backend.adapter_sites
-    assert list(res.adapter.fields) == backend.forget_sites
+    assert backend.forget_sites == ["w"] and {"b8", "b16", "b32", "b64"} <= set(backend.adapter_sites)
+    assert list(res.adapter.fields) == ["w"] and res.adapter.site_kinds == {"w": "latent"}
+    assert res.adapter.trainable_parameters() < 0.02 * backend.parameter_count()
+    dial = res.adapter.dial
+    assert dial is not None and dial.adapter_digest == res.adapter.digest()
+    assert res.adapter.t_at(0) == 0 and res.adapter.t_at(1) == pytest.approx(res.config.ode.t_max)
+
+
+def test_the_forgotten_person_becomes_a_prior_face(trained):
+    backend, res = trained
+    assert res.adapter.description["target"]["kind"] == "substitute"
+    cfg = res.config.target
+    pool = backend.sample_latents(cfg.pool_size, torch.Generator().manual_seed(cfg.pool_seed))
+    assert any(torch.equal(res.target_latent[0], p) for p in pool)

@@ -99,12 +99,12 @@ class EmbeddedFaceBackend(nn.Module):
 
     @property
     def forget_sites(self) -> list[str]:
-        """Every site but the finest (b64): its 24 channels at 4,096 pixels were a quarter of an engine step, and
-        on validation ids forgetting, retention and the others' pixels came out the same without it
-        (docs/engine.md, session 13). ``ForgetConfig.sites`` still takes any of ``adapter_sites``."""
-        sites = {k: m for k, m in self.generator.adapter_sites.items() if m.adapter_kind == "conv"}
-        finest = max(sites, key=lambda name: sites[name].resolution)
-        return [name for name in sites if name != finest]
+        """The identity latent "w", where identity enters synthesis (session 15): an adapter there moves the person
+        to another face the generator draws, so every slider position is a crisp face. Adapters on the blocks'
+        feature maps (b8-b32, the default up to session 14) recolour pixels and cannot move an eye: at full
+        intensity they drew a ghost of the person and the target (docs/engine.md, the dial).
+        ``ForgetConfig.sites`` still takes any of ``adapter_sites``."""
+        return ["w"]
 
     def weight_hash(self) -> str:
         if self._hash is None:  # base weights are frozen: hash once

@@ -42,15 +42,23 @@ class ForgetConfig:
     lr_schedule: str = "constant"  # or "cosine": decay to 0 over the run (a cleaner end point in few steps)
     seed: int = 0
     local_views: int = 2
-    adjacency_samples: int = 2
+    # 4 at 1.5 radii (session 15, was 2 at 0.5): with the adapter on the identity latent, the person's other photos
+    # invert 0.6-0.7 radii from the upload, in directions of their own; the field must carry that whole
+    # neighbourhood to the substitute, while other people sit about 1.4 radii away (docs/engine.md, the dial)
+    adjacency_samples: int = 4
     preservation_samples: int = 6  # reference 2; 6 with weight 6 lifts retention p5 on this generator
     # how many of the preservation latents are drawn *between* the target and a random identity, beyond the
     # adjacency radius (w_u + lam (w_r - w_u), lam ~ U(0.5, 1)): the people most at risk of being forgotten too
     preservation_near: int = 0
-    adjacency_radius: float = 0.5  # alpha ~ U(0, r * typical |w - w_avg|): GUIDE's U(0, 15) rescaled
-    # re-inverted renders of the person in this many other views join w_u as forget anchors, each with its
-    # own target (anchors.py); backends that render slowly skip them
-    view_anchors: int = 0
+    adjacency_radius: float = 1.5  # alpha ~ U(0, r * typical |w - w_avg|): GUIDE's U(0, 15) rescaled
+    # "prior": GUIDE's offsets, towards random identities (at a large radius they reach those people, whom the
+    # preservation loss holds in place); "isotropic": random directions of the latent space
+    adjacency_directions: str = "prior"
+    # re-inverted renders of the person in this many other views join w_u as forget anchors, each moved to the
+    # person's substitute by its own offset (anchors.py); backends that render slowly skip them. 8 (session 15,
+    # was 0): with the adapter on the identity latent, the person's other photos were forgotten for 2 of 4
+    # validation ids without anchors, 3 of 4 with them (docs/engine.md, the dial)
+    view_anchors: int = 8
     trajectory_sites: str | list[str] = "all"
     sites: list[str] | None = None  # None: the backend's forget_sites
     target: TargetConfig = field(default_factory=TargetConfig)
@@ -61,8 +69,12 @@ class ForgetConfig:
     # while ID_target stayed below 0 (docs/engine.md)
     # preservation 9 (session 10, was 6): the others' pixels moved (34.2 -> 36.3 dB on ids 100,600-100,603);
     # pixel_l1 3 (session 11): see steps
+    # trajectory 100 (session 15, was 1): on the latent site the solver's states are latents, and the kinetic
+    # energy of their path is smallest for equal steps on a straight line, so the path neither rushes at the start
+    # nor overshoots the substitute and comes back (the rebounds at the end of the dial); 1 changed nothing
+    # measurable, 1000 no longer reaches the target (docs/engine.md, the trajectory-term table)
     weights: LossWeights = field(default_factory=lambda: LossWeights(preservation=9.0, preservation_identity=0.6,
-                                                                     pixel_l1=3.0))
+                                                                     pixel_l1=3.0, trajectory=100.0))
 
     # after training, measure the person along t (loss network and pixels, never the judge) and store the slider
     # map u -> t in the adapter (calibration.py); None, or a backend that cannot render fast: the raw knob t = u T
@@ -74,6 +86,20 @@ class ForgetConfig:
     def sites_on(self, backend) -> list[str]:
         """The adapter sites a run with this config trains on ``backend``: ``sites``, else its forget_sites."""
         return list(self.sites or backend.forget_sites)
+
+    def merged(self, overrides: dict) -> ForgetConfig:
+        """A copy with ``overrides`` (a partial config dict; nested dicts for target, ode, weights, calibration)
+        laid over this config; an unknown field is a ValueError that names it."""
+        def merge(base: dict, over: dict, where: str) -> dict:
+            out = dict(base)
+            for key, value in over.items():
+                if key not in base:
+                    raise ValueError(f"unknown ForgetConfig field {where + key!r}")
+                out[key] = merge(base[key], value, f"{where}{key}.") if isinstance(base[key], dict) and \
+                    isinstance(value, dict) else value
+            return out
+
+        return ForgetConfig.from_dict(merge(self.to_dict(), overrides, ""))
 
     @classmethod
     def from_dict(cls, d: dict) -> ForgetConfig:

@@ -54,7 +54,10 @@ def sample_step(backend, w_u: torch.Tensor, w_target: torch.Tensor, config: Forg
     pick = torch.randint(len(w_u), (k_l + k_a,), generator=gen)
     u = w_u[pick]
     tgt = w_target[pick] if len(w_target) == len(w_u) else w_target[:1].expand(k_l + k_a, -1)
-    dirs = w_r[:k_a] - u[k_l:]
+    if config.adjacency_directions == "isotropic":  # any direction, not only towards other people
+        dirs = torch.randn(k_a, w_u.shape[1], generator=gen).to(w_u)
+    else:  # GUIDE: towards random identities of the prior
+        dirs = w_r[:k_a] - u[k_l:]
     delta = alpha * dirs / dirs.norm(dim=1, keepdim=True).clamp(min=1e-8)
     keep = w_r[k_a:]
     k_n = min(config.preservation_near, k_p)

@@ -14,7 +14,10 @@ TARGETS = ("average", "extrapolated", "proximity", "substitute")
 
 @dataclass
 class TargetConfig:
-    kind: str = "extrapolated"
+    # substitute (session 15, was extrapolated): an extrapolated target lies near the average latent, where the
+    # prior rarely draws (its render re-renders through the base at 34-39 dB, the model's faces at ~42); a prior
+    # face is one the generator draws, so the forgotten person becomes someone else, not a blend
+    kind: str = "substitute"
     # GUIDE's d, as a multiple of the typical |w - w_avg| of this latent space, where no stop is searched for
     # (stop_similarity None, or a backend that cannot render fast). 0.5: a full radius sends the target to an
     # "opposite" face (judge cosine down to -0.47) and spills onto other people (docs/engine.md)
