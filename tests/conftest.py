@@ -102,7 +102,15 @@ class TinyBackend(nn.Module):
         return f"{self.name} test generator" + (f" from {model_path}" if model_path else "")
 
     def invert(self, images):
-        raise NotImplementedError
+        """A crude inversion (the prior's nearest of 64 latents in pixels, in the first canonical view): enough
+        for mechanics that re-invert renders (view anchors, the dial's on-manifold measure)."""
+        with torch.no_grad():
+            pool = self.sample_latents(64, torch.Generator().manual_seed(99))
+            view = self.canonical_views(1)
+            renders = self.render(pool, view.expand(64, -1))
+            small = torch.nn.functional.interpolate(images, size=renders.shape[-2:], mode="bilinear")
+            best = (small[:, None] - renders[None]).abs().mean(dim=(2, 3, 4)).argmin(1)
+        return pool[best].clone(), view.expand(len(images), -1).clone()
 
 
 @pytest.fixture

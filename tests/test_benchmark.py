@@ -117,10 +117,19 @@ def test_bench_merge_can_take_some_methods_of_a_run_and_let_named_config_keys_di
 
 
 def test_every_method_forgets_toward_the_same_recorded_target(tiny_bench):
-    stops = {r["method"]: r["target_stop_fraction"] for r in tiny_bench["results"]}
-    first = stops["legato"]
-    assert isinstance(first, list) and len(first) == 1 and 0 < first[0] <= 2
-    assert all(s == first for s in stops.values()), stops
+    targets = {r["method"]: (r["target_kind"], r["target_pool_index"]) for r in tiny_bench["results"]}
+    kind, first = targets["legato"]
+    assert kind == "substitute" and isinstance(first, list) and len(first) == 1 and 0 <= first[0] < 256
+    assert all(t == (kind, first) for t in targets.values()), targets
+
+
+def test_every_method_reports_its_dial_raw_and_calibrated(tiny_bench):
+    for r in tiny_bench["results"]:
+        for key in ("evenness_raw", "evenness_calibrated", "pixel_evenness_calibrated", "sharpness_min",
+                    "manifold_db_min", "reach_db", "monotone_calibrated"):
+            assert key in r, (r["method"], key)
+        assert len(r["dial_raw"]["judge_curve"]) == 17 and len(r["dial_calibrated"]["knob"]) == 17
+        assert r["dial_calibrated"]["knob"][0] == 0 and r["dial_calibrated"]["knob"][-1] == pytest.approx(1.0)
 
 
 def test_the_summary_prints_counts_whole_in_every_row():

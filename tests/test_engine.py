@@ -206,15 +206,17 @@ def _invert_by_pooling(backend):
     return invert
 
 
-def test_view_anchors_train_the_person_in_other_views_with_their_own_targets(tiny_backend):
+def test_view_anchors_go_where_the_person_goes_moved_by_their_own_offset(tiny_backend):
     tiny_backend.invert = _invert_by_pooling(tiny_backend)
     w = _latent(tiny_backend)
     cfg = ForgetConfig(steps=2, view_anchors=3)
     a, b = train_adapter(tiny_backend, w, cfg), train_adapter(tiny_backend, w, cfg)
     assert a.latent.shape == (4, w.shape[1]) and torch.equal(a.latent[:1], w), "the person first, then 3 anchors"
-    assert a.target_latent.shape == a.latent.shape, "every anchor gets its own target"
+    assert a.target_latent.shape == a.latent.shape, "every anchor has a target"
+    torch.testing.assert_close(a.target_latent[1:] - a.target_latent[:1], a.latent[1:] - a.latent[:1])
     assert torch.equal(a.latent, b.latent) and a.history == b.history, "deterministic under the seed"
-    assert len(train_adapter(tiny_backend, w, ForgetConfig(steps=1)).latent) == 1, "off by default"
+    assert len(train_adapter(tiny_backend, w, ForgetConfig(steps=1, view_anchors=0)).latent) == 1
+    assert len(train_adapter(tiny_backend, w, ForgetConfig(steps=1)).latent) == 1 + ForgetConfig.view_anchors
     tiny_backend.renders_fast = False
     assert len(train_adapter(tiny_backend, w, ForgetConfig(steps=1, view_anchors=3)).latent) == 1, \
         "skipped where a render is a sampling loop"

@@ -105,7 +105,8 @@ def run_benchmark(backend, methods: list[str], identities: list[int], config: Fo
             results.append({
                 "method": name, "identity": identity, "lr": lrs[name], "steps": config.steps,
                 "wall_seconds": wall, "train_seconds": res.seconds, "steps_to_forget": first_forgotten,
-                "target_stop_fraction": res.target.get("stop_fraction"),
+                "target_stop_fraction": res.target.get("stop_fraction"), "target_kind": res.target.get("kind"),
+                "target_pool_index": res.target.get("pool_index"),
                 "reinversion_best_similarity": audit, "retention_curve": retention_curve, **rep, **dial})
             bar.update(1)
     bar.close()
