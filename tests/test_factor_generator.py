@@ -162,7 +162,7 @@ def test_factor_generator_renders_any_face_world_person_and_samples_real_ones():
     prior = g.sample_embeddings(4, torch.Generator().manual_seed(1))
     assert prior.shape == (4, FACTOR_DIM)
     assert torch.equal(prior[:, -14:].sum(1), torch.full((4,), 3.0))  # whole categories, never blends
-    assert list(g.adapter_sites) == ["b8", "b16", "b32", "b64"]
+    assert list(g.adapter_sites) == ["w", "b8", "b16", "b32", "b64"]
 
 
 def test_training_batches_are_a_function_of_seed_and_step():

@@ -12,8 +12,8 @@ from legato_core.identity import load_identity_model
 def test_backend_satisfies_the_engine_contract(embedded):
     assert isinstance(embedded, GeneratorBackend)
     sites = embedded.adapter_sites
-    assert list(sites) == ["b8", "b16", "b32", "b64"]
-    assert [s.resolution for s in sites.values()] == [8, 16, 32, 64]
+    assert list(sites) == ["w", "b8", "b16", "b32", "b64"]  # the identity latent, then each block's features
+    assert [s.resolution for s in sites.values()] == [0, 8, 16, 32, 64]
     assert all(s.channels > 0 for s in sites.values())
     assert embedded.w_avg.shape == (embedded.latent_dim,)
     assert embedded.parameter_count() <= 10_000_000

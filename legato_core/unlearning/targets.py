@@ -101,7 +101,12 @@ def make_target(backend, w_u: torch.Tensor, cfg: TargetConfig) -> tuple[torch.Te
         desc["stop_fraction"] = frac.tolist()  # of the way from w_u to the target at distance d (> 1: past it)
         return stopped, desc
     if cfg.kind == "substitute":
-        return substitute_target(backend, w_u, cfg, desc)
+        if renders_fast(backend):
+            return substitute_target(backend, w_u, cfg, desc)
+        # the pool search renders pool_size x stop_views images and needs the loss network: too slow (or
+        # impossible) on a backend whose render is a sampling loop, which keeps GUIDE's fixed half-radius target
+        desc["substitute_skipped"] = "backend renders slowly: extrapolated target at distance_scale"
+        return make_target(backend, w_u, TargetConfig(**{**asdict(cfg), "kind": "extrapolated"}))[0], desc
     # proximity: nearest reference identity that the training identity network still calls someone else
     arcface = backend.loss_identity_model()
     view = backend.canonical_views(1).expand(len(w_u), -1)
