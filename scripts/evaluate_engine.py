@@ -126,6 +126,10 @@ def main() -> None:
     ap.add_argument("--compare-out", type=Path, default=ROOT / "docs" / "engine_reports_session14")
     ap.add_argument("--summarise-only", action="store_true",
                     help="reuse the reports and adapters already in --out; measure render latency and summarise")
+    ap.add_argument("--recalibrate", action="store_true",
+                    help="reuse the adapters in --out (their training unchanged), measure each dial again with "
+                         "today's calibration, re-measure the calibrated dial into its report, then summarise "
+                         "(the --compare-config reports are reused as they are)")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     reports, compared = [], []
@@ -135,7 +139,11 @@ def main() -> None:
         runs.append((args.compare_out, ["--config", in_repo(args.compare_config)]))
     for i in range(args.first_identity, args.first_identity + args.targets):
         for out, flags in runs:  # alternating per target: both configurations meet the machine in the same hour
-            rep = forget_target(i, out, [*flags, *args.extra.split()], args.model_path, args.summarise_only)
+            if args.recalibrate and out == args.out:
+                rep = recalibrate_target(i, out, args.model_path)
+            else:
+                rep = forget_target(i, out, [*flags, *args.extra.split()], args.model_path,
+                                    args.summarise_only or args.recalibrate)
             (reports if out == args.out else compared).append(rep)
     lat = render_latency(args.out / f"{args.first_identity + args.targets - 1}.safetensors",
                          args.first_identity + args.targets - 1, args.model_path, args.sweep_png)
@@ -164,6 +172,52 @@ def forget_target(identity: int, out: Path, flags: list[str], model_path: str | 
     print(f"{out.name}/{identity}: id_target {rep['id_target']:.3f} id_others {rep['id_others']:.3f} "
           f"retention {rep['retention_mean']:.3f}/{rep['retention_p5']:.3f} {rep['seconds']:.1f}s "
           f"pixel ratio {rep['pixel_change_ratio']:.1f} others {rep['others_psnr_db_mean']:.1f} dB", flush=True)
+    return rep
+
+
+def recalibrate_target(identity: int, out: Path, model_path: str | None) -> dict:
+    """Today's calibration on a saved adapter: measure its dial again (the weights are untouched), save the adapter
+    with the new map (atomically), and re-measure the calibrated dial into its report. For a change to the
+    calibration alone, where retraining would reproduce the same weights."""
+    import dataclasses
+    import os
+
+    import torch
+
+    from legato_core import faceworld
+    from legato_core.adapters import ODEAdapter
+    from legato_core.backends.embedded import EmbeddedFaceBackend
+    from legato_core.backends.registry import load_judge
+    from legato_core.metrics import AdapterKnob, dial_report
+    from legato_core.unlearning.calibration import CalibrationConfig, calibrate_dial
+    from legato_core.unlearning.targets import recorded_target
+
+    torch.set_num_threads(2)
+    report_path, adapter_path = out / f"{identity}.json", out / f"{identity}.safetensors"
+    rep = json.loads(report_path.read_text())
+    if rep.get("judge") != "embedded":
+        raise SystemExit(f"{report_path}: judged by {rep.get('judge')!r}; --recalibrate re-measures the embedded "
+                         "default's reports")
+    backend = EmbeddedFaceBackend.from_pretrained(model_path)
+    adapter = ODEAdapter.load(adapter_path, backend)
+    w, _ = backend.invert(faceworld.render([identity], 0))  # as the forget CLI does
+    target = recorded_target(backend, w, adapter.description)
+    t0 = time.time()
+    config = CalibrationConfig()
+    adapter.set_dial(calibrate_dial(backend, adapter, w, config))
+    seconds = time.time() - t0
+    tmp = adapter_path.with_suffix(".tmp.safetensors")
+    adapter.save(tmp)
+    os.replace(tmp, adapter_path)
+    knob, views = AdapterKnob(backend, [adapter]), backend.canonical_views(8)
+    rep["dial"] = dial_report(backend, knob, w, target, adapter.t_at, views,
+                              load_judge("embedded", None, backend))
+    rep["dial_map"] = {"t": list(adapter.dial.t), "measured_by": adapter.dial.measured_by}
+    rep["recalibrated"] = {"calibration": dataclasses.asdict(config), "seconds": round(seconds, 2)}
+    report_path.write_text(json.dumps(rep, indent=2) + "\n")
+    d = rep["dial"]
+    print(f"{out.name}/{identity}: recalibrated in {seconds:.1f}s, evenness {d['evenness']:.2f} pixel "
+          f"{d['pixel_evenness']:.2f} monotone {d['monotone']}", flush=True)
     return rep
 
 

@@ -11,9 +11,17 @@ from legato_core.adapters import AdapterMismatchError, ODEAdapter, ODEConfig, ac
 from legato_core.adapters.dial import DialMap
 from legato_core.adapters.ode import solve
 from legato_core.generator.modeling import ModulatedConv
-from legato_core.metrics import AdapterKnob, dial_report, evenness, is_monotone, sharpness, step_evenness
-from legato_core.unlearning.calibration import CalibrationConfig, KnobProfile, calibrate_dial, invert, knob_knots
-from legato_core.unlearning.targets import TargetConfig, make_target
+from legato_core.metrics import AdapterKnob, dial_report, evenness, is_monotone, manifold_psnr, sharpness, step_evenness
+from legato_core.unlearning import targets
+from legato_core.unlearning.calibration import (
+    CalibrationConfig,
+    KnobProfile,
+    calibrate_dial,
+    identity_fraction,
+    invert,
+    knob_knots,
+)
+from legato_core.unlearning.targets import TargetConfig, make_target, recorded_target
 
 
 @pytest.fixture
@@ -123,8 +131,9 @@ def test_calibration_balances_identity_against_pixels():
     values = list(np.linspace(0, 1.6, 65))
     identity = np.clip((np.linspace(0, 1, 65) - 0.4) / 0.6, 0, 1)
     pixels = np.linspace(0, 1, 65)
-    knots, b = knob_knots(KnobProfile(values, [], identity, pixels))
-    assert 0 < b < 1  # neither alone: identity-only would freeze the pixels for 40 % of the slider
+    knots, pace = knob_knots(KnobProfile(values, [], identity, pixels))
+    # neither alone: identity-only would freeze the pixels for 40 % of the slider
+    assert pace not in ("pixel weight 0.00", "pixel weight 1.00")
     us = np.linspace(0, 1, 17)
     ts = np.interp(us, np.linspace(0, 1, len(knots)), knots)
     uneven = {}
@@ -134,6 +143,39 @@ def test_calibration_balances_identity_against_pixels():
     # identity-only would jump 40 % of the pixel path in the first step (unevenness ~7); pixels-only the same for
     # identity: the blend keeps both near even, pixels within their tolerance of identity
     assert uneven["identity"] < 1.5 and uneven["pixels"] < 2.0
+
+
+def _worst(values, profile, knots, tolerance=4 / 3):
+    ts = np.interp(np.linspace(0, 1, 17), np.linspace(0, 1, len(knots)), knots)
+    uneven = []
+    for fraction in (profile.identity, profile.pixels):
+        steps = np.diff(np.interp(ts, values, fraction))
+        uneven.append(steps.max() / steps.mean())
+    return max(uneven[0], uneven[1] / tolerance)
+
+
+def test_the_faster_of_identity_and_pixels_paces_a_dial_that_blends_cannot():
+    # as measured on the latent site: identity falls mostly mid-way, pixels change most at the two ends
+    values = list(np.linspace(0, 1.6, 65))
+    x = np.linspace(0, 1, 65)
+    id_rate = 0.2 + np.sin(np.pi * x) ** 2
+    px_rate = 0.3 + (2 * x - 1) ** 4 * 2
+    frac = lambda r: np.concatenate([[0], np.cumsum(r[1:])]) / r[1:].sum()  # noqa: E731
+    profile = KnobProfile(values, [], frac(id_rate), frac(px_rate))
+    blends_only, _ = knob_knots(profile, CalibrationConfig(envelopes=0))
+    with_envelopes, pace = knob_knots(profile)
+    assert pace.startswith("faster of")
+    assert _worst(values, profile, with_envelopes) < _worst(values, profile, blends_only) - 0.05
+
+
+def test_identity_is_the_fall_of_the_powered_cosine_down_to_unrelated_and_never_comes_back():
+    sims = [1.0, 0.9, 0.5, 0.6, 0.0, -0.3]  # rises once (0.5 -> 0.6), ends past unrelated
+    plain = identity_fraction(sims, CalibrationConfig(identity_power=1.0))
+    np.testing.assert_allclose(plain, [0, 0.1, 0.5, 0.5, 1, 1])
+    squared = identity_fraction(sims, CalibrationConfig(identity_power=2.0))  # 1 - cos^2: the squared sine
+    np.testing.assert_allclose(squared, [0, 0.19, 0.75, 0.75, 1, 1])
+    unfloored = identity_fraction(sims, CalibrationConfig(identity_power=2.0, identity_floor=None))
+    np.testing.assert_allclose(unfloored, np.array([0, 0.19, 0.75, 0.75, 1, 1.09]) / 1.09)
 
 
 def test_calibrate_dial_measures_the_adapter_and_attaches(varied_backend):
@@ -189,7 +231,7 @@ def test_the_substitute_target_is_the_nearest_prior_face_the_loss_network_calls_
     sims = torch.einsum("bvd,pvd->bp", e_u, e_pool) / 2
     ceiling = float(sims.median())  # about half the pool qualifies
     cfg = TargetConfig(kind="substitute", stop_similarity=ceiling, min_central_change=0.0, pool_size=32,
-                       pool_seed=7, stop_views=2)
+                       pool_seed=7, stop_views=2, path_candidates=0)
     target, desc = make_target(tiny_backend, w, cfg)
     for r, i in enumerate(desc["pool_index"]):
         assert torch.equal(target[r], pool[i])
@@ -197,6 +239,41 @@ def test_the_substitute_target_is_the_nearest_prior_face_the_loss_network_calls_
         qualifying = (sims[r] <= ceiling + 1e-6).nonzero().flatten()
         nearest = qualifying[(pool[qualifying] - w[r]).norm(dim=1).argmin()]
         assert i == int(nearest)
+
+    # with path candidates: of the 3 nearest qualifying faces, the one whose path scores best on the manifold
+    scored = []
+
+    def fake_path_db(backend, w_a, w_b, positions, views):
+        score = -float(w_b[0])  # any score the real measure could give: here, prefer a small first coordinate
+        scored.append((w_b.clone(), score))
+        return score
+
+    monkeypatch.setattr(targets, "path_manifold_db", fake_path_db)
+    target, desc = make_target(tiny_backend, w[:1], TargetConfig(**{**cfg.__dict__, "path_candidates": 3}))
+    qualifying = (sims[0] <= ceiling + 1e-6).nonzero().flatten()
+    three = qualifying[(pool[qualifying] - w[0]).norm(dim=1).argsort()[:3]]
+    assert len(scored) == 3 and all(any(torch.equal(b, pool[j]) for b, _ in scored) for j in three.tolist())
+    best = max(scored, key=lambda x: x[1])[0]
+    assert torch.equal(target[0], best) and desc["path_db"][0] == pytest.approx(max(x[1] for x in scored), abs=0.01)
+    # a saved adapter's description names its target: re-measuring its dial needs no new search
+    assert torch.equal(recorded_target(tiny_backend, w[:1], {"target": desc}), target)
+
+
+def test_a_target_without_a_pool_face_is_found_again_by_the_same_search(varied_backend):
+    w = varied_backend.sample_latents(1, torch.Generator().manual_seed(5))
+    target, desc = make_target(varied_backend, w, TargetConfig(kind="extrapolated", stop_similarity=None))
+    assert not torch.equal(target, w)
+    torch.testing.assert_close(recorded_target(varied_backend, w, {"target": desc}), target)
+
+
+def test_path_manifold_db_is_high_for_a_path_the_model_draws_and_inverts(varied_backend):
+    tiny_backend = varied_backend
+    w = tiny_backend.sample_latents(2, torch.Generator().manual_seed(3))
+    views = tiny_backend.canonical_views(2)
+    db = targets.path_manifold_db(tiny_backend, w[0], w[1], (0.5,), views)
+    with torch.no_grad():
+        mid = tiny_backend.render(((w[0] + w[1]) / 2)[None].expand(2, -1), views)
+    assert db == pytest.approx(float(manifold_psnr(tiny_backend, mid).mean()), abs=1e-4)
 
 
 def test_u_at_inverts_t_at_and_picks_the_first_position_where_the_map_is_flat():

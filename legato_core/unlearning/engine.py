@@ -54,6 +54,11 @@ class ForgetConfig:
     # "prior": GUIDE's offsets, towards random identities (at a large radius they reach those people, whom the
     # preservation loss holds in place); "isotropic": random directions of the latent space
     adjacency_directions: str = "prior"
+    # of the adjacency samples, this many point in random directions of the latent space instead, at most
+    # ``isotropic_radius`` typical radii away: the person's other photos invert about 0.6-0.7 radii from the
+    # upload in directions of their own (not towards other people), a ball the field must carry as a whole
+    adjacency_isotropic: int = 0
+    isotropic_radius: float = 0.75
     # re-inverted renders of the person in this many other views join w_u as forget anchors, each moved to the
     # person's substitute by its own offset (anchors.py); backends that render slowly skip them. 8 (session 15,
     # was 0): with the adapter on the identity latent, the person's other photos were forgotten for 2 of 4

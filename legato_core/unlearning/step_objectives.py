@@ -58,6 +58,11 @@ def sample_step(backend, w_u: torch.Tensor, w_target: torch.Tensor, config: Forg
         dirs = torch.randn(k_a, w_u.shape[1], generator=gen).to(w_u)
     else:  # GUIDE: towards random identities of the prior
         dirs = w_r[:k_a] - u[k_l:]
+    k_i = min(config.adjacency_isotropic, k_a)
+    if k_i:  # the last k_i rows: random directions within the (smaller) ball of the person's other photos
+        dirs = torch.cat([dirs[:k_a - k_i], torch.randn(k_i, w_u.shape[1], generator=gen).to(w_u)])
+        scale = config.isotropic_radius / config.adjacency_radius if config.adjacency_radius else 0.0
+        alpha = torch.cat([alpha[:k_a - k_i], alpha[k_a - k_i:] * scale])
     delta = alpha * dirs / dirs.norm(dim=1, keepdim=True).clamp(min=1e-8)
     keep = w_r[k_a:]
     k_n = min(config.preservation_near, k_p)
