@@ -123,7 +123,7 @@ def test_drop_forget_slide_and_bad_file(app_url, browser, shots, tmp_path):
     top, bottom = _rows(grid_t)
     w = N_TARGET * CELL
     assert np.abs(top[:, :w] - bottom[:, :w]).mean() > 1, "at t = T the forgotten face must look different"
-    _shot(page, shots, "04_forgotten_t_max.png")
+    _shot(page, shots, "04_forgotten_u1.png")
 
     # slide to u = 0.5, then u = 0: the images change with u and are the originals at u = 0 (when screenshots are
     # kept, a series at u = 1/4, 1/2, 3/4 on the way)
