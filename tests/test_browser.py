@@ -194,24 +194,27 @@ def test_a_real_photo_shows_the_face_found_and_the_crop_used(app_url, browser, s
     photo = tmp_path / "astronaut.png"
     Image.fromarray(skdata.astronaut()).save(photo)
     page = browser.new_page(viewport={"width": 1500, "height": 1000})
-    page.goto(app_url)
-    page.wait_for_selector("#examples img")
-    page.locator("#face_upload input[type=file]").set_input_files(str(photo))
-    page.wait_for_function("document.querySelector('#status textarea').value.startsWith('Added astronaut.png')",
-                           timeout=60_000)
-    page.wait_for_selector("#face_crop img", timeout=10_000)
-    found = page.request.get(page.locator("#face_found img").get_attribute("src")).body()
-    crop = page.request.get(page.locator("#face_crop img").get_attribute("src")).body()
-    found = np.asarray(Image.open(io.BytesIO(found)).convert("RGB"), dtype=int)
-    crop = np.asarray(Image.open(io.BytesIO(crop)).convert("RGB"), dtype=int)
-    assert found.shape[:2] == (256, 256)  # the photo, small, with the box drawn in green
-    green = (found[..., 1] > 180) & (found[..., 0] < 100) & (found[..., 2] < 120)
-    ys, xs = np.nonzero(green)
-    assert 80 < xs.mean() < 140 and 20 < ys.mean() < 100, "the green box is around the astronaut's face"
-    assert crop.shape[0] == crop.shape[1]
-    assert "nearest face-world likeness" in page.locator("#face_note").inner_text()
-    _shot(page, shots, "08_real_photo.png")
-    page.close()
+    try:  # closed whatever happens: a page left open is a session the next test would meet
+        page.goto(app_url)
+        page.wait_for_selector("#examples img")
+        page.wait_for_selector("#status textarea")
+        page.locator("#face_upload input[type=file]").set_input_files(str(photo))
+        page.wait_for_function("(() => { const s = document.querySelector('#status textarea');"
+                               " return !!s && s.value.startsWith('Added astronaut.png'); })()", timeout=60_000)
+        page.wait_for_selector("#face_crop img", timeout=10_000)
+        found = page.request.get(page.locator("#face_found img").get_attribute("src")).body()
+        crop = page.request.get(page.locator("#face_crop img").get_attribute("src")).body()
+        found = np.asarray(Image.open(io.BytesIO(found)).convert("RGB"), dtype=int)
+        crop = np.asarray(Image.open(io.BytesIO(crop)).convert("RGB"), dtype=int)
+        assert found.shape[:2] == (256, 256)  # the photo, small, with the box drawn in green
+        green = (found[..., 1] > 180) & (found[..., 0] < 100) & (found[..., 2] < 120)
+        ys, xs = np.nonzero(green)
+        assert 80 < xs.mean() < 140 and 20 < ys.mean() < 100, "the green box is around the astronaut's face"
+        assert crop.shape[0] == crop.shape[1]
+        assert "nearest face-world likeness" in page.locator("#face_note").inner_text()
+        _shot(page, shots, "08_real_photo.png")
+    finally:
+        page.close()
 
 
 def _select_identity(page, label_start: str) -> None:
