@@ -305,16 +305,11 @@ def manifold_psnr(backend, images: torch.Tensor) -> torch.Tensor:
 def dial_report(backend, knob: Knob, person: torch.Tensor, target: torch.Tensor, position: Callable[[float], float],
                 views: torch.Tensor, judge: Judge, points: int = DIAL_POINTS,
                 manifold_positions: Sequence[float] = MANIFOLD_POSITIONS) -> dict:
-    """The knob as a user moves it: ``position(u)`` is the knob value at slider position u in [0, 1].
-
-    - ``judge_curve``: the judge's similarity of the person's renders to their originals at ``points`` positions;
-      ``evenness`` of that curve, ``monotone`` (never rises by more than 0.01);
-    - ``pixel_steps``: central change between neighbouring positions (mean over views); ``pixel_evenness``;
-    - ``sharpness``: central sharpness at each position / the smaller of the person's at u = 0 and the frozen
-      render of ``target`` (the latent the forgetting was trained toward), per view, mean over views;
-    - ``manifold_db``: at ``manifold_positions``, PSNR of the render re-rendered through the base model;
-    - ``reach_db``: PSNR at u = 1 against the frozen render of ``target``.
-    """
+    """The knob as a user moves it (``position(u)``: the knob value at slider position u in [0, 1]): the judge's
+    ``judge_curve`` at ``points`` positions with its ``evenness`` and ``monotone`` (never up by > 0.01); central
+    ``pixel_steps`` and ``pixel_evenness``; ``sharpness`` at each position over the smaller of the person's at u = 0
+    and the frozen render of ``target``; ``manifold_db`` (re-rendered through the base model at
+    ``manifold_positions``); ``reach_db`` (u = 1 against the frozen render of ``target``)."""
     us = [i / (points - 1) for i in range(points)]
     n = len(views)
     lat = person[:1].expand(n, -1)

@@ -42,10 +42,8 @@ class CalibrationConfig:
     # from the person a viewer sees (the judge hardly moves there while arcface goes on falling), so the identity
     # fraction is measured down to it, and the pixels carry the rest of the dial
     identity_floor: float | None = 0.0
-    # identity is measured as 1 - cos**power (sign kept below 0; 2 would be the squared sine of the angle to the
-    # person's embedding). The loss network's cosine holds near the person longer than a viewer's network does
-    # (the adapter was trained against it); a power above 1 spends more of the slider there. 1.75: on 10 validation
-    # adapters the judge's evenness <= 1.5 for 6/10 against 2/10 with session 15's plain cosine (docs/engine.md)
+    # identity is measured as 1 - cos**power (sign kept below 0): the loss network holds on to the person longer
+    # than a viewer's network does, and a power above 1 spends more of the slider there (docs/engine.md)
     identity_power: float = 1.75
 
 

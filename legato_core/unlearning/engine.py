@@ -28,23 +28,15 @@ from .targets import TargetConfig, make_target
 @dataclass
 class ForgetConfig:
     """Defaults: the LEGATO reference where it transfers; where this small generator differs, the value was
-    chosen on validation ids (100,000+) and the reason is noted."""
+    chosen on validation ids (100,000+). The measurement behind each is in docs/engine.md, "Defaults and how they
+    were chosen"."""
 
-    # reference 1000 at lr 1e-4. 250 at 2.5e-3 with pixel L1 weight 3 (was 140 at 1.5e-3, weight 1): at 140 the
-    # adapter moved the target only about half way to its target image, so in pixels the target's change was
-    # under 10x the other people's for 2 of validation ids 100,600-100,603; on the 22,500-step generator these
-    # give ratio 19.7 (min 14.6, was 11.0 / 4.8), others' PSNR 38.6 dB (was 36.8), retention 0.979 / p5 0.932
-    # (was 0.970 / 0.899), ID_target 0.021 (was 0.120); the short OpenMP spin (openmp.py) pays for the steps.
-    # 300 with the 64-px site dropped (session 13) was better on validation pixels but left 3/10 forgetting
-    # curves of the acceptance run rising a little at the end (docs/engine.md): 250 stays
-    steps: int = 250
+    steps: int = 250  # reference 1000 at lr 1e-4; 250 at 2.5e-3 with pixel L1 weight 3 moves the target far enough
     lr: float = 2.5e-3
     lr_schedule: str = "constant"  # or "cosine": decay to 0 over the run (a cleaner end point in few steps)
     seed: int = 0
     local_views: int = 2
-    # 4 at 1.5 radii (session 15, was 2 at 0.5): with the adapter on the identity latent, the person's other photos
-    # invert 0.6-0.7 radii from the upload, in directions of their own; the field must carry that whole
-    # neighbourhood to the substitute, while other people sit about 1.4 radii away (docs/engine.md, the dial)
+    # the person's other photos invert 0.6-0.7 radii from the upload: the field must carry that neighbourhood
     adjacency_samples: int = 4
     preservation_samples: int = 6  # reference 2; 6 with weight 6 lifts retention p5 on this generator
     # how many of the preservation latents are drawn *between* the target and a random identity, beyond the
@@ -54,30 +46,20 @@ class ForgetConfig:
     # "prior": GUIDE's offsets, towards random identities (at a large radius they reach those people, whom the
     # preservation loss holds in place); "isotropic": random directions of the latent space
     adjacency_directions: str = "prior"
-    # of the adjacency samples, this many point in random directions of the latent space instead, at most
-    # ``isotropic_radius`` typical radii away: the person's other photos invert about 0.6-0.7 radii from the
-    # upload in directions of their own (not towards other people), a ball the field must carry as a whole
+    # of the adjacency samples, this many point in random directions instead, at most ``isotropic_radius``
+    # typical radii away (an option, off: it did not carry the other photos along better)
     adjacency_isotropic: int = 0
     isotropic_radius: float = 0.75
     # re-inverted renders of the person in this many other views join w_u as forget anchors, each moved to the
-    # person's substitute by its own offset (anchors.py); backends that render slowly skip them. 8 (session 15,
-    # was 0): with the adapter on the identity latent, the person's other photos were forgotten for 2 of 4
-    # validation ids without anchors, 3 of 4 with them (docs/engine.md, the dial)
+    # person's substitute by its own offset (anchors.py); backends that render slowly skip them
     view_anchors: int = 8
     trajectory_sites: str | list[str] = "all"
     sites: list[str] | None = None  # None: the backend's forget_sites
     target: TargetConfig = field(default_factory=TargetConfig)
     # reference hidden width 256 is for 512-channel EG3D blocks; 64 keeps adapters < 2 % of this generator
     ode: ODEConfig = field(default_factory=lambda: ODEConfig(hidden=64))
-    # preservation_identity 0.6: an identity term in the preservation loss (the reference has none); on
-    # validation ids 100,500-100,502 it lifted retention 0.891 -> 0.944 (p5 0.701 -> 0.843) at 100 steps
-    # while ID_target stayed below 0 (docs/engine.md)
-    # preservation 9 (session 10, was 6): the others' pixels moved (34.2 -> 36.3 dB on ids 100,600-100,603);
-    # pixel_l1 3 (session 11): see steps
-    # trajectory 100 (session 15, was 1): on the latent site the solver's states are latents, and the kinetic
-    # energy of their path is smallest for equal steps on a straight line, so the path neither rushes at the start
-    # nor overshoots the substitute and comes back (the rebounds at the end of the dial); 1 changed nothing
-    # measurable, 1000 no longer reaches the target (docs/engine.md, the trajectory-term table)
+    # preservation 9 and its identity term 0.6 (the reference has none) keep everyone else; trajectory 100 makes
+    # the latent's path even and straight (1 changed nothing measurable, 1000 no longer reaches the target)
     weights: LossWeights = field(default_factory=lambda: LossWeights(preservation=9.0, preservation_identity=0.6,
                                                                      pixel_l1=3.0, trajectory=100.0))
 

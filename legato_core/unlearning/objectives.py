@@ -109,12 +109,9 @@ def monotone_forgetting(identity_net: nn.Module, original: torch.Tensor, end: to
                         fraction: float, margin: float) -> torch.Tensor:
     """Hinge relu(sim(end) - sim(mid) + margin * (1 - fraction)), similarities to ``original``.
 
-    A loss at T alone leaves the path free to overshoot and rebound: on the embedded generator the judge's
-    curve sometimes dips below its end value near T and comes back up. The hinge asks every intermediate
-    time t' = fraction * T to be at least as much the person as T is, with a margin that shrinks to 0 at T
-    (a minimum average slope); a path that already falls costs nothing. ``end`` and ``original`` are
-    constants: the term shapes the path, never the end point.
-    """
+    A loss at T alone leaves the path free to overshoot and rebound; the hinge asks every t' = fraction * T to be
+    at least as much the person as T is, with a margin that shrinks to 0 at T (a minimum average slope).
+    ``end`` and ``original`` are constants: the term shapes the path, never the end point."""
     with torch.no_grad():
         e = identity_net(torch.cat([original, end]))
         e0, s_end = e[: len(original)], (e[: len(original)] * e[len(original):]).sum(1)

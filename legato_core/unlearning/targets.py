@@ -14,40 +14,26 @@ TARGETS = ("average", "extrapolated", "proximity", "substitute")
 
 @dataclass
 class TargetConfig:
-    # substitute (session 15, was extrapolated): an extrapolated target lies near the average latent, where the
-    # prior rarely draws (its render re-renders through the base at 34-39 dB, the model's faces at ~42); a prior
-    # face is one the generator draws, so the forgotten person becomes someone else, not a blend
+    """Where the person is carried to. The measurement behind each default is in docs/engine.md, "Defaults and
+    how they were chosen"."""
+
+    # a prior face is one the generator draws, so the forgotten person becomes someone else, not a blend (an
+    # extrapolated target lies near the average latent, where the prior rarely draws)
     kind: str = "substitute"
     # GUIDE's d, as a multiple of the typical |w - w_avg| of this latent space, where no stop is searched for
-    # (stop_similarity None, or a backend that cannot render fast). 0.5: a full radius sends the target to an
-    # "opposite" face (judge cosine down to -0.47) and spills onto other people (docs/engine.md)
+    # (stop_similarity None, or a backend that cannot render fast); a full radius reaches an "opposite" face
     distance_scale: float = 0.5
-    # extrapolated: search the line from w_u to the target at search_scale radii for the first latent the loss
-    # network (arcface, never the judge) finds this similar to the person (mean cosine over stop_views
-    # canonical views), and stop there. A fixed d overshoots for some people: past a point the judge's
-    # similarity rises again along the line (an "opposite" face looks less unlike the person than the average
-    # face does) and the adapter's forgetting curve rebounds with it. Cosine 0 ("unrelated") stops before
-    # that on 29/30 validation ids (100,520-100,549; docs/engine.md). -0.1 forgets a little harder (the other
-    # photos of the person too) and kept 8/8 adapter curves monotone on ids 100,507-100,514 (-0.2: 7/8).
-    # None: no search, d = distance_scale
+    # "unrelated" for the loss network (arcface, never the judge; mean cosine over stop_views canonical views):
+    # substitute: the most a pool face may look like the person; extrapolated: where the search along the line
+    # from w_u stops (past it the judge's similarity rises again for some people). None: no search
     stop_similarity: float | None = -0.1
     search_scale: float = 1.0
-    # where the loss network never reaches stop_similarity within search_scale radii, search on along the same
-    # line up to this many radii (search_scale or less: no extension). A target left at the full distance can be
-    # a face whose centre is much like the person's, so forgetting barely shows in pixels. 2 (session 13): on the
-    # five validation ids of 100,600-100,679 whose search never stopped, the target's change over the others'
-    # 18.9 (min 12.5) -> 21.3 (min 13.9), ID_target 0.048 -> -0.011, retention 0.981 / 0.943 -> 0.978 / 0.934,
-    # monotone 5/5 both; every other target is unchanged (docs/engine.md)
+    # extrapolated: where the loss network never reaches stop_similarity within search_scale radii, search on
+    # along the same line up to this many radii (search_scale or less: no extension)
     search_extend: float = 2.0
-    # extrapolated with a search: the stop must also change the centre of the person's face (mean absolute
-    # change over the central half of the image, eyes to mouth, in the stop_views views; image units) by at
-    # least this much, or the search goes on along the line. The loss network can call a face someone else
-    # while its centre is nearly the person's (the change is in hair and outline), and then forgetting hardly
-    # shows where a viewer looks. 0: the loss network alone decides (the rule up to session 13). 0.15
-    # (session 14): the median target changes the centre by 0.19 and 37 of 164 by less than 0.15 (ids
-    # 100,600-100,763); on the eight validation ids whose stop changed it least (0.085-0.10), the target's change
-    # over the others' went mean 11.8 (min 8.9, 3/8 below 10) -> 14.9 (min 11.2; 0.13: min 9.9), others' pixels
-    # 40.7 -> 38.3 dB, retention p5 0.939 -> 0.934, monotone 8/8 -> 7/8 (docs/engine.md)
+    # the target must also change the centre of the person's face (mean absolute change over the central half,
+    # in the stop_views views; image units) by at least this much: the loss network can call a face someone else
+    # while its centre is nearly the person's, and then forgetting hardly shows where a viewer looks
     min_central_change: float = 0.15
     stop_views: int = 4
     stop_points: int = 33  # candidate points on the line from w_u to the full-distance target
@@ -55,13 +41,8 @@ class TargetConfig:
     pool_seed: int = 7
     margin: float = 0.05  # proximity: stay this far below the arcface threshold
     # substitute: of the qualifying pool faces, the ``path_candidates`` nearest are compared by how well the
-    # straight latent path to them stays on the model's manifold (renders at ``path_positions`` of the way, in
-    # stop_views views, inverted and re-rendered by the base model: the lowest PSNR), and the best is taken.
-    # Half way between two faces that differ in a hair style or glasses the model draws a blend it never drew
-    # in training, and some substitutes are reached through faces all the way. 0 or 1: the nearest. Off (session
-    # 16): the faces it picks share more with the person, and the judge sees it (validation ids 100,600-100,601:
-    # on-manifold 37.3 / 36.0 -> 41.0 / 39.8 dB, but ID_target -0.145 / -0.208 -> 0.206 / -0.017 and both
-    # forgetting curves rise again at the end; docs/engine.md)
+    # straight latent path to them re-renders through the base model at ``path_positions`` (the lowest PSNR), and
+    # the best is taken. 0 or 1: the nearest (off: the faces it picks are judged closer to the person)
     path_candidates: int = 0
     path_positions: tuple[float, ...] = (0.5,)  # half way is where two faces blend most; 3.3 s for 6 candidates
 
@@ -140,15 +121,10 @@ def make_target(backend, w_u: torch.Tensor, cfg: TargetConfig) -> tuple[torch.Te
 @torch.no_grad()
 def substitute_target(backend, w_u: torch.Tensor, cfg: TargetConfig, desc: dict) -> tuple[torch.Tensor, dict]:
     """Per row of w_u, a face the generator draws from its prior: of ``pool_size`` prior latents, the nearest to
-    the person in latent space among those the loss network calls unrelated (mean cosine over ``stop_views``
-    views <= ``stop_similarity``, -0.1 when None) and whose face centre differs by >= ``min_central_change``
-    (the least similar one when none qualifies); of the ``path_candidates`` nearest, the one whose straight path
-    from the person stays best on the model's manifold (``path_manifold_db``).
-
-    An extrapolated target sits near or past the average latent, a region the prior rarely draws: the
-    generator renders it, but it is not a face the model makes, and adapters that reach for it land between
-    two faces. A prior latent is a plausible other person by construction.
-    """
+    the person among those the loss network calls unrelated (<= ``stop_similarity``) and whose face centre
+    differs by >= ``min_central_change`` (else the least similar); of the ``path_candidates`` nearest, the one
+    whose straight path stays best on the model's manifold. Why a prior latent: it is a plausible other person by
+    construction, where adapters that reach for an extrapolated target land between two faces."""
     arcface = backend.loss_identity_model()
     k = cfg.stop_views
     views = backend.canonical_views(k)
