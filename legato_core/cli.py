@@ -332,6 +332,52 @@ def _cmd_render(args) -> int:
     return 0
 
 
+def _cmd_attack(args) -> int:
+    from . import faceworld
+    from .adapters import ODEAdapter
+    from .attacks import AttackConfig, attack_suite
+    from .backends.base import renders_fast
+    from .metrics import AdapterKnob
+
+    spec = BackendSpec.from_args(args)
+    _check_identity_flag(args, spec)
+    if args.steps < 1 or args.other_views < 0:
+        raise ValueError("--steps must be at least 1 and --other-views at least 0")
+    spec.check()
+    judge_name = resolve_judge(args.judge, spec.kind, spec.insightface_pack)
+    torch.set_num_threads(args.threads)
+    backend = spec.load()
+    if not renders_fast(backend):
+        raise ValueError(f"attack runs hundreds of differentiable renders per photo; the {spec.kind} backend renders "
+                         "by a full sampling loop, so attacks run on the embedded backend only for now")
+    judge = spec.judge(backend, judge_name)
+    check_judge_independent(backend, judge)
+    adapter = ODEAdapter.load(args.adapter, backend)
+    if args.identity is not None:
+        photo = faceworld.render([args.identity], 0)
+        n = args.other_views
+        others = faceworld.render([args.identity] * n, list(range(1, n + 1))) if n else None
+        source = {"identity": args.identity}
+    else:
+        photo = _read_image(args.image, backend)
+        others = torch.cat([_read_image(p, backend) for p in args.other_image]) if args.other_image else None
+        source = {"image": str(args.image), "other_images": [str(p) for p in args.other_image or []]}
+    t = adapter.t_at(args.u) if args.t is None else args.t
+    original = backend.invert(photo)  # the latent the engine forgot: the photo inverted into the base model
+    progress = None if args.quiet else (lambda what: print(f"attack: {what}", file=sys.stderr))
+    report = attack_suite(AdapterKnob(backend, [adapter]), t, photo, original, judge, others,
+                          AttackConfig(steps=args.steps), progress=progress)
+    report.update({"adapter": str(args.adapter), "t": t, "u": args.u, "judge": judge_name,
+                   "backend": spec.label(backend), **source})
+    text = json.dumps(report, indent=2) + "\n"
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(text)
+    if not args.quiet or not args.json:
+        print(text, end="")
+    return 0
+
+
 def _cmd_bench(args) -> int:
     from .baselines.benchmark import METHODS, default_config, run_benchmark, summarise, write_outputs
     from .ranges import check_evaluation_ids
@@ -488,6 +534,25 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--out", required=True)
     add_backend_options(rp, judge=False)
     rp.set_defaults(func=_cmd_render)
+    ak = sub.add_parser("attack", help="try to bring a forgotten person back: invert their photos into the "
+                                       "unlearned model (attacks a-d), beside the same attacks on the base model")
+    ak.add_argument("--adapter", required=True)
+    src = ak.add_mutually_exclusive_group(required=True)
+    src.add_argument("--image", help="the photo the adapter was trained on")
+    src.add_argument("--identity", type=int, help="a face-world identity (its view 0 is the trained photo)")
+    ak.add_argument("--other-image", action="append", metavar="PATH",
+                    help="another photo of the person, never seen by the engine (attack b; repeat the flag)")
+    ak.add_argument("--other-views", type=int, default=5,
+                    help="with --identity: how many other face-world views of the person attack b inverts")
+    at = ak.add_mutually_exclusive_group()
+    at.add_argument("--u", type=float, default=1.0, help="slider position of the unlearned model (default 1)")
+    at.add_argument("--t", type=float, help="raw ODE integration time instead of --u")
+    ak.add_argument("--steps", type=int, default=200, help="refinement steps of each inversion attack")
+    ak.add_argument("--threads", type=int, default=2)
+    ak.add_argument("--json", metavar="PATH", help="write the report here (it is printed when this is absent)")
+    ak.add_argument("--quiet", action="store_true")
+    add_backend_options(ak)
+    ak.set_defaults(func=_cmd_attack)
     bp = sub.add_parser("bench", help="LEGATO against GUIDE, SalUn, UNO, UNO-S and LoRA on held-out targets")
     bp.add_argument("--methods", default="legato,guide,salun,uno,uno-s,lora")
     bp.add_argument("--targets", type=int, help="number of target identities (default 5, quick 2)")

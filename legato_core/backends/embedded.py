@@ -12,6 +12,7 @@ that its face encoder reads the identity factors and the view from the image in 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -163,21 +164,29 @@ class EmbeddedFaceBackend(nn.Module):
 
         return FaceCrop.faceworld(64)
 
-    def invert(self, images: torch.Tensor, refine_steps: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Images (B, 3, H, W) in [0, 1] -> (identity latent, view) whose render reproduces them."""
+    def invert(self, images: torch.Tensor, refine_steps: int | None = None,
+               init: tuple[torch.Tensor, torch.Tensor] | None = None,
+               on_step: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images (B, 3, H, W) in [0, 1] -> (identity latent, view) whose render reproduces them.
+
+        ``init``: start the refinement from this (latent, view) instead of the encoder's guess (an attacker's warm
+        start); ``on_step(step, w, v)`` sees every refinement step (the attacks check the judge along the way)."""
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"expected images (B, 3, H, W), got {tuple(images.shape)}")
         if len(images) == 1:  # an upload: tiny ops, where a second thread costs more than it gives
             with single_threaded():
-                return self._invert(images, refine_steps)
-        return self._invert(images, refine_steps)
+                return self._invert(images, refine_steps, init, on_step)
+        return self._invert(images, refine_steps, init, on_step)
 
-    def _invert(self, images: torch.Tensor, refine_steps: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def _invert(self, images: torch.Tensor, refine_steps: int | None, init=None, on_step=None):
         if images.shape[-2:] != (64, 64):
             images = F.interpolate(images, size=(64, 64), mode="bilinear", antialias=True, align_corners=False)
         with torch.no_grad():
-            w = self.encode_identity(images)
-            v = self.encode_view(images)
+            if init is None:
+                w, v = self.encode_identity(images), self.encode_view(images)
+            else:
+                w, v = (x.detach().clone() for x in init)
         steps = self.refine_steps if refine_steps is None else refine_steps
         if steps <= 0:
             return w, v
@@ -191,7 +200,7 @@ class EmbeddedFaceBackend(nn.Module):
                 f_img = pc.features(images)
                 e = pc.embedding(f_img)
         other_views = random_view_vectors(n * k, torch.Generator().manual_seed(7))
-        for _ in range(steps):
+        for step in range(steps):
             # one batch: the image's own view first, then k other views of the same latent; one arcface pass
             # gives the perceptual features (own view) and the identity embeddings (all views)
             out = self.generator.synthesize(w.repeat(k + 1, 1), torch.cat([v, other_views]))
@@ -204,4 +213,6 @@ class EmbeddedFaceBackend(nn.Module):
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if on_step is not None:
+                on_step(step, w.detach(), v.detach().clamp(-1.05, 1.05))
         return w.detach(), v.detach().clamp(-1.05, 1.05)

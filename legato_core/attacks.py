@@ -1,0 +1,89 @@
+"""Attacks on forgetting: with the person's photo and the unlearned model, can someone get the person back?
+
+The attacker has the model and its own inversion (pixels plus the loss network's features and identity, as the
+backend inverts) and may use the loss network (arcface), never the judge; the judge only scores what the attacker
+reaches. Every attack runs twice, on the unlearned model and on the base, so each figure has its reference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import torch
+
+from .identity.model import IdentityModel
+from .metrics import Knob
+
+ATTACKS = {
+    "reinvert": "(a) the photo the engine trained on, inverted into the model",
+    "unseen_photos": "(b) other photos of the person, never seen by the engine, inverted into the model",
+    "encoder_guess": "(c) the inversion encoder's guess alone, no optimisation",
+    "warm_start": "(d) from the person's original latent, optimised toward the photo",
+}
+
+
+@dataclass
+class AttackConfig:
+    steps: int = 200  # refinement steps of the backend's own inversion (its default is a few dozen)
+    check_every: int = 25  # the judge scores the attacker's render this often; the best counts
+
+
+def judge_attack(model, photos: torch.Tensor, judge: IdentityModel, steps: int,
+                 init: tuple[torch.Tensor, torch.Tensor] | None = None, check_every: int = 25) -> dict:
+    """Invert ``photos`` into ``model`` (``model.invert`` with ``steps`` refinement steps, from ``init`` when given)
+    and score the attacker's renders against each photo by the judge: ``best`` over checkpoints, and ``final``."""
+    with torch.no_grad():
+        e = judge.embed(photos)
+
+    def score(w: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return (judge.embed(model.render(w, v)) * e).sum(1)
+
+    best = torch.full((len(photos),), -1.0)
+
+    def check(step: int, w: torch.Tensor, v: torch.Tensor) -> None:
+        nonlocal best
+        if (step + 1) % check_every == 0:
+            best = torch.maximum(best, score(w, v))
+
+    w, v = model.invert(photos, refine_steps=steps, init=init, on_step=check if steps else None)
+    final = score(w, v)
+    best = torch.maximum(best, final)
+    return {"best": best.tolist(), "final": final.tolist()}
+
+
+def attack_suite(knob: Knob, s: float, photo: torch.Tensor, original: tuple[torch.Tensor, torch.Tensor],
+                 judge: IdentityModel, other_photos: torch.Tensor | None = None,
+                 config: AttackConfig | None = None,
+                 progress: Callable[[str], None] | None = None) -> dict:
+    """Attacks (a)-(d) on ``knob`` at ``s`` (the unlearned model) and on the base model (``knob.at(None)``).
+
+    ``photo``: the (1, 3, H, W) image the engine trained on; ``original``: the (latent, view) it was inverted to
+    before forgetting; ``other_photos``: the person's photos the engine never saw (attack (b); skipped if None).
+    Per attack: the attacker's best judge similarity to the photo on each model (the most over photos for (b)),
+    and whether it stays below the judge's same-person threshold on the unlearned model."""
+    config = config or AttackConfig()
+    out: dict = {"threshold": judge.threshold, "steps": config.steps, "attacks": {}}
+    for name, where in (("unlearned", s), ("base", None)):
+        with knob.at(where) as model:
+            runs = {"reinvert": lambda m=model: judge_attack(m, photo, judge, config.steps, None, config.check_every),
+                    "encoder_guess": lambda m=model: judge_attack(m, photo, judge, 0),
+                    "warm_start": lambda m=model: judge_attack(m, photo, judge, config.steps, original,
+                                                               config.check_every)}
+            if other_photos is not None:
+                runs["unseen_photos"] = lambda m=model: judge_attack(m, other_photos, judge, config.steps, None,
+                                                                     config.check_every)
+            for attack in ATTACKS:
+                if attack not in runs:
+                    continue
+                if progress is not None:
+                    progress(f"{attack} on the {name} model")
+                res = runs[attack]()
+                entry = out["attacks"].setdefault(attack, {"what": ATTACKS[attack]})
+                entry[name] = max(res["best"])
+                entry[f"{name}_each"] = res["best"]
+    for entry in out["attacks"].values():
+        entry["held"] = entry["unlearned"] < judge.threshold
+    out["config"] = asdict(config)
+    return out
