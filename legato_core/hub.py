@@ -19,11 +19,15 @@ DOWNLOAD_FLAG = "--allow-downloads"
 DOWNLOAD_ENV = "LEGATO_ALLOW_DOWNLOADS"
 # which files each option needs from a hub repo (everything else, e.g. fp16 copies or pickles we never read, is left)
 HUB_FILES = {
-    "model_path": ["*.json", "*.txt", "*.safetensors", "**/*.json", "**/*.txt", "**/*.safetensors",
-                   "**/pytorch_model.bin"],  # Arc2Face's encoder ships only pytorch_model.bin (loaded weights-only)
-    "base_model_path": ["model_index.json", "vae/config.json", "vae/diffusion_pytorch_model.safetensors",
-                        "tokenizer/*", "scheduler/*"],
+    "model_path": ["*.json", "*.txt", "*.safetensors", "**/*.json", "**/*.txt", "**/*.safetensors"],
+    "base_model_path": ["vae/config.json", "vae/diffusion_pytorch_model.safetensors", "tokenizer/*",
+                        "scheduler/scheduler_config.json"],
     "insightface_pack": ["*.onnx", "**/*.onnx"],
+}
+# per backend: Arc2Face's repo also holds ControlNet and adapter weights (~1.5 GB) that legato never reads
+BACKEND_HUB_FILES = {
+    "arc2face": {"model_path": ["arc2face/config.json", "arc2face/diffusion_pytorch_model.safetensors",
+                                "encoder/config.json", "encoder/pytorch_model.bin"]},  # loaded weights-only
 }
 _HUB_ID = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?P<sub>(?:/[\w.-]+)*)(?:@(?P<rev>[\w./-]+))?$")
 
@@ -61,7 +65,13 @@ def hub_error(flag: str, value: str) -> str:
             f"{DOWNLOAD_FLAG} (or set {DOWNLOAD_ENV}=1) to fetch it, or give a local path")
 
 
-def resolve_location(value: str | None, option: str, allow_downloads: bool, flag: str | None = None) -> str | None:
+def hub_patterns(option: str, kind: str | None = None) -> list[str] | None:
+    """The files to fetch for ``option`` of backend ``kind`` (None: the whole repository)."""
+    return BACKEND_HUB_FILES.get(kind or "", {}).get(option, HUB_FILES.get(option))
+
+
+def resolve_location(value: str | None, option: str, allow_downloads: bool, flag: str | None = None,
+                     kind: str | None = None) -> str | None:
     """A local folder for ``value``: the path itself, or (downloads allowed) the hub snapshot's folder.
 
     Raises ValueError naming ``flag`` for a hub id without permission; other missing paths are returned unchanged
@@ -74,7 +84,7 @@ def resolve_location(value: str | None, option: str, allow_downloads: bool, flag
         raise ValueError(hub_error(flag or f"--{option.replace('_', '-')}", str(value)))
     from huggingface_hub import snapshot_download
 
-    patterns = HUB_FILES.get(option)
+    patterns = hub_patterns(option, kind)
     if patterns is not None and ref.subfolder:
         patterns = [f"{ref.subfolder}/{p}" for p in patterns]
     local = snapshot_download(repo_id=ref.repo_id, revision=ref.revision, allow_patterns=patterns)

@@ -19,7 +19,12 @@ def every_backend(tmp_path_factory):
     """One instance of each registered backend: the shipped embedded one, and the diffusers classes on tiny
     random checkpoints (skipped where diffusers is not installed)."""
     pytest.importorskip("diffusers")
-    from legato_core.backends.testing import build_tiny_arc2face, build_tiny_ddpm, build_tiny_insightface_pack
+    from legato_core.backends.testing import (
+        build_tiny_arc2face,
+        build_tiny_ddpm,
+        build_tiny_insightface_pack,
+        stand_in_recognition,
+    )
 
     root = tmp_path_factory.mktemp("contract")
     pack = build_tiny_insightface_pack(root / "pack")
@@ -28,7 +33,7 @@ def every_backend(tmp_path_factory):
         "embedded": load_backend("embedded"),
         "arc2face": load_backend("arc2face", model_path=build_tiny_arc2face(root / "models", root / "sd15"),
                                  base_model_path=root / "sd15", insightface_pack=pack, cache_steps=2, cache_seeds=1,
-                                 retain_seeds=1, **fast),
+                                 retain_seeds=1, **fast, **stand_in_recognition(pack)),
         "ddpm": load_backend("ddpm", model_path=build_tiny_ddpm(root / "ddpm"), retain_seeds=1, **fast),
     }
 

@@ -74,13 +74,20 @@ def arc2face_paths(tmp_path_factory):
 FAST = {"num_inference_steps": 3, "cache_steps": 3, "cache_seeds": 1, "retain_seeds": 2}
 
 
+def stand_in(identity) -> dict:
+    """The tiny pack's recognition model stands in for Arc2Face's arcface.onnx: its hash is the one expected."""
+    from legato_core.backends.insightface_identity import file_sha256
+
+    return {"expected_recognition_sha256": file_sha256(identity.recognition_path)}
+
+
 @pytest.fixture(scope="module")
 def arc2face(arc2face_paths, judge):
     from legato_core.backends.registry import load_backend
 
     models, sd15 = arc2face_paths
     return load_backend("arc2face", model_path=models, base_model_path=sd15, insightface_pack=judge, device="cpu",
-                        scheduler="ddim", **FAST)
+                        scheduler="ddim", **FAST, **stand_in(judge))
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +104,17 @@ def _photo(faces=((1, 1, False),)) -> torch.Tensor:
     from legato_core.backends.testing import tiny_face_photo
 
     return torch.from_numpy(tiny_face_photo(list(faces))).permute(2, 0, 1).float()[None] / 255
+
+
+def _upload(backend, faces=((1, 1, True),)):
+    """A tiny photo through the upload path (the backend's crop and detector): (PreparedFace, (1, 3, S, S) crop)."""
+    from PIL import Image
+
+    from legato_core.backends.testing import tiny_face_photo
+    from legato_core.faces import prepare_face
+
+    prepared = prepare_face(Image.fromarray(tiny_face_photo(list(faces))), backend.face_crop())
+    return prepared, prepared.image[None]
 
 
 CFG = {"steps": 3, "lr": 1e-2, "local_views": 1, "adjacency_samples": 1, "preservation_samples": 1}
@@ -117,9 +135,10 @@ def test_arc2face_satisfies_the_backend_contract(arc2face):
 
 
 def test_arc2face_upload_embed_forget_render_at_t(arc2face, judge, tmp_path):
-    photo = _photo()
+    prepared, photo = _upload(arc2face)
+    assert prepared.aligned and photo.shape == (1, 3, 16, 16)
     emb, _ = arc2face.invert(photo)
-    assert torch.allclose(emb[0], judge.embed_photo(photo[0]).embedding)
+    assert torch.allclose(emb, judge.embed_aligned(photo)) and torch.allclose(emb.norm(dim=1), torch.ones(1))
     views = arc2face.canonical_views(2)
     base = arc2face.render(emb.expand(2, -1), views)
     assert base.shape == (2, 3, 16, 16) and 0 <= float(base.min()) and float(base.max()) <= 1
@@ -144,12 +163,15 @@ def test_arc2face_upload_embed_forget_render_at_t(arc2face, judge, tmp_path):
 
 
 def test_arc2face_upload_errors_are_clear(arc2face):
-    from legato_core.backends.insightface_identity import FaceNotFoundError, MultipleFacesWarning
+    from PIL import Image
 
-    with pytest.raises(FaceNotFoundError, match="no face found"):
-        arc2face.invert(torch.zeros(1, 3, 128, 128))
-    with pytest.warns(MultipleFacesWarning, match="used the largest"):
-        arc2face.invert(_photo([(0, 0, False), (2, 2, True)]))
+    from legato_core.faces import NoFaceError, prepare_face
+
+    with pytest.raises(NoFaceError, match="No face found"):  # a faceless square is refused, never used as it is
+        prepare_face(Image.new("RGB", (128, 128)), arc2face.face_crop())
+    prepared, _ = _upload(arc2face, [(0, 0, False), (2, 2, True)])
+    assert prepared.message.startswith("2 faces found; using the largest") and prepared.used == 0
+    assert prepared.faces[0].size == pytest.approx(64, abs=0.5)  # the big (blue) face
 
 
 def test_adapters_refuse_another_base(arc2face, ddpm):
@@ -168,12 +190,13 @@ def test_block_sites_gradient_checkpointing_and_identity_loss(arc2face):
              arc2face.identity)
     torch.manual_seed(0)
     arc = TorchArcFace(TinyArcFace())
-    plain = Arc2FaceBackend(*parts, sites="blocks", device="cpu", **FAST)
-    ckpt = Arc2FaceBackend(*parts, sites="blocks", device="cpu", gradient_checkpointing=True, **FAST)
-    ident = Arc2FaceBackend(*parts, sites="blocks", device="cpu", arcface_torch=arc, **FAST)
+    kw = {"sites": "blocks", "device": "cpu", **FAST, **stand_in(arc2face.identity)}
+    plain = Arc2FaceBackend(*parts, **kw)
+    ckpt = Arc2FaceBackend(*parts, gradient_checkpointing=True, **kw)
+    ident = Arc2FaceBackend(*parts, arcface_torch=arc, **kw)
     try:
         assert {m.adapter_kind for m in plain.adapter_sites.values()} == {"conv"}
-        emb = arc2face.invert(_photo())[0]
+        emb = arc2face.invert(_upload(arc2face)[1])[0]
         cfg = ForgetConfig(**{**CFG, "steps": 2})
         a = forget(plain, emb, cfg).history
         b = forget(ckpt, emb, cfg).history
@@ -192,7 +215,7 @@ def test_half_precision_runs_adapters_in_the_model_dtype(arc2face_paths, judge):
 
     models, sd15 = arc2face_paths
     be = Arc2FaceBackend.from_pretrained(models, sd15, insightface_pack=judge, device="cpu", dtype="bf16",
-                                         scheduler="ddim", **FAST)
+                                         scheduler="ddim", **FAST, **stand_in(judge))
     assert be.unet.dtype == torch.bfloat16
     emb = be.sample_latents(1, torch.Generator().manual_seed(0))
     res = forget(be, emb, ForgetConfig(**{**CFG, "steps": 1}))
@@ -207,6 +230,78 @@ def test_half_precision_runs_adapters_in_the_model_dtype(arc2face_paths, judge):
         assert torch.isfinite(img).all() and seen and seen[0] == torch.bfloat16
     finally:
         hook.remove()
+
+
+def test_a_pack_without_arc2faces_arcface_onnx_is_refused_with_where_to_get_it(arc2face_paths, judge):
+    from legato_core.backends.insightface_identity import ARC2FACE_RECOGNITION_SHA256, IdentityPackError
+    from legato_core.backends.registry import load_backend
+
+    assert len(ARC2FACE_RECOGNITION_SHA256) == 64 and int(ARC2FACE_RECOGNITION_SHA256, 16)  # pinned, not blank
+    models, sd15 = arc2face_paths
+    with pytest.raises(IdentityPackError, match=r"rec_tiny.onnx .* is not Arc2Face's arcface.onnx") as err:
+        load_backend("arc2face", model_path=models, base_model_path=sd15, insightface_pack=judge, device="cpu")
+    assert "arcface.onnx from huggingface.co/FoivosPar/Arc2Face" in str(err.value)
+    assert "glintr100.onnx" in str(err.value)  # named as the one to delete, never as an alternative
+    with pytest.raises(IdentityPackError, match=r"is not Arc2Face's arcface\.onnx"):  # the escape checks, too
+        load_backend("arc2face", model_path=models, base_model_path=sd15, insightface_pack=judge, device="cpu",
+                     expected_recognition_sha256="0" * 64)
+
+
+@pytest.fixture(scope="module")
+def blob_identity(tmp_path_factory):
+    _need("onnx", "onnxruntime", "insightface")
+    from legato_core.backends.insightface_identity import InsightFaceIdentity
+    from legato_core.backends.testing import build_tiny_insightface_pack
+
+    pack = build_tiny_insightface_pack(tmp_path_factory.mktemp("blob") / "pack", detector="blob")
+    return InsightFaceIdentity(pack, det_size=(256, 256))
+
+
+def test_tight_crop_and_loose_photo_give_one_detection_and_the_same_embedding(arc2face, blob_identity, monkeypatch):
+    from PIL import Image
+
+    from legato_core.backends.diffusion import Arc2FaceBackend
+    from legato_core.backends.testing import tiny_blob_photo
+    from legato_core.faces import prepare_face
+
+    parts = (arc2face.unet, arc2face.text_encoder, arc2face.tokenizer, arc2face.vae, arc2face.scheduler)
+    be = Arc2FaceBackend(*parts, blob_identity, device="cpu", height=128, width=128, **FAST,
+                         **stand_in(blob_identity))
+    calls = []
+    detect = blob_identity.app.det_model.detect
+    monkeypatch.setattr(blob_identity.app.det_model, "detect", lambda *a, **k: calls.append(1) or detect(*a, **k))
+    loose = tiny_blob_photo((320, 256), (80, 64, 176, 160), seed=3)  # the face fills 30 % of the width
+    tight = loose[40:184, 56:200]  # the same face filling two thirds of a 144-px crop
+    emb = {}
+    for name, photo in (("loose", loose), ("tight", tight)):
+        calls.clear()
+        face = prepare_face(Image.fromarray(photo), be.face_crop())
+        emb[name] = be.invert(face.image[None])[0][0]
+        assert face.aligned and face.image.shape == (3, 128, 128)
+        assert len(calls) == 1, "one detection per upload, on the original photo"
+    other = prepare_face(Image.fromarray(tiny_blob_photo((320, 256), (80, 64, 176, 160), seed=4)), be.face_crop())
+    cos_other = float(emb["loose"] @ be.invert(other.image[None])[0][0])
+    assert float(emb["loose"] @ emb["tight"]) > 0.99 > cos_other + 0.05
+    # and the crop's embedding is insightface's own (norm_crop on the original photo) within resampling error
+    assert float(emb["loose"] @ blob_identity.embed_photo(loose).embedding) > 0.98
+
+
+def test_same_seed_gives_the_diffusers_pipeline_image(arc2face):
+    from diffusers import StableDiffusionPipeline
+
+    emb = arc2face.sample_latents(1, torch.Generator().manual_seed(5))
+    ours = arc2face.render(emb, torch.tensor([[7.0]]))
+    pipe = StableDiffusionPipeline(vae=arc2face.vae, text_encoder=arc2face.text_encoder, tokenizer=arc2face.tokenizer,
+                                   unet=arc2face.unet, scheduler=type(arc2face.scheduler).from_config(
+                                       arc2face.scheduler.config), safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    theirs = pipe(prompt_embeds=arc2face.encode_condition(emb), guidance_scale=arc2face.guidance_scale,
+                  num_inference_steps=arc2face.num_inference_steps, height=16, width=16, output_type="pt",
+                  generator=torch.Generator(arc2face.device).manual_seed(7)).images  # as Arc2Face's demo calls it
+    assert theirs.shape == ours.shape == (1, 3, 16, 16)
+    assert torch.allclose(ours, theirs, atol=1e-4), float((ours - theirs).abs().max())
+    assert not torch.allclose(ours, arc2face.render(emb, torch.tensor([[8.0]])), atol=1e-3)
 
 
 def test_loading_errors_name_the_missing_folder(tmp_path, arc2face_paths):

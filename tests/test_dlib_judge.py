@@ -195,14 +195,19 @@ def test_diffusers_backends_are_judged_by_dlib_never_by_their_insightface_pack(k
     import legato_core.identity.dlib_judge as dlib_judge
     from legato_core.backends import registry
     from legato_core.backends.insightface_identity import InsightFaceIdentity
-    from legato_core.backends.testing import build_tiny_arc2face, build_tiny_ddpm, build_tiny_insightface_pack
+    from legato_core.backends.testing import (
+        build_tiny_arc2face,
+        build_tiny_ddpm,
+        build_tiny_insightface_pack,
+        stand_in_recognition,
+    )
 
     monkeypatch.setattr(dlib_judge, "_JUDGE", judge)  # the module's judge (built from a temporary cache)
     pack = build_tiny_insightface_pack(tmp_path / "pack")
     if kind == "arc2face":
         models = build_tiny_arc2face(tmp_path / "models", tmp_path / "sd15")
         backend = registry.load_backend(kind, model_path=models, base_model_path=tmp_path / "sd15",
-                                        insightface_pack=pack, device="cpu")
+                                        insightface_pack=pack, device="cpu", **stand_in_recognition(pack))
     else:
         backend = registry.load_backend(kind, model_path=build_tiny_ddpm(tmp_path / "ddpm"), insightface_pack=pack,
                                         device="cpu")

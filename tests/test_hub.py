@@ -1,12 +1,13 @@
 """Hub ids for the model flags resolve only through --allow-downloads / LEGATO_ALLOW_DOWNLOADS, with
 ``huggingface_hub.snapshot_download`` replaced by a fake (no network in tests); without permission the error names the
-flag. ``legato_core.zerogpu.gpu`` uses ``spaces.GPU`` when a ``spaces`` module imports and is a plain call otherwise."""
+flag. Each option fetches only the files legato reads, checked against listings of the real hub repositories
+(tests/fixtures/hub_listings)."""
 
 from __future__ import annotations
 
 import argparse
-import sys
-import types
+import fnmatch
+from pathlib import Path
 
 import pytest
 
@@ -97,42 +98,42 @@ def test_default_path_never_downloads(fake_hub, tmp_path):
     assert fake_hub == []
 
 
-# -- spaces.GPU -------------------------------------------------------------------------------------------------------
-def test_gpu_is_a_plain_call_without_spaces(monkeypatch):
-    from legato_core.zerogpu import gpu
-
-    monkeypatch.setitem(sys.modules, "spaces", None)  # import spaces -> ImportError
-
-    def work(x):
-        return x + 1
-
-    assert gpu(work) is work and gpu(duration=60)(work) is work and work(1) == 2
+# -- which files are fetched ----------------------------------------------------------------------------------------
+LISTINGS = Path(__file__).parent / "fixtures" / "hub_listings"
 
 
-def test_gpu_uses_spaces_gpu_when_the_package_imports(monkeypatch):
-    from legato_core.zerogpu import gpu
+def _listing(repo: str) -> list[str]:
+    lines = (LISTINGS / f"{repo.replace('/', '--')}.txt").read_text().splitlines()
+    return [line for line in lines if line and not line.startswith("#")]
 
-    seen = []
-    fake = types.ModuleType("spaces")
 
-    def GPU(fn=None, duration=None):  # noqa: N802 - the real package's name
-        def deco(f):
-            def on_gpu(*args, **kwargs):
-                seen.append((f.__name__, duration))
-                return f(*args, **kwargs)
-            return on_gpu
-        return deco(fn) if fn is not None else deco
+def _selected(files: list[str], patterns: list[str]) -> set[str]:
+    return {f for f in files if any(fnmatch.fnmatch(f, p) for p in patterns)}
 
-    fake.GPU = GPU
-    monkeypatch.setitem(sys.modules, "spaces", fake)
 
-    @gpu
-    def render(x):
-        return 2 * x
+@pytest.mark.parametrize(("repo", "option", "used"), [
+    ("FoivosPar/Arc2Face", "model_path",  # the UNet and the text encoder; not controlnet/, exp_adapter/, ref_adapter/
+     {"arc2face/config.json", "arc2face/diffusion_pytorch_model.safetensors", "encoder/config.json",
+      "encoder/pytorch_model.bin"}),
+    ("stable-diffusion-v1-5/stable-diffusion-v1-5", "base_model_path",  # VAE, tokenizer, scheduler; no fp16 copies
+     {"vae/config.json", "vae/diffusion_pytorch_model.safetensors", "tokenizer/merges.txt",
+      "tokenizer/special_tokens_map.json", "tokenizer/tokenizer_config.json", "tokenizer/vocab.json",
+      "scheduler/scheduler_config.json"}),
+])
+def test_arc2face_fetches_exactly_the_files_it_reads(repo, option, used):
+    files = _listing(repo)
+    assert used <= set(files)
+    patterns = hub.hub_patterns(option, "arc2face")
+    assert _selected(files, patterns) == used
+    utils = pytest.importorskip("huggingface_hub.utils")
+    assert set(utils.filter_repo_objects(files, allow_patterns=patterns)) == used  # the client's own matching
 
-    @gpu(duration=120)
-    def train(x):
-        return x - 1
 
-    assert render(3) == 6 and train(3) == 2
-    assert seen == [("render", None), ("train", 120)]
+def test_the_arc2face_spec_passes_its_patterns_to_the_hub(fake_hub, monkeypatch):
+    monkeypatch.setenv(hub.DOWNLOAD_ENV, "1")
+    BackendSpec("arc2face", "FoivosPar/Arc2Face", "stable-diffusion-v1-5/stable-diffusion-v1-5",
+                insightface_pack="me/packs/antelopev2", allow_downloads=True).options()
+    arc2face = next(c for c in fake_hub if c["repo_id"] == "FoivosPar/Arc2Face")
+    assert arc2face["allow_patterns"] == hub.hub_patterns("model_path", "arc2face")
+    assert not _selected(_listing("FoivosPar/Arc2Face"), arc2face["allow_patterns"]) & {
+        "controlnet/diffusion_pytorch_model.safetensors", "ref_adapter/pytorch_lora_weights.safetensors"}

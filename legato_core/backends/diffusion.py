@@ -28,10 +28,10 @@ frozen trajectories from random x_T, adapted epsilon = frozen epsilon.
 
 Both: ODE adapters hook UNet modules (``sites``: "attn2" = every cross-attention output, token-wise vector field;
 "blocks" = mid block and up blocks, conv vector field; or explicit module paths). t is the forgetting intensity and
-t = 0 is the base model exactly. On CUDA the model runs in bf16 (fp16 where bf16 is unsupported) and the adapters
-run in the model's dtype under autocast while their parameters (and Adam's state) stay float32. ``render`` and the
-DDPM ``invert`` run under ``spaces.GPU`` on a ZeroGPU Space (``legato_core.zerogpu``; a plain call elsewhere);
-insightface detection stays on the CPU.
+t = 0 is the base model exactly. On CUDA Arc2Face runs in fp16 (as its official code does) and DDPM in bf16 (fp16
+where bf16 is unsupported); the adapters run in the model's dtype under autocast while their parameters (and
+Adam's state) stay float32. Dedicated GPU only: nothing is wrapped for ZeroGPU. insightface detection stays on the
+CPU.
 """
 
 from __future__ import annotations
@@ -48,8 +48,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..zerogpu import gpu
-from .insightface_identity import InsightFaceIdentity, TorchArcFace, load_torch_arcface
+from .insightface_identity import (
+    InsightFaceIdentity,
+    TorchArcFace,
+    check_arc2face_recognition,
+    load_torch_arcface,
+)
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +68,9 @@ def _require(module: str):
             from e
 
 
-def pick_device_dtype(device: str | torch.device | None = None,
-                      dtype: str | torch.dtype | None = None) -> tuple[torch.device, torch.dtype]:
-    """CUDA with bf16 (fp16 where bf16 is unsupported) when available, CPU with float32 otherwise."""
+def pick_device_dtype(device: str | torch.device | None = None, dtype: str | torch.dtype | None = None,
+                      cuda_dtype: torch.dtype | None = None) -> tuple[torch.device, torch.dtype]:
+    """CUDA when available with ``cuda_dtype`` (default bf16, fp16 where bf16 is unsupported), else CPU float32."""
     dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if isinstance(dtype, str):
         names = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
@@ -76,7 +80,7 @@ def pick_device_dtype(device: str | torch.device | None = None,
         dtype = names[dtype]
     if dtype is None:
         if dev.type == "cuda":
-            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            dtype = cuda_dtype or (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
         else:
             dtype = torch.float32
     return dev, dtype
@@ -275,9 +279,13 @@ class DiffusionBackend(nn.Module):
         return [int(v) for v in view.reshape(len(view), -1)[:, 0].round().tolist()]
 
     def _noise(self, seeds: list[int], shape: tuple[int, ...]) -> torch.Tensor:
-        """Initial noise per seed, drawn on the CPU so a seed gives the same image on every device."""
-        return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(s)) for s in seeds]).to(
-            self.device)
+        """Initial noise per seed as diffusers' pipelines draw it for ``generator=torch.Generator(device)``: on the
+        model's device, in its dtype. Why: a seed then gives the official Arc2Face demo's image (its generator is on
+        the GPU); the price is that a seed's image differs between CPU and GPU."""
+        from diffusers.utils.torch_utils import randn_tensor
+
+        return torch.cat([randn_tensor((1, *shape), generator=torch.Generator(self.device).manual_seed(s),
+                                       device=self.device, dtype=self.dtype) for s in seeds]).float()
 
     def identity_term(self, x0_adapted: torch.Tensor, x0_reference: torch.Tensor, abar: torch.Tensor) -> torch.Tensor:
         """1 - cos between torch-ArcFace embeddings of adapted and reference x0 estimates, weighted by abar."""
@@ -304,7 +312,8 @@ class Arc2FaceBackend(DiffusionBackend):
     name = "arc2face"
     objective = "epsilon-matching"
     has_views = True  # a view is the seed of the initial noise
-    reads_whole_photo = True  # insightface finds and aligns the face itself
+    reads_whole_photo = False  # uploads are detected (by the pack's SCRFD) and aligned to face_crop() once
+    cuda_dtype = torch.float16  # the official Arc2Face code's
 
     @property
     def image_size(self) -> int:
@@ -325,8 +334,11 @@ class Arc2FaceBackend(DiffusionBackend):
                  sites: str | list[str] = "attn2", gradient_checkpointing: bool = False, guidance_scale: float = 3.0,
                  num_inference_steps: int = 25, cache_steps: int = 25, cache_seeds: int = 2, retain_seeds: int = 4,
                  identity_weight: float = 0.1, render_batch: int = 8, prompt: str = ARC2FACE_PROMPT,
-                 height: int | None = None, width: int | None = None, base_model_id: str = "diffusers/arc2face"):
-        dev, dt = pick_device_dtype(device, dtype)
+                 height: int | None = None, width: int | None = None, base_model_id: str = "diffusers/arc2face",
+                 expected_recognition_sha256: str | None = None):
+        dev, dt = pick_device_dtype(device, dtype, self.cuda_dtype)
+        if identity is not None:  # before any weight moves: a wrong pack fails fast
+            self.recognition_sha256 = check_arc2face_recognition(identity, expected_recognition_sha256)
         super().__init__(unet, device=dev, dtype=dt, sites=sites, gradient_checkpointing=gradient_checkpointing,
                          identity=identity, arcface_torch=arcface_torch, identity_weight=identity_weight,
                          cache_steps=cache_steps, cache_seeds=cache_seeds, retain_seeds=retain_seeds,
@@ -388,7 +400,12 @@ class Arc2FaceBackend(DiffusionBackend):
                              [r / "tokenizer" for r in roots], ("tokenizer_config.json", "vocab.json"))
         sch_dir = _first_dir("scheduler (scheduler/ in model-path or base-model-path)",
                              [r / "scheduler" for r in roots], ("scheduler_config.json",))
-        dev, dt = pick_device_dtype(device, dtype)
+        identity = insightface_pack
+        if identity is not None and not isinstance(identity, InsightFaceIdentity):
+            identity = InsightFaceIdentity(identity)
+        if identity is not None:  # refuse a wrong pack before loading gigabytes
+            check_arc2face_recognition(identity, kwargs.get("expected_recognition_sha256"))
+        dev, dt = pick_device_dtype(device, dtype, cls.cuda_dtype)
         unet = diffusers.UNet2DConditionModel.from_pretrained(unet_dir, torch_dtype=dt, local_files_only=True)
         # plain CLIPTextModel, not Arc2Face's subclass: under transformers 5 the subclass silently drops weights
         text_encoder = transformers.CLIPTextModel.from_pretrained(te_dir, torch_dtype=dt, local_files_only=True)
@@ -396,9 +413,6 @@ class Arc2FaceBackend(DiffusionBackend):
         vae = diffusers.AutoencoderKL.from_pretrained(vae_dir, torch_dtype=dt, local_files_only=True)
         sched_cls = {"dpm": diffusers.DPMSolverMultistepScheduler, "ddim": diffusers.DDIMScheduler}[scheduler]
         sched = sched_cls.from_pretrained(sch_dir, local_files_only=True)
-        identity = insightface_pack
-        if identity is not None and not isinstance(identity, InsightFaceIdentity):
-            identity = InsightFaceIdentity(identity)
         if arcface_torch is not None and not isinstance(arcface_torch, TorchArcFace):
             arcface_torch = TorchArcFace(arcface_torch) if isinstance(arcface_torch, nn.Module) else \
                 load_torch_arcface(arcface_torch)
@@ -494,7 +508,6 @@ class Arc2FaceBackend(DiffusionBackend):
         """Full sampling with autograd enabled (contract; training uses the step objective instead)."""
         return self._generate(latent, view, return_features)
 
-    @gpu
     @torch.no_grad()
     def render(self, latent: torch.Tensor, view: torch.Tensor) -> torch.Tensor:
         """Identity embeddings (B, 512) and seeds (B, 1) -> images (B, 3, H, W) in [0, 1]."""
@@ -507,16 +520,21 @@ class Arc2FaceBackend(DiffusionBackend):
         return self.identity.embed_photo(image, multiple=multiple)
 
     def face_crop(self):
-        """Uploads are aligned to ArcFace's 5-point template scaled to the render size (Arc2Face's training framing)."""
+        """ArcFace's 5-point template at the render size (Arc2Face's training framing), found by the pack's SCRFD
+        on the original photo and always aligned: the crop shown is the one embedded."""
         from ..faces import FaceCrop
 
-        return FaceCrop.arcface(self.height)
+        detector = self.identity.face_detector() if self.identity is not None else None
+        return FaceCrop.arcface(self.height, detector=detector, as_is=False)
 
     def invert(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Photos (B, 3, H, W) in [0, 1] -> (insightface embeddings of their largest faces, canonical seeds)."""
+        """Crops (B, 3, S, S) aligned to ``face_crop()`` (``faces.prepare_face``) or renders -> (embeddings,
+        canonical seeds). No second detection: the crop's alignment is the upload's one detection."""
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"expected images (B, 3, H, W), got {tuple(images.shape)}")
-        emb = torch.stack([self.embed_upload(img).embedding for img in images])
+        if self.identity is None:
+            raise RuntimeError("uploads need an insightface pack (insightface_pack=PATH / --insightface-pack PATH)")
+        emb = self.identity.embed_aligned(images)
         return emb, self.canonical_views(1).expand(len(images), -1).clone()
 
     # -- unlearning ------------------------------------------------------------------------------------------------
@@ -662,7 +680,6 @@ class DDPMBackend(DiffusionBackend):
         """Full DDIM sampling with autograd enabled (contract; training uses the step objective instead)."""
         return self._generate(latent, return_features)
 
-    @gpu
     @torch.no_grad()
     def render(self, latent: torch.Tensor, view: torch.Tensor) -> torch.Tensor:
         """x_T latents (B, C*H*W) -> images (B, 3, H, W) in [0, 1] by deterministic DDIM."""
@@ -675,7 +692,6 @@ class DDPMBackend(DiffusionBackend):
 
         return FaceCrop.arcface(self.size)
 
-    @gpu
     @torch.no_grad()
     def invert(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Photos (B, 3, H, W) in [0, 1] (aligned face crops, as the model was trained on) -> DDIM-inverted x_T."""

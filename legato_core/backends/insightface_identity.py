@@ -15,6 +15,8 @@ Two roles:
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import logging
 import warnings
 from dataclasses import dataclass, field
@@ -30,6 +32,16 @@ log = logging.getLogger(__name__)
 # insightface's 5-point ArcFace template (eyes, nose tip, mouth corners) for a 112 x 112 crop
 ARCFACE_TEMPLATE_112 = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
                                  [41.5493, 92.3655], [70.7299, 92.2041]], dtype=np.float32)
+
+
+# Arc2Face's recognition model: arcface.onnx of huggingface.co/FoivosPar/Arc2Face (260,694,151 bytes; SHA-256 from
+# its git-LFS pointer as mirrored in camenduru/Arc2Face-hf@cbf9751, models/antelopev2/arcface.onnx)
+ARC2FACE_RECOGNITION_SHA256 = "ec639a0429b4819130d1405a2d3b38beaa4cc4a6c5bd9cf48b94fdf65461de83"
+ARC2FACE_RECOGNITION_SOURCE = ("arcface.onnx from huggingface.co/FoivosPar/Arc2Face (hf_hub_download(repo_id="
+                               "'FoivosPar/Arc2Face', filename='arcface.onnx'))")
+RECOGNITION_HINT = ("a recognition model: for arc2face Arc2Face's own " + ARC2FACE_RECOGNITION_SOURCE + "; "
+                    "antelopev2's glintr100.onnx and buffalo_l's w600k_r50.onnx embed faces in another space and "
+                    "serve only the ddpm backend's landmarks")
 
 
 class IdentityPackError(FileNotFoundError):
@@ -100,9 +112,8 @@ def resolve_pack_dir(path: str | Path) -> tuple[Path, list[str]]:
     (``antelopev2/antelopev2``). Never downloads: a missing folder is an :class:`IdentityPackError`.
     """
     p = Path(path).expanduser()
-    hint = ("Download the pack (e.g. antelopev2 or buffalo_l) on a machine with internet access, unzip it and "
-            "pass the folder that contains the .onnx files (detector scrfd_*.onnx and a recognition model such as "
-            "glintr100.onnx, w600k_r50.onnx or Arc2Face's arcface.onnx).")
+    hint = ("Download the pack (e.g. antelopev2) on a machine with internet access, unzip it and pass the folder "
+            f"that contains the .onnx files: a detector scrfd_*.onnx and {RECOGNITION_HINT}.")
     if not p.exists():
         raise IdentityPackError(f"insightface pack folder not found: {p}. {hint}")
     if not p.is_dir():
@@ -154,14 +165,15 @@ class InsightFaceIdentity:
                 "detector such as scrfd_10g_bnkps.onnx (antelopev2) or det_10g.onnx (buffalo_l).") from e
         if "recognition" not in app.models:
             raise IdentityPackError(
-                f"insightface pack {self.pack_dir} has no recognition model (files: {onnx_files}). Add an ArcFace "
-                "ONNX model, e.g. glintr100.onnx (antelopev2), w600k_r50.onnx (buffalo_l) or Arc2Face's arcface.onnx.")
+                f"insightface pack {self.pack_dir} has no recognition model (files: {onnx_files}). Add "
+                f"{RECOGNITION_HINT}.")
         ctx = 0 if "CUDAExecutionProvider" in self.providers else -1
         app.prepare(ctx_id=ctx, det_thresh=det_thresh, det_size=det_size)
         self.app = app
         self.det_size, self.det_thresh, self.threshold = tuple(det_size), det_thresh, float(threshold)
         self.detection_file = Path(app.models["detection"].model_file).name
-        self.recognition_file = Path(app.models["recognition"].model_file).name
+        self.recognition_path = Path(app.models["recognition"].model_file)
+        self.recognition_file = self.recognition_path.name
         self.last_missing = 0  # images without a face in the last embed() call
 
     def describe(self) -> str:
@@ -173,6 +185,36 @@ class InsightFaceIdentity:
         """All faces (insightface ``Face`` objects with bbox, kps, det_score, embedding), largest first."""
         faces = self.app.get(_to_bgr_uint8(image))
         return sorted(faces, key=lambda f: _box_area(f.bbox), reverse=True)
+
+    def detect_boxes(self, image) -> list[tuple[np.ndarray, np.ndarray, float]]:
+        """(box, 5 landmarks, score) of every face, largest first: the detector alone, no recognition."""
+        bboxes, kpss = self.app.det_model.detect(_to_bgr_uint8(image), max_num=0, metric="default")
+        if kpss is None:
+            raise IdentityPackError(f"the detector of {self.pack_dir} gives no landmarks: use one with 5-point "
+                                    "keypoints such as scrfd_10g_bnkps.onnx")
+        faces = [(b[:4].astype(np.float32), np.asarray(k, np.float32), float(b[4]))
+                 for b, k in zip(bboxes, kpss, strict=True)]
+        return sorted(faces, key=lambda f: _box_area(f[0]), reverse=True)
+
+    def face_detector(self, max_side: int = 1024) -> PackDetector:
+        """This pack's detector behind legato's upload path (``faces.prepare_face``)."""
+        return PackDetector(self, max_side)
+
+    @torch.no_grad()
+    def embed_aligned(self, crops: torch.Tensor) -> torch.Tensor:
+        """Crops (B, 3, S, S) in [0, 1] aligned to ArcFace's template -> (B, D) unit embeddings, with no detection.
+
+        The crop was aligned on the landmarks found in the original photo; resized to the recogniser's input it is
+        what insightface's ``norm_crop`` makes from that photo, so the upload is detected once.
+        """
+        if crops.dim() != 4 or crops.shape[1] != 3:
+            raise ValueError(f"expected aligned crops (B, 3, S, S), got {tuple(crops.shape)}")
+        rec = self.app.models["recognition"]
+        w, h = rec.input_size
+        x = F.interpolate(crops.detach().float().cpu(), size=(h, w), mode="bilinear", antialias=True,
+                          align_corners=False)
+        feats = np.asarray(rec.get_feat([_to_bgr_uint8(c) for c in x]), dtype=np.float32)
+        return F.normalize(torch.from_numpy(feats), dim=1)
 
     def embed_photo(self, image, multiple: str = "largest") -> FaceEmbedding:
         """An uploaded photo -> the unit embedding of its largest face.
@@ -238,6 +280,62 @@ class InsightFaceIdentity:
             faces = self.detect(img)
             res.append(np.asarray(faces[0].kps, dtype=np.float32) if faces else None)
         return res
+
+
+class PackDetector:
+    """An insightface pack's SCRFD as a legato face detector (``detect(photo)`` -> ``DetectedFace`` list).
+
+    Why: Arc2Face's embeddings come from this detector's landmarks; detecting with it on the original photo gives
+    the crop and the embedding from one detection (SCRFD often misses faces in tight crops).
+    """
+
+    def __init__(self, identity: InsightFaceIdentity, max_side: int = 1024):
+        self.identity, self.max_side = identity, max_side
+
+    def detect(self, image) -> list:
+        from PIL import Image
+
+        from ..faces import DetectedFace
+
+        k = 1.0
+        if isinstance(image, Image.Image) and max(image.size) > self.max_side:  # the detector sees 640 px anyway
+            k = self.max_side / max(image.size)
+            image = image.convert("RGB").resize((max(1, round(image.width * k)), max(1, round(image.height * k))),
+                                                Image.BOX)
+        return [DetectedFace(tuple(float(v) / k for v in box), score, kps / k)
+                for box, kps, score in self.identity.detect_boxes(image)]
+
+
+@functools.lru_cache(maxsize=8)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file (cached per path, size and modification time: a pack is hashed once per process)."""
+    p = Path(path).resolve()
+    st = p.stat()
+    return _sha256(str(p), st.st_size, st.st_mtime_ns)
+
+
+def check_arc2face_recognition(identity: InsightFaceIdentity, expected_sha256: str | None = None) -> str:
+    """Refuse a pack whose recognition model is not Arc2Face's ``arcface.onnx`` (by SHA-256); returns the hash.
+
+    ``expected_sha256`` replaces the pinned hash: tests set their stand-in's, a user a re-export they trust.
+    """
+    expected = (expected_sha256 or ARC2FACE_RECOGNITION_SHA256).lower()
+    got = file_sha256(identity.recognition_path)
+    if got != expected:
+        raise IdentityPackError(
+            f"insightface pack {identity.pack_dir}: its recognition model {identity.recognition_file} (SHA-256 "
+            f"{got[:16]}...) is not Arc2Face's arcface.onnx (SHA-256 {expected[:16]}...), so uploads would condition "
+            f"Arc2Face on the wrong identity. Put {ARC2FACE_RECOGNITION_SOURCE} into the pack folder and delete the "
+            "other recognition models (antelopev2's glintr100.onnx) as Arc2Face's README says.")
+    return got
 
 
 # -- differentiable torch ArcFace ------------------------------------------------------------------------------

@@ -287,7 +287,8 @@ class BackendSpec:
     def options(self) -> dict:
         """``load_backend`` keyword arguments; the embedded backend takes only ``model_path``. Hub ids are fetched
         here (only with ``allow_downloads``) and replaced by their local snapshot folders."""
-        paths = {key: hub.resolve_location(getattr(self, key) or None, key, self.allow_downloads, flag)
+        paths = {key: hub.resolve_location(getattr(self, key) or None, key, self.allow_downloads, flag,
+                                           self.kind)
                  for key, (flag, _) in PATH_FLAGS.items() if key in hub.HUB_FILES}
         paths["arcface_torch"] = str(Path(self.arcface_torch).expanduser()) if self.arcface_torch else None
         if self.kind == "embedded":

@@ -49,6 +49,50 @@ class TinySCRFD(nn.Module):
         return (*scores, *boxes, *kpss)
 
 
+class TinyBlobSCRFD(nn.Module):
+    """SCRFD's 9 outputs for one face: the bounding box of the bright-red pixels, landmarks at ArcFace's template.
+
+    Unlike :class:`TinySCRFD` it does not depend on a grid or scale, so a tight crop and a loose photo of the same
+    "face" give the same landmarks on the face (what a real detector does and the upload tests need).
+    """
+
+    def forward(self, x: torch.Tensor):
+        h, w = x.shape[2], x.shape[3]
+        mask = x[0, 0] > 0.5  # red above ~191 of 255
+        xs = torch.arange(w, dtype=x.dtype)[None, :].expand(h, w)
+        ys = torch.arange(h, dtype=x.dtype)[:, None].expand(h, w)
+        x1 = torch.where(mask, xs, torch.full_like(xs, 1e6)).amin()
+        y1 = torch.where(mask, ys, torch.full_like(ys, 1e6)).amin()
+        x2 = torch.where(mask, xs + 1, torch.zeros_like(xs)).amax()
+        y2 = torch.where(mask, ys + 1, torch.zeros_like(ys)).amax()
+        found = mask.any().to(x.dtype)
+        scores, boxes, kpss = [], [], []
+        for stride in (8, 16, 32):
+            n = (h // stride) * (w // stride) * 2
+            score = torch.full((n, 1), 1e-4, dtype=x.dtype)
+            if stride == 32:  # the first anchor (centre 0, 0) carries the face
+                score = torch.cat([found.reshape(1, 1) * 0.99 + 1e-4, score[1:]])
+            box = torch.stack([-x1, -y1, x2, y2]).reshape(1, 4) / stride
+            kps = (torch.stack([x1, y1]) + _TEMPLATE * torch.stack([x2 - x1, y2 - y1])).reshape(1, 10) / stride
+            scores.append(score)
+            boxes.append(box.expand(n, 4))
+            kpss.append(kps.expand(n, 10))
+        return (*scores, *boxes, *kpss)
+
+
+def tiny_blob_photo(size: int | tuple[int, int], box: tuple[int, int, int, int], seed: int = 0) -> np.ndarray:
+    """An RGB uint8 photo for :class:`TinyBlobSCRFD`: a red "face" at ``box`` (x1, y1, x2, y2) with a smooth green
+    pattern fixed to the face (``seed``), so crops of one photo show the same face."""
+    w, h = (size, size) if isinstance(size, int) else size
+    img = np.zeros((h, w, 3), np.uint8)
+    x1, y1, x2, y2 = box
+    pattern = torch.rand(1, 1, 6, 6, generator=torch.Generator().manual_seed(seed))
+    face = F.interpolate(pattern, size=(y2 - y1, x2 - x1), mode="bilinear", align_corners=False)[0, 0]
+    img[y1:y2, x1:x2, 0] = 255
+    img[y1:y2, x1:x2, 1] = (face.numpy() * 255).round().astype(np.uint8)
+    return img
+
+
 class TinyArcFace(nn.Module):
     """(N, 3, 112, 112) RGB in [-1, 1] -> (N, 512): the recogniser's input convention, at toy size."""
 
@@ -62,15 +106,17 @@ class TinyArcFace(nn.Module):
 
 
 def build_tiny_insightface_pack(directory: str | Path, seed: int = 0, with_detector: bool = True,
-                                with_recognizer: bool = True) -> Path:
-    """Write ``det_tiny.onnx`` and ``rec_tiny.onnx`` into ``directory``; returns it."""
+                                with_recognizer: bool = True, detector: str = "grid") -> Path:
+    """Write ``det_tiny.onnx`` (``detector``: "grid" = TinySCRFD, "blob" = TinyBlobSCRFD) and ``rec_tiny.onnx``
+    into ``directory``; returns it."""
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter is deprecated but needs no onnxscript
         if with_detector:
-            torch.onnx.export(TinySCRFD(), torch.zeros(1, 3, 128, 128), str(d / "det_tiny.onnx"),
+            net = {"grid": TinySCRFD, "blob": TinyBlobSCRFD}[detector]()
+            torch.onnx.export(net, torch.zeros(1, 3, 128, 128), str(d / "det_tiny.onnx"),
                               input_names=["input.1"], output_names=[f"out{i}" for i in range(9)],
                               dynamic_axes={"input.1": {2: "height", 3: "width"}}, dynamo=False, opset_version=17)
         if with_recognizer:
@@ -78,6 +124,14 @@ def build_tiny_insightface_pack(directory: str | Path, seed: int = 0, with_detec
                               input_names=["data"], output_names=["fc1"],
                               dynamic_axes={"data": {0: "N"}, "fc1": {0: "N"}}, dynamo=False, opset_version=17)
     return d
+
+
+def stand_in_recognition(pack: str | Path) -> dict:
+    """Arc2Face backend options that accept this tiny pack's recogniser in place of Arc2Face's arcface.onnx (the
+    backend refuses any other recognition model; tests state the substitution explicitly)."""
+    from .insightface_identity import file_sha256
+
+    return {"expected_recognition_sha256": file_sha256(Path(pack) / "rec_tiny.onnx")}
 
 
 def tiny_face_photo(faces: list[tuple[int, int, bool]] = ((1, 1, False),), size: int = 128,

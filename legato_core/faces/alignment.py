@@ -13,7 +13,7 @@ Templates (landmark order of :mod:`.detection`: image-left eye, image-right eye,
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -57,19 +57,26 @@ def arcface_template(size: int = 112) -> np.ndarray:
 
 @dataclass(frozen=True)
 class FaceCrop:
-    """How a backend wants its faces: a square crop of ``size`` px with the five landmarks at ``template``."""
+    """How a backend wants its faces: a square crop of ``size`` px with the five landmarks at ``template``.
+
+    ``detector`` finds the faces for this crop (None: the offline MTCNN); a backend whose identity network has its
+    own detector passes it, so an upload is detected once. ``as_is=False`` always aligns on a detected face (a
+    face-world-style square without one is refused), for backends that embed the crop itself.
+    """
 
     size: int
     template: np.ndarray  # (5, 2) in crop pixels
     name: str
+    detector: object | None = field(default=None, compare=False, repr=False)  # ``detect(photo)`` -> faces
+    as_is: bool = True
 
     @classmethod
     def faceworld(cls, size: int = 64) -> FaceCrop:
         return cls(size, faceworld_template(size), "face-world framing")
 
     @classmethod
-    def arcface(cls, size: int = 112) -> FaceCrop:
-        return cls(size, arcface_template(size), "ArcFace template")
+    def arcface(cls, size: int = 112, detector: object | None = None, as_is: bool = True) -> FaceCrop:
+        return cls(size, arcface_template(size), "ArcFace template", detector, as_is)
 
 
 def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:

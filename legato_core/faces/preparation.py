@@ -12,6 +12,10 @@ The rules, in order:
 4. A face smaller than ``min_face`` pixels is refused with :class:`TinyFaceError` (its crop would be mostly
    interpolation).
 5. Otherwise the face is aligned on its five landmarks (similarity transform) onto the backend's template.
+
+Rules 1 and 3 apply only to crops with ``as_is`` (face-world framing); a backend that embeds the crop itself
+(Arc2Face) always gets an aligned face. The detector is the crop's own when it names one (Arc2Face: the pack's
+SCRFD, so each upload is detected once, on the original photo).
 """
 
 from __future__ import annotations
@@ -128,13 +132,14 @@ def prepare_face(photo: Image.Image, crop: FaceCrop, detector: FaceDetector | No
                  min_face: int = MIN_FACE) -> PreparedFace:
     """Detect, choose and align the face of an upload (an RGB PIL image) for a backend's ``crop``.
 
-    Raises :class:`NoFaceError` / :class:`TinyFaceError` with a message meant for the person uploading."""
-    faces = (detector or default_detector()).detect(photo)
+    The detector is ``detector``, else the crop's own (``crop.detector``), else MTCNN. Raises
+    :class:`NoFaceError` / :class:`TinyFaceError` with a message meant for the person uploading."""
+    faces = (detector or crop.detector or default_detector()).detect(photo)
     w, h = photo.size
     square = abs(w - h) <= SQUARE_TOLERANCE * max(w, h)
     as_is = dict(faces=faces, crop=crop, photo_size=(w, h), aligned=False)
     if not faces:
-        if square:
+        if square and crop.as_is:
             return PreparedFace(_resized(photo, crop.size), used=None, **as_is,
                                 message="No face detected; the square image is used as it is (as a face-world "
                                         "render would be).")
@@ -142,7 +147,7 @@ def prepare_face(photo: Image.Image, crop: FaceCrop, detector: FaceDetector | No
                           f"front, at least {min_face} px across.")
     face = faces[0]
     several = choice_message(faces, w)
-    if square and already_framed(face, w, crop):
+    if square and crop.as_is and already_framed(face, w, crop):
         msg = "The image is already framed for this model: used as it is."
         return PreparedFace(_resized(photo, crop.size), used=0, **as_is, message=f"{several} {msg}".strip())
     if face.size < min_face:
