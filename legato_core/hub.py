@@ -9,8 +9,13 @@ always a local path, so the default path never touches the network.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
+import shutil
+import tempfile
+import urllib.request
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,3 +94,50 @@ def resolve_location(value: str | None, option: str, allow_downloads: bool, flag
         patterns = [f"{ref.subfolder}/{p}" for p in patterns]
     local = snapshot_download(repo_id=ref.repo_id, revision=ref.revision, allow_patterns=patterns)
     return str(Path(local) / ref.subfolder) if ref.subfolder else str(local)
+
+
+# insightface publishes antelopev2 only as a zip (360,662,982 bytes); Arc2Face needs just its detector from it
+ANTELOPEV2_URLS = ("https://github.com/deepinsight/insightface/releases/download/model-zoo/antelopev2.zip",  # 2.1's
+                   "https://github.com/deepinsight/insightface/releases/download/v0.7/antelopev2.zip")
+ANTELOPEV2_SHA256 = "8e182f14fc6e80b3bfa375b33eb6cff7ee05d8ef7633e738d1c89021dcf0c5c5"
+ANTELOPEV2_DETECTOR = "antelopev2/scrfd_10g_bnkps.onnx"  # 16,923,827 bytes
+ANTELOPEV2_DETECTOR_SHA256 = "5838f7fe053675b1c7a08b633df49e7af5495cee0493c7dcf6697200b85b5b91"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fetch_zip_member(urls: tuple[str, ...], sha256: str, member: str, member_sha256: str, dest: Path) -> Path:
+    """``member`` of the zip at the first of ``urls`` that answers, both checked against pinned SHA-256s, at
+    ``dest`` (kept when it already holds those bytes; a stale link there is replaced). Raises RuntimeError."""
+    dest = Path(dest)
+    if dest.is_file() and _sha256(dest) == member_sha256:
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
+        archive, errors = Path(tmp) / "download.zip", []
+        for url in urls:
+            try:
+                with urllib.request.urlopen(url, timeout=60) as response, open(archive, "wb") as out:
+                    shutil.copyfileobj(response, out, 1 << 20)
+                break
+            except OSError as e:
+                errors.append(f"{url}: {e}")
+        else:
+            raise RuntimeError(f"could not download {Path(member).name}: " + "; ".join(errors))
+        if (got := _sha256(archive)) != sha256:
+            raise RuntimeError(f"{url} has SHA-256 {got}, not the pinned {sha256}: refusing to use it")
+        with zipfile.ZipFile(archive) as zf:
+            zf.extract(member, tmp)
+        extracted = Path(tmp) / member
+        if (got := _sha256(extracted)) != member_sha256:
+            raise RuntimeError(f"{member} in {url} has SHA-256 {got}, not the pinned {member_sha256}")
+        if dest.is_symlink() or dest.exists():
+            dest.unlink()
+        os.replace(extracted, dest)
+    return dest

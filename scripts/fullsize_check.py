@@ -104,6 +104,7 @@ def run_check(root: Path, device: str, dtype: str, steps: int, render_steps: int
     """Load through the registry, train ``steps`` epsilon-matching steps, render one image at t_end / 2."""
     from legato_core.adapters import active
     from legato_core.backends.registry import load_backend
+    from legato_core.backends.testing import stand_in_recognition
     from legato_core.unlearning.engine import ForgetConfig, train_adapter
 
     out: dict = {"device": device, "dtype": dtype, "threads": torch.get_num_threads(), "steps": steps,
@@ -112,7 +113,8 @@ def run_check(root: Path, device: str, dtype: str, steps: int, render_steps: int
     backend = load_backend("arc2face", model_path=str(root / "models"), base_model_path=str(root / "sd15"),
                            insightface_pack=str(root / "pack"), device=device, dtype=dtype,
                            gradient_checkpointing=True, num_inference_steps=render_steps, cache_steps=2,
-                           cache_seeds=1, retain_seeds=1, render_batch=1, scheduler="dpm")
+                           cache_seeds=1, retain_seeds=1, render_batch=1, scheduler="dpm",
+                           **stand_in_recognition(root / "pack"))  # the tiny pack's recogniser stands in
     out["load_seconds"] = round(time.perf_counter() - t0, 1)
     out["rss_after_load_gb"] = round(_rss_gb(), 2)
     out["unet_parameters"] = backend.parameter_count()
