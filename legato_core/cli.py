@@ -52,7 +52,7 @@ def add_backend_options(parser: argparse.ArgumentParser, judge: bool = True,
     g.add_argument("--device", choices=DEVICES, default=env.get("device"),
                    help="arc2face/ddpm (default: cuda when available, else cpu)")
     g.add_argument("--dtype", choices=DTYPES, default=env.get("dtype"),
-                   help="arc2face/ddpm (default: bf16 on cuda, fp32 on cpu)")
+                   help="arc2face/ddpm (default on cuda: fp16 for arc2face, as its code, bf16 for ddpm; fp32 on cpu)")
     g.add_argument("--gradient-checkpointing", action="store_true",
                    default=(env.get("gradient_checkpointing") or "").lower() in ("1", "true", "yes"),
                    help="arc2face/ddpm: less training memory, slower steps")
@@ -208,9 +208,9 @@ MAX_PHOTO_SIDE = 1024
 
 
 def _read_image(path: str, backend) -> torch.Tensor:
-    """(1, 3, H, W) in [0, 1] as the backend reads photos: the face detected and aligned to its ``face_crop()``
-    (``legato_core.faces``: face-world framing at 64 px for the embedded one, ArcFace's template at the checkpoint's
-    size for DDPM), or the whole photo when it finds faces itself (Arc2Face: insightface)."""
+    """(1, 3, H, W) in [0, 1] as the backend reads photos: the face detected once and aligned to its
+    ``face_crop()`` (face-world framing at 64 px for the embedded one, ArcFace's template at the checkpoint's size
+    for Arc2Face and DDPM), or the whole photo for a backend that finds faces itself (``reads_whole_photo``)."""
     from .faces import prepare_face
     from .images import open_image
 
