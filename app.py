@@ -7,8 +7,15 @@ A thin gradio shell over :mod:`legato_core.studio` (one ``Studio`` per browser s
 from __future__ import annotations
 
 import os
+import tempfile
+from pathlib import Path
+
+from legato_core.serving.cache_folder import cache_parent, claim_cache_folder, remove_stopped_servers
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported: no telemetry
+# gradio's cache is a folder of this server alone, emptied now: nothing of a session outlives a restart
+os.environ["GRADIO_TEMP_DIR"] = str(claim_cache_folder(cache_parent(os.environ,
+                                                                   Path(tempfile.gettempdir()) / "gradio")))
 
 # isort: off
 import legato_core.openmp  # noqa: F401 - sets the OpenMP wait policy; must run before torch loads
@@ -21,19 +28,21 @@ import math
 import shutil
 import threading
 import time
-from pathlib import Path
 from types import SimpleNamespace
 
 import gradio as gr
 import numpy as np
 import plotly.graph_objects as go
+import pydantic
 import torch
 from PIL import Image
+from starlette.middleware import Middleware
 
 from legato_core import faceworld
 from legato_core.backends.registry import EMBEDDED_LABEL, BackendSpec
 from legato_core.cli import add_backend_options
 from legato_core.images import ImageError, to_pil
+from legato_core.serving.missing_files import MissingFileAs404
 from legato_core.serving.text import dial_note
 from legato_core.studio import (
     EXAMPLE_IDS,
@@ -57,12 +66,13 @@ SHOW = 192  # display size of the 64x64 source / inversion / preview images
 IDLE_MINUTES = float(os.environ.get("LEGATO_IDLE_MINUTES", 15))  # a session with no request for this long ends
 CACHE_MINUTES = 10  # gradio's own cache: files older than this are deleted (checked every minute)
 REAP_SECONDS = 20  # how often idle sessions are looked for
+WATCH_SECONDS = float(os.environ.get("LEGATO_WATCH_SECONDS", 30))  # how often a page asks whether it timed out
 
 
 def session_root() -> Path:
-    """This server's folder for session folders: inside gradio's cache (so gradio serves the files from there
-    instead of copying them) and private to this process (several servers may share the cache)."""
-    return Path(gr.utils.get_upload_folder()) / f"legato-sessions-{os.getpid()}"
+    """This server's folder for session folders: inside its gradio cache (so gradio serves the files from there
+    instead of copying them)."""
+    return Path(gr.utils.get_upload_folder()) / "sessions"
 
 
 def privacy_note() -> str:
@@ -70,12 +80,14 @@ def privacy_note() -> str:
     return (
         "**What this demo keeps, where, and for how long.** A photo or adapter file you upload is read into this "
         "session's memory, and the uploaded file is deleted from the server as soon as it has been read. The images "
-        "on this page (your crop, its inversion, the grids) and the adapter you can download are written to a "
+        "on this page (the face found, your crop, its inversion, the previews, the grids) and the adapter you can "
+        "download are written to a "
         f"folder of this session under `{session_root()}` on the server, only to serve them to your browser. That "
         "folder and everything the session holds in memory are deleted when you close the tab (within seconds), "
         f"when you press **End session**, or after {idle} without activity. Any other file that the web "
-        f"framework caches is deleted at most {CACHE_MINUTES + 1} minutes after it was written. Nothing about your "
-        "images is logged, and nothing is kept after the session."
+        f"framework caches is deleted at most {CACHE_MINUTES + 1} minutes after it was written, and the whole cache "
+        "is emptied when the server starts. Nothing about your images is logged, and nothing is kept after the "
+        "session."
     )
 
 
@@ -188,12 +200,13 @@ def curve_figure(curve: dict | None) -> go.Figure | None:
 
 
 # -- session plumbing --------------------------------------------------------------------------------------------
-def _error(message: str, title: str = "Error") -> gr.Error:
-    """A message for the person; a refused request is not a server fault, so no traceback goes to the log."""
+def _error(message: str, title: str) -> gr.Error:
+    """A message for the person, led by ``title`` (what failed: gradio 6.31's toast heads every error "Error"
+    whatever its title); a refused request is not a server fault, so no traceback goes to the log."""
     if not message.startswith(("t ", "u ")):  # "t must be ..." keeps the name of the knob as it is
         message = message[:1].upper() + message[1:]
-    return gr.Error(message if message.endswith((".", "?", "!")) else message + ".", title=title,
-                    print_exception=False)
+    message = message if message.endswith((".", "?", "!")) else message + "."
+    return gr.Error(f"{title}. {message}", title=title, print_exception=False)
 
 
 def _idle_words() -> str:
@@ -210,7 +223,7 @@ def _session(studio: Studio | None, request: gr.Request | None, new_ok: bool = T
             if live is not None and not live.closed:
                 studio = live
         if studio is not None and studio.closed and studio.closed_reason == "idle" and not new_ok:
-            raise _error(EXPIRED.format(minutes=_idle_words()), title="Session ended")
+            raise _error(EXPIRED.format(minutes=_idle_words()), "Idle timeout")
         if studio is None or studio.closed:
             studio = Studio(default_config=ForgetConfig(steps=DEFAULT_STEPS), session_root=session_root(),
                             **STUDIO_OPTIONS)
@@ -293,7 +306,7 @@ def reap_sessions(idle_seconds: float | None = None) -> list[str]:
 
 def _sweep_folders(min_age: float = 60.0) -> None:
     """Delete session folders of this server that no live session owns (older than ``min_age`` s, so that a folder
-    being made is never taken), the session roots of servers that no longer run, and cut-off uploads."""
+    being made is never taken), the caches of servers that no longer run, and cut-off uploads."""
     root = session_root()
     with _SESSIONS_LOCK:
         live = {s.folder for s in SESSIONS.values() if s.folder is not None}
@@ -304,10 +317,7 @@ def _sweep_folders(min_age: float = 60.0) -> None:
                     shutil.rmtree(folder, ignore_errors=True)
             except OSError:
                 pass
-    for other in root.parent.glob("legato-sessions-*"):
-        pid = other.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and int(pid) != os.getpid() and not Path(f"/proc/{pid}").exists():
-            shutil.rmtree(other, ignore_errors=True)
+    remove_stopped_servers(root.parent.parent)
     # an upload cut off half way leaves gradio's temporary file (tmpXXXX) in the cache's top folder, in no list of
     # gradio's own: it goes after the same CACHE_MINUTES as everything else gradio caches
     for partial in root.parent.glob("tmp*"):
@@ -353,7 +363,7 @@ def _forget_upload(path: str | None) -> None:
         pass
 
 
-def _number(value, what: str, lo: float, hi: float, whole: bool = False) -> float:
+def _number(value, what: str, lo: float, hi: float, whole: bool = False, title: str = "Value refused") -> float:
     """An API or UI value checked as a number in [lo, hi] (a whole one if ``whole``), or a clear error."""
     kind = "a whole number" if whole else "a number"
     try:
@@ -361,9 +371,9 @@ def _number(value, what: str, lo: float, hi: float, whole: bool = False) -> floa
             raise TypeError
         x = float(value)
     except (TypeError, ValueError, OverflowError):
-        raise _error(f"{what} must be {kind} from {lo:g} to {hi:g}; got {value!r}") from None
+        raise _error(f"{what} must be {kind} from {lo:g} to {hi:g}; got {value!r}", title) from None
     if not math.isfinite(x) or not lo <= x <= hi or (whole and not x.is_integer()):
-        raise _error(f"{what} must be {kind} from {lo:g} to {hi:g}; got {value!r}")
+        raise _error(f"{what} must be {kind} from {lo:g} to {hi:g}; got {value!r}", title)
     return int(x) if whole else x
 
 
@@ -371,14 +381,51 @@ def _key(value) -> str | None:
     if value is None or value == "":
         return None
     if not isinstance(value, str):
-        raise _error(f"an identity is named by its key, a string such as '1'; got {value!r}")
+        raise _error(f"an identity is named by its key, a string such as '1'; got {value!r}", "Unknown identity")
     return value
 
 
-def _path(payload) -> str | None:
-    """The server-side path of an upload received with ``preprocess=False`` (a FileData dict)."""
+IDENTITY_API = {"type": "string", "description": "an identity's key, a string such as '1'",
+                "additional_description": "an identity's key, a string such as '1': the value of the Identity list, "
+                                          "returned first by /add_image, /add_identity and /import_adapter"}
+
+
+def _document_identity(dropdown: gr.Dropdown) -> None:
+    """The API page types a dropdown by its choices, which start empty ("Literal[]"): say what the key is instead."""
+    dropdown.api_info = lambda: dict(IDENTITY_API)
+
+
+NOT_A_FILE = "\0not a file: "  # an upload's name when the API sent something else (see ``_files_only``)
+
+
+def _files_only(component: gr.components.Component) -> None:
+    """Gradio checks an upload's payload before the handler runs, and a bare string (``add_image('not-a-path')``)
+    fails there with a traceback in the log and a bare "Error" for the client: it is let through, marked, and
+    the handler refuses it with a message (pydantic turns an error raised here into a traceback)."""
+    base = component.data_model
+    component.api_info()  # the API page keeps gradio's own description of the payload
+
+    class FilePayload(base):
+        @pydantic.model_validator(mode="before")
+        @classmethod
+        def _mark_not_a_file(cls, value):
+            if isinstance(value, dict | base):
+                return value
+            return {"path": "", "orig_name": f"{NOT_A_FILE}{value!r:.80}", "meta": {"_type": "gradio.FileData"}}
+
+    FilePayload.__name__ = FilePayload.__qualname__ = base.__name__
+    component.data_model = FilePayload
+
+
+def _path(payload, what: str) -> str | None:
+    """The server-side path of an upload received with ``preprocess=False`` (a FileData dict); ``what`` names the
+    file expected, for the message when the API sent something else."""
     if payload is None:
         return None
+    name = payload.get("orig_name") if isinstance(payload, dict) else None
+    if isinstance(name, str) and name.startswith(NOT_A_FILE):
+        raise _error(f"{what} is sent as a file, with gradio_client.handle_file(path); got {name[len(NOT_A_FILE):]}",
+                     "Upload refused")
     if isinstance(payload, dict):
         return payload.get("path")
     return getattr(payload, "path", None) or str(payload)
@@ -390,7 +437,7 @@ def _entry_for(studio: Studio, key) -> Entry:
     try:
         return studio.get(_key(key))
     except StudioError as e:
-        raise _error(str(e)) from e
+        raise _error(str(e), "Unknown identity") from e
 
 
 def _parts(ns: SimpleNamespace, names: str) -> tuple:
@@ -408,6 +455,7 @@ def _layout(default_steps: int, backend_label: str, face_world: bool) -> SimpleN
         with gr.Column(scale=1, min_width=260):
             upload = gr.Image(label="Drop a face image", type="filepath", sources=["upload"],
                               image_mode=None, height=200, elem_id="face_upload")
+            _files_only(upload)
             with gr.Row(visible=False) as face_row:  # face handling: the box found and the crop used
                 face_found = gr.Image(label="face found", interactive=False, height=120, elem_id="face_found",
                                       buttons=[])
@@ -437,6 +485,7 @@ def _layout(default_steps: int, backend_label: str, face_world: bool) -> SimpleN
         with gr.Column(scale=1, min_width=320):
             identity = gr.Dropdown(choices=[], value=None, label="Identity (the slider controls this one)",
                                    interactive=True, elem_id="identity")
+            _document_identity(identity)
             remove_btn = gr.Button("Remove identity", size="sm", elem_id="remove_btn")
             with gr.Row():
                 source = gr.Image(label="your face", interactive=False, height=SHOW,
@@ -481,22 +530,25 @@ def _layout(default_steps: int, backend_label: str, face_world: bool) -> SimpleN
                                          elem_id="download_btn")
             adapter_upload = gr.File(label="Restore an adapter (.safetensors)", file_types=[".safetensors"],
                                      height=120, elem_id="adapter_upload")
+            _files_only(adapter_upload)
     timer = gr.Timer(0.5, active=False)
+    watch = gr.Timer(WATCH_SECONDS, active=True)  # says so when the session ends for idleness
 
-    # the first ten in their old order (API clients read outputs by index); the u slider and the toggle after them
+    # the first ten in their old order (API clients read outputs by index); then the u slider and the toggle, then
+    # the panels of the selected identity's training run and face handling
     entry_outputs = [state, identity, source, inversion, t_slider, grid, curve, status, download, composition,
-                     u_slider, raw_t]
-    face_outputs = [face_row, face_found, face_used, face_note]
+                     u_slider, raw_t, loss_plot, preview, face_row, face_found, face_used, face_note]
     named = (gr.components.Component, gr.blocks.BlockContext, list)
     return SimpleNamespace(**{k: v for k, v in locals().items() if isinstance(v, named)})
 
 
 def _views(page: SimpleNamespace) -> SimpleNamespace:
-    """What the page shows for an entry, an empty session, a new face and its face handling (shared by sections)."""
-    (composition, curve, download, face_found, face_note, face_row, face_used, grid, identity, inversion, raw_t,
-     source, state, status, t_slider, u_slider, upload) = _parts(
-        page, "composition curve download face_found face_note face_row face_used grid identity inversion raw_t "
-        "source state status t_slider u_slider upload")
+    """What the page shows for an entry (every panel: the selected identity's, or nothing), an empty session and a
+    training run's progress (shared by sections)."""
+    (composition, curve, download, face_found, face_note, face_row, face_used, grid, identity, inversion, loss_plot,
+     preview, raw_t, source, state, status, t_slider, u_slider, upload) = _parts(
+        page, "composition curve download face_found face_note face_row face_used grid identity inversion loss_plot "
+        "preview raw_t source state status t_slider u_slider upload")
 
     def grid_view(studio: Studio, key: str | None, t: float | None = None,
                   u: float | None = None) -> tuple[str, str, float, float]:
@@ -513,9 +565,40 @@ def _views(page: SimpleNamespace) -> SimpleNamespace:
                 t_slider: gr.Slider(maximum=t_max, value=round(t, 4), interactive=ready, visible=raw),
                 raw_t: raw}
 
+    def run_view(studio: Studio, key: str, force: bool = False) -> dict:
+        """The loss plot and the "at t = T" preview of identity ``key``'s training run (None: it has none); only
+        what changed since the page last got them, unless ``force``."""
+        run = studio.run_of(key)
+        ui = studio.ui  # what this session's page already shows
+        shown = (key, run.step if run is not None else None, len(run.losses) if run is not None else 0)
+        out = {}
+        if force or ui.get("losses") != shown:
+            out[loss_plot] = loss_figure(run.losses, run.steps) if run is not None and run.steps else None
+            ui["losses"] = shown
+        picture = run.preview if run is not None else None
+        if force or ui.get("preview") is not picture or ui.get("preview_key") != key:
+            out[preview] = (str(studio.publish(_big(to_pil(picture)), f"preview-{key}")) if picture is not None
+                            else None)
+            ui["preview"], ui["preview_key"] = picture, key
+        return out
+
+    def face_view(studio: Studio, entry: Entry) -> dict:
+        """What face handling did with the identity's upload: the box found, the crop used and one line about it
+        (the files live in the session's folder, so they go with the identity or the session)."""
+        face = entry.face
+        if face is None:  # a face-world identity added by id, or a restored adapter: nothing was detected
+            return {face_row: gr.Row(visible=False), face_found: None, face_used: None, face_note: ""}
+        lines = [face.message] if face.message else []
+        if face.aligned and studio.res.face_world:
+            lines.append(FACE_WORLD_LIKENESS)
+        found = (str(studio.entry_image(entry, "face-found", entry.face_preview)) if entry.face_preview is not None
+                 else None)
+        return {face_row: gr.Row(visible=True), face_found: found,
+                face_used: str(studio.entry_image(entry, "source", _big(entry.source))), face_note: " ".join(lines)}
+
     def entry_view(studio: Studio, entry, text: str | None = None) -> dict:
         grid_path, composed, u, t = grid_view(studio, entry.key)
-        out = {
+        return {
             state: studio,
             identity: gr.Dropdown(choices=[(e.label, e.key) for e in studio.entries.values()], value=entry.key),
             source: str(studio.entry_image(entry, "source", _big(entry.source))),
@@ -526,15 +609,19 @@ def _views(page: SimpleNamespace) -> SimpleNamespace:
             download: gr.DownloadButton(value=str(studio.export_adapter(entry.key)) if entry.ready else None,
                                         interactive=entry.ready),
             composition: composed,
+            status: text if text is not None else studio.status_text(entry.key),
+            **run_view(studio, entry.key, force=True),
+            **face_view(studio, entry),
         }
-        if text is not None:
-            out[status] = text
-        return out
 
     def empty_view(studio: Studio | None, text: str) -> dict:
+        if studio is not None:
+            studio.ui.clear()
         return {state: studio, identity: gr.Dropdown(choices=[], value=None), source: None, inversion: None,
                 **sliders(studio is not None and studio.raw_t), grid: None, curve: None,
-                status: text, download: gr.DownloadButton(value=None, interactive=False), composition: ""}
+                status: text, download: gr.DownloadButton(value=None, interactive=False), composition: "",
+                loss_plot: None, preview: None, face_row: gr.Row(visible=False), face_found: None, face_used: None,
+                face_note: ""}
 
     def added(studio: Studio, entry) -> dict:
         text = (f"Added {entry.name}. Press Forget to train its adapter." if not studio.busy
@@ -544,54 +631,45 @@ def _views(page: SimpleNamespace) -> SimpleNamespace:
             gr.Info(f"{entry.name}: {note}.")
         return {**entry_view(studio, entry, text), upload: None}
 
-
-    def face_view(studio: Studio, entry) -> dict:
-        """What face handling did with an upload: the box found, the crop used and one line about it."""
-        face = entry.face
-        if face is None:  # a face-world identity added by id: nothing was detected
-            return {face_row: gr.Row(visible=False), face_note: ""}
-        lines = [face.message] if face.message else []
-        if face.aligned and studio.res.face_world:
-            lines.append(FACE_WORLD_LIKENESS)
-        return {face_row: gr.Row(visible=True), face_found: entry.face_preview, face_used: _big(entry.source),
-                face_note: " ".join(lines)}
-
     return SimpleNamespace(grid_view=grid_view, entry_view=entry_view, empty_view=empty_view, added=added,
-                           face_view=face_view, sliders=sliders)
+                           run_view=run_view, sliders=sliders)
 
 
 def _wire_adding(page: SimpleNamespace, views: SimpleNamespace) -> None:
     """Adding faces (upload, examples, by id), choosing, removing, ending the session."""
-    (add_id, compose, end_btn, entry_outputs, face_id, face_outputs, gallery, identity, loss_plot, preview,
-     remove_btn, state, timer, upload) = _parts(
-        page, "add_id compose end_btn entry_outputs face_id face_outputs gallery identity loss_plot preview "
-        "remove_btn state timer upload")
-    added, empty_view, entry_view, face_view = _parts(views, "added empty_view entry_view face_view")
+    (add_id, compose, end_btn, entry_outputs, face_id, gallery, identity, remove_btn, state, timer, upload,
+     watch) = _parts(page, "add_id compose end_btn entry_outputs face_id gallery identity remove_btn state timer "
+                     "upload watch")
+    added, empty_view, entry_view = _parts(views, "added empty_view entry_view")
 
     def on_upload(payload, studio, request: gr.Request):
-        path = _path(payload)
+        """Add a face from an image file (PNG, JPEG or WebP; send it with gradio_client.handle_file(path)). Returns
+        the page's panels: first the Identity list, whose value is the new identity's key (a string such as '1')."""
+        path = _path(payload, "a face image")
         if not path:
-            raise _error("no file arrived; drop a face image (PNG, JPEG or WebP)")
+            raise _error("no file arrived; drop a face image (PNG, JPEG or WebP)", "Upload refused")
         try:
             studio = _session(studio, request)
             name = payload.get("orig_name") if isinstance(payload, dict) else None
             try:
                 entry = studio.add_image(path, name=name or None)
             except ImageError as e:
-                raise _error(f"Cannot use this file: {e}", title="Not a usable image") from e
+                raise _error(f"Cannot use this file: {e}", "Upload refused") from e
             except StudioError as e:
-                raise _error(str(e)) from e
+                raise _error(str(e), "Upload refused") from e
         finally:
             _forget_upload(path)  # read into memory (or refused): the file itself is not kept
-        return {**added(studio, entry), **face_view(studio, entry)}
+        return added(studio, entry)
 
     def on_add_id(face, studio, request: gr.Request):
+        """Add a face-world identity by id, a whole number from 200,000 to 999,999,999. Returns the page's panels:
+        first the Identity list, whose value is the new identity's key (a string such as '1')."""
         studio = _session(studio, request)
         try:
             entry = studio.add_identity(face)
         except StudioError as e:
-            raise _error(str(e), title="Id refused") from e
-        return {**added(studio, entry), **face_view(studio, entry)}
+            raise _error(str(e), "Id refused") from e
+        return added(studio, entry)
 
     def on_example(studio, evt: gr.SelectData, request: gr.Request):
         return on_add_id(EXAMPLE_IDS[evt.index], studio, request)
@@ -599,18 +677,19 @@ def _wire_adding(page: SimpleNamespace, views: SimpleNamespace) -> None:
     # show_progress_on: the spinner, and on failure gradio's "Error" badge, stay on the input that was used
     # (by default every output would be replaced by an "Error" badge next to the toast); a refused file is
     # cleared from the upload box by the .failure() step
-    upload.upload(on_upload, [upload, state], [*entry_outputs, upload, *face_outputs], preprocess=False,
+    upload.upload(on_upload, [upload, state], [*entry_outputs, upload], preprocess=False,
                   api_name="add_image", show_progress_on=upload, concurrency_limit=2, concurrency_id="invert"
                   ).failure(lambda: None, None, upload, api_visibility="private", show_progress="hidden")
     # preprocess=False: the id arrives as sent (no rounding of 3.7 to 4) and Studio.face_id checks it
-    add_id.click(on_add_id, [face_id, state], [*entry_outputs, upload, *face_outputs], api_name="add_identity",
+    add_id.click(on_add_id, [face_id, state], [*entry_outputs, upload], api_name="add_identity",
                  preprocess=False, show_progress_on=face_id, concurrency_limit=2, concurrency_id="invert")
-    gallery.select(on_example, [state], [*entry_outputs, upload, *face_outputs], api_visibility="private",
+    gallery.select(on_example, [state], [*entry_outputs, upload], api_visibility="private",
                    show_progress_on=gallery, concurrency_limit=2, concurrency_id="invert")
 
     # inputs below are checked by the handlers (preprocess=False): a bad API value gets a clear message, and
     # gradio's own checks (which log a traceback) never run
     def on_select(key, studio, request: gr.Request):
+        """Show identity ``key`` (a string such as '1'): every panel follows it."""
         studio = _session(studio, request, new_ok=False)
         entry = _entry_for(studio, key)
         if entry.ready:
@@ -621,36 +700,49 @@ def _wire_adding(page: SimpleNamespace, views: SimpleNamespace) -> None:
                    preprocess=False, concurrency_limit=4, concurrency_id="render")
 
     def on_remove(key, studio, request: gr.Request):
+        """Remove identity ``key`` (a string such as '1') with its adapter and its files."""
         studio = _session(studio, request, new_ok=False)
-        trained_here = studio.task.entry if studio.task is not None else None
         try:
             gone = studio.remove(_key(key))
         except StudioError as e:
-            raise _error(str(e)) from e
+            raise _error(str(e), "Cannot remove") from e
         text = f"Removed {gone.name}: its adapter and its files are deleted."
-        # the loss plot and preview of its job (running or last) go with it
-        extra = {loss_plot: None, preview: None} if trained_here is gone else {}
         if not studio.entries:
-            return {**empty_view(studio, text + " Add a face to begin."), **extra}
+            return empty_view(studio, text + " Add a face to begin.")
         entry = studio.get()
         if entry.ready:
             studio.prefill(entry.key)
-        return {**entry_view(studio, entry, text), **extra}
+        return entry_view(studio, entry, text)
 
-    remove_btn.click(on_remove, [identity, state], [*entry_outputs, loss_plot, preview], api_name="remove",
+    remove_btn.click(on_remove, [identity, state], entry_outputs, api_name="remove",
                      preprocess=False, show_progress_on=identity, concurrency_limit=4, concurrency_id="render")
 
     def on_end(studio, request: gr.Request):
+        """End this session now: every identity, adapter and file of it is deleted."""
         sid = getattr(request, "session_hash", None)
         with _SESSIONS_LOCK:
             live = SESSIONS.pop(sid, None) if sid is not None else None
         for s in {id(x): x for x in (studio, live) if x is not None}.values():
             _end(s, "ended")
         return {**empty_view(None, "Session ended: everything it held was deleted. Add a face to start again."),
-                loss_plot: None, preview: None, timer: gr.Timer(active=False), compose: False}
+                timer: gr.Timer(active=False), compose: False}
 
-    end_btn.click(on_end, [state], [*entry_outputs, loss_plot, preview, timer, compose], api_name="end_session",
+    end_btn.click(on_end, [state], [*entry_outputs, timer, compose], api_name="end_session",
                   concurrency_limit=None)
+
+    def on_watch(studio):
+        """Whether this session ended for idleness: said once, as it happens, with the page emptied (a page
+        without a session, or a live one, is left as it is)."""
+        if studio is None or studio.closed_reason != "idle" or studio.ui.get("told"):
+            return {watch: gr.skip()}
+        text = EXPIRED.format(minutes=_idle_words())
+        gr.Warning(text, duration=None, title="Idle timeout")
+        out = {**empty_view(studio, text), timer: gr.Timer(active=False), watch: gr.Timer(active=False)}
+        studio.ui["told"] = True
+        return out
+
+    watch.tick(on_watch, [state], [*entry_outputs, timer, watch], api_name="watch_session",
+               concurrency_limit=None, show_progress="hidden")
 
 
 
@@ -658,19 +750,22 @@ def _wire_forgetting(page: SimpleNamespace, views: SimpleNamespace) -> None:
     """The forget job: start, poll its progress, cancel."""
     (cancel_btn, entry_outputs, forget_btn, identity, loss_plot, preview, state, status, steps, timer) = _parts(
         page, "cancel_btn entry_outputs forget_btn identity loss_plot preview state status steps timer")
-    entry_view, = _parts(views, "entry_view")
+    entry_view, run_view = _parts(views, "entry_view run_view")
 
     def on_forget(key, n_steps, studio, request: gr.Request):
+        """Start training identity ``key``'s adapter (``key``: a string such as '1'; ``n_steps``: a whole number from
+        1 to 600). Returns at once: follow the job with /poll."""
         studio = _session(studio, request, new_ok=False)
-        n_steps = _number(n_steps, "training steps", 1, MAX_STEPS, whole=True)
+        n_steps = _number(n_steps, "training steps", 1, MAX_STEPS, whole=True, title="Cannot forget")
         try:
             studio.start_forget(_key(key), steps=n_steps)
         except BusyError as e:
             gr.Warning(f"Only one job per session: {e}.", duration=6)
             return {state: studio, status: f"Only one job per session: {e}.", timer: gr.Timer(active=True)}
         except StudioError as e:
-            raise _error(str(e)) from e
+            raise _error(str(e), "Cannot forget") from e
         st = studio.status()
+        studio.ui.update(losses=(st.key, 0, 0), preview=None, preview_key=st.key)  # what this answer shows
         return {state: studio, status: st.text(), timer: gr.Timer(active=True),
                 loss_plot: loss_figure([], st.steps), preview: None}
 
@@ -678,33 +773,37 @@ def _wire_forgetting(page: SimpleNamespace, views: SimpleNamespace) -> None:
                      api_name="forget", preprocess=False, concurrency_limit=None)
 
     def on_poll(key, studio):
+        """The session's job as it runs (``key``: the identity the page shows, a string such as '1'): the status
+        line, and the loss plot and preview when the job is that identity's."""
         if studio is None or studio.closed or studio.status() is None:
             return {timer: gr.Timer(active=False)}
         st = studio.status()
-        out = {status: st.text(), timer: gr.Timer(active=not st.done)}
-        ui = studio.ui  # what this session's page already shows
-        if st.losses and (ui.get("step") != st.step or ui.get("task") != id(studio.task)):
-            out[loss_plot] = loss_figure(st.losses, st.steps)
-            ui["step"], ui["task"] = st.step, id(studio.task)
-        if st.preview is not None and ui.get("preview") is not st.preview:
-            out[preview] = str(studio.publish(_big(to_pil(st.preview)), "preview"))
-            ui["preview"] = st.preview
+        shown = key if isinstance(key, str) and key in studio.entries else None
+        out = {timer: gr.Timer(active=not st.done)}
         fin = studio.take_finished()
         if fin is not None:  # a training run's garbage: give it back now, not when the session ends
             threading.Thread(target=release_memory, daemon=True, name="legato-release").start()
         if fin is not None and fin.state == "done" and fin.key in studio.entries:
             # the view stays on the identity the person is looking at; only its list and status change
-            shown = key if isinstance(key, str) and key in studio.entries else fin.key
+            shown = shown or fin.key
             text = None
             if shown != fin.key:
-                text = f"{st.text()} (Select {studio.get(fin.key).label} to move its slider.)"
+                text = (f"{studio.status_text(shown)} {st.text()} "
+                        f"(Select {studio.get(fin.key).label} to move its slider.)")
             out.update(entry_view(studio, studio.get(shown), text))
+            return out
+        if shown is None:
+            out[status] = st.text()
+            return out
+        out[status] = studio.status_text(shown)
+        out.update(run_view(studio, shown))
         return out
 
-    timer.tick(on_poll, [identity, state], [*entry_outputs, loss_plot, preview, timer], api_name="poll",
+    timer.tick(on_poll, [identity, state], [*entry_outputs, timer], api_name="poll",
                preprocess=False, concurrency_limit=None, show_progress="hidden")
 
     def on_cancel(studio):
+        """Cancel this session's running job."""
         if studio is None or not studio.cancel():
             gr.Info("Nothing is running.")
             return gr.skip()
@@ -725,8 +824,8 @@ def _wire_intensity(page: SimpleNamespace, views: SimpleNamespace) -> None:
         """The identity and a slider's value checked as its new setting: {"t": raw t} or {"u": position}."""
         entry = _entry_for(studio, key)
         if raw:
-            return entry, {"t": _number(value, "t", 0.0, round(entry.t_max, 6))}
-        return entry, {"u": _number(value, "u", 0.0, 1.0)}
+            return entry, {"t": _number(value, "t", 0.0, round(entry.t_max, 6), title="Slider value refused")}
+        return entry, {"u": _number(value, "u", 0.0, 1.0, title="Slider value refused")}
 
     def _render(value, key, studio, raw: bool):
         if studio is None or not studio.entries:
@@ -782,7 +881,7 @@ def _wire_intensity(page: SimpleNamespace, views: SimpleNamespace) -> None:
         """Show the slider as raw ODE time t (true: the paper's view) or as the position u (false). Every identity
         keeps its setting, so the render does not change: the slider shown takes it in its own terms."""
         if not isinstance(on, bool):
-            raise _error(f"the raw-t switch is true or false; got {on!r}")
+            raise _error(f"the raw-t switch is true or false; got {on!r}", "Switch refused")
         studio = _session(studio, request, new_ok=False)
         studio.set_raw_t(on)
         if not studio.entries:
@@ -797,8 +896,10 @@ def _wire_intensity(page: SimpleNamespace, views: SimpleNamespace) -> None:
                 preprocess=False, show_progress="hidden", concurrency_limit=4, concurrency_id="render")
 
     def on_compose(on, key, studio, request: gr.Request):
+        """Apply this session's other forgotten identities in the bottom row too (``on``: true or false); ``key``:
+        the identity shown, a string such as '1'."""
         if not isinstance(on, bool):
-            raise _error(f"the compose switch is true or false; got {on!r}")
+            raise _error(f"the compose switch is true or false; got {on!r}", "Switch refused")
         studio = _session(studio, request, new_ok=False)
         studio.set_compose(on)
         if not studio.entries:
@@ -821,13 +922,14 @@ def _wire_adapters(page: SimpleNamespace, views: SimpleNamespace) -> None:
     entry_view, = _parts(views, "entry_view")
 
     def on_export(key, studio):
+        """The adapter file of identity ``key`` (a string such as '1'), once it is forgotten."""
         if studio is None or studio.closed:
-            raise _error("nothing to download yet: forget an identity first")
+            raise _error("nothing to download yet: forget an identity first", "Nothing to download")
         studio.touch()
         try:
             return str(studio.export_adapter(_key(key)))
         except StudioError as e:
-            raise _error(str(e)) from e
+            raise _error(str(e), "Nothing to download") from e
 
     # the button's file is set whenever a forgotten identity is shown; the click downloads it (and, through
     # the API, returns it)
@@ -835,15 +937,16 @@ def _wire_adapters(page: SimpleNamespace, views: SimpleNamespace) -> None:
                    show_progress="hidden")
 
     def on_import(payload, studio, request: gr.Request):
-        path = _path(payload)
+        """Restore an adapter (.safetensors, sent with gradio_client.handle_file(path)) as a new identity."""
+        path = _path(payload, "an adapter")
         if not path:
-            raise _error("no file arrived; upload an adapter .safetensors file")
+            raise _error("no file arrived; upload an adapter .safetensors file", "Adapter refused")
         try:
             studio = _session(studio, request)
             try:
                 entry = studio.import_adapter(path)
             except StudioError as e:
-                raise _error(str(e), title="Adapter refused") from e
+                raise _error(str(e), "Adapter refused") from e
         finally:
             _forget_upload(path)
         st = studio.status()
@@ -879,9 +982,9 @@ demo = build_demo()
 
 def launch_options() -> dict:
     """launch() settings shared by ``main`` and the tests: no run history of face photos kept in the browser,
-    no monitoring endpoint, only the API link in the footer."""
+    no monitoring endpoint, only the API link in the footer, and a deleted file's URL answers 404."""
     return {"show_error": False, "run_history": False, "enable_monitoring": False, "footer_links": ["api"],
-            "theme": gr.themes.Soft()}
+            "theme": gr.themes.Soft(), "app_kwargs": {"middleware": [Middleware(MissingFileAs404)]}}
 
 
 def load_resources(spec: BackendSpec) -> Resources:

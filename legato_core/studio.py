@@ -74,6 +74,7 @@ class Entry:
     face: PreparedFace | None = None  # uploads: the faces detected and the crop used (legato_core.faces)
     face_preview: Image.Image | None = None  # uploads: the photo, small, with the detected boxes drawn
     notes: list[str] = field(default_factory=list)  # what the person should be told about their file
+    run: ForgetTask | None = field(default=None, repr=False)  # its finished training (losses, last preview)
     _base_target: torch.Tensor | None = field(default=None, repr=False)  # uint8 t = 0 renders of grid_views
     _export: tuple | None = field(default=None, repr=False)  # (adapter, path) of the session's exported copy
 
@@ -289,7 +290,7 @@ class Studio:
             exported = [entry._export[1]] if entry._export is not None else []
             for path in self.session_files.files_of(entry.key) + exported:
                 path.unlink(missing_ok=True)
-            entry._export, entry.adapter, entry.curve = None, None, None
+            entry._export, entry.adapter, entry.curve, entry.run = None, None, None, None
         if task is not None:
             task.thread.join(wait)
         return entry
@@ -344,12 +345,37 @@ class Studio:
             entry.seconds = task.train_seconds
             entry.steps = task.config.steps if task.config is not None else None
             entry.u = 1.0
+            entry.run = task
             self._cache.clear()
         self.prefill(entry.key)
 
     def status(self) -> JobStatus | None:
         task = self.task
         return task.status() if task is not None else None
+
+    def run_of(self, key: str | None = None) -> JobStatus | None:
+        """The status of identity ``key``'s training run, running or finished (None: it has none): the page's loss
+        plot and preview show the selected identity's run, never another's."""
+        entry = self.get(key)
+        task = self.task
+        if task is not None and task.entry is entry:
+            return task.status()
+        return entry.run.status() if entry.run is not None else None
+
+    def status_text(self, key: str | None = None) -> str:
+        """The status line for the selected identity ``key``, then the session's job if it runs for another."""
+        entry = self.get(key)
+        own = self.run_of(entry.key)
+        if own is not None:
+            line = own.text()
+        elif entry.ready:
+            line = f"{entry.label}: move the forgetting slider."
+        else:
+            line = f"{entry.label}: not forgotten yet; press Forget to train its adapter."
+        task = self.task
+        if task is not None and task.entry is not entry and not task.done:
+            line += f" Meanwhile: {task.status().text()}"
+        return line
 
     def take_finished(self) -> JobStatus | None:
         """The status of the last task the first time it is seen finished (so the UI refreshes once)."""

@@ -305,8 +305,8 @@ def test_the_sweep_deletes_folders_nobody_owns(url):
     (orphan / "grid.1.jpeg").write_bytes(b"x")
     old = time.time() - 120
     os.utime(orphan, (old, old))
-    dead = root.parent / "legato-sessions-999999999"  # the root of a server that no longer runs
-    (dead / "legato-session-x").mkdir(parents=True, exist_ok=True)
+    dead = root.parent.parent / "legato-server-999999999"  # the cache of a server that no longer runs
+    (dead / "sessions" / "legato-session-x").mkdir(parents=True, exist_ok=True)
     partial = root.parent / "tmpcutoffupload"  # what a cut-off upload leaves
     partial.write_bytes(b"half a photo")
     os.utime(partial, (old - 600, old - 600))
@@ -406,3 +406,92 @@ def test_the_slider_is_the_position_u_and_raw_t_is_the_advanced_view(url, adapte
     assert out[RAW_T] is True and out[T_SLIDER]["visible"] is True and out[U_SLIDER]["visible"] is False
     u_slider, t_slider, raw = c.predict(False, "1", api_name="/raw_t")
     assert u_slider["value"] == 0.5 and u_slider["visible"] is True and t_slider["visible"] is False
+
+
+# -- issue 30: every panel shows the selected identity; refused uploads and API misuse; the API's formats; 404s ---
+LOSS_PLOT, PREVIEW, FACE_FOUND, FACE_CROP = 11, 12, 13, 14  # after the toggle (gr.State and the face row left out)
+
+
+def test_every_panel_follows_the_selected_identity(url, tmp_path):
+    c = _client(url)
+    c.predict(200_040, api_name="/add_identity")
+    c.predict("1", 3, api_name="/forget")
+    assert _poll_until(c, ["Done", "Failed"]).startswith("Done")
+    two = c.predict(handle_file(_face_file(tmp_path, 200_041)), api_name="/add_image")  # an upload: a face found
+    assert two[0]["value"] == "2" and two[LOSS_PLOT] is None and two[PREVIEW] is None
+    assert two[FACE_FOUND] is not None and two[FACE_CROP] is not None
+    one = c.predict("1", api_name="/select")
+    assert one[LOSS_PLOT] is not None and one[PREVIEW] is not None, "identity 1's own run: its losses and preview"
+    assert one[FACE_FOUND] is None and one[FACE_CROP] is None, "added by id: no face was detected"
+    assert one[STATUS].startswith("Done: face-world #200040 forgotten"), one[STATUS]
+    two = c.predict("2", api_name="/select")
+    assert two[LOSS_PLOT] is None and two[PREVIEW] is None and two[FACE_FOUND] is not None
+    assert two[STATUS] == "2 · face-200041.png: not forgotten yet; press Forget to train its adapter.", two[STATUS]
+
+
+def test_refused_uploads_and_bad_api_arguments_give_one_message_and_no_traceback(url, tmp_path, capfd):
+    c = _client(url)
+    capfd.readouterr()
+    tiny = tmp_path / "one-pixel.png"
+    Image.new("RGB", (1, 1)).save(tiny)
+    with pytest.raises(Exception, match=r"Upload refused\. Cannot use this file: .*too small \(1x1\)"):
+        c.predict(handle_file(tiny), api_name="/add_image")
+    for bad in ("not-a-path", 42):
+        with pytest.raises(Exception, match=r"Upload refused\. A face image is sent as a file, with "
+                                            r"gradio_client\.handle_file\(path\); got "):
+            c.predict(bad, api_name="/add_image")
+    with pytest.raises(Exception, match=r"Upload refused\. An adapter is sent as a file"):
+        c.predict("adapter.safetensors", api_name="/import_adapter")
+    for face in range(200_030, 200_036):
+        c.predict(face, api_name="/add_identity")
+    with pytest.raises(Exception, match=r"Upload refused\. This session already holds 6 identities"):
+        c.predict(handle_file(_face_file(tmp_path, 200_036)), api_name="/add_image")
+    log = capfd.readouterr()
+    assert "Traceback" not in log.out + log.err, (log.out + log.err)[-3000:]
+
+
+def test_the_api_says_what_an_identity_key_is_and_what_each_endpoint_does(url):
+    info = _client(url).view_api(return_format="dict", print_info=False)
+    assert "Literal[]" not in json.dumps(info), "the identity key is a string, not an empty list of choices"
+    key = info["named_endpoints"]["/select"]["parameters"][0]
+    assert key["python_type"]["type"] == "str" and "a string such as '1'" in key["python_type"]["description"]
+    steps = info["named_endpoints"]["/forget"]["parameters"][1]
+    assert "between 1 and 600" in json.dumps(steps), "a slider says its range"
+    for name in ("/add_image", "/add_identity", "/select", "/forget", "/poll", "/remove", "/render_u",
+                 "/export_adapter", "/import_adapter", "/end_session"):
+        assert info["named_endpoints"][name].get("description"), f"{name} has no description"
+
+
+def _status_of(url: str, path: Path) -> int:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/gradio_api/file={path}") as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def test_after_end_session_its_files_answer_404(url, tmp_path):
+    import app
+
+    c = _client(url)
+    c.predict(handle_file(_face_file(tmp_path, 200_043)), api_name="/add_image")
+    files = app.SESSIONS[c.session_hash].files()
+    assert {p.name.split("-1.")[0] for p in files} >= {"face-found", "source", "inversion"}, files
+    assert all(_status_of(url, p) == 200 for p in files)
+    c.predict(api_name="/end_session")
+    assert [_status_of(url, p) for p in files] == [404] * len(files)
+
+
+def test_an_idle_timeout_is_announced_when_it_happens(url):
+    import app
+
+    c = _client(url)
+    c.predict(200_044, api_name="/add_identity")
+    assert not isinstance(c.predict(api_name="/watch_session")[STATUS], str), "a live session: nothing to say"
+    app.reap_sessions(idle_seconds=0)
+    out = c.predict(api_name="/watch_session")
+    assert out[STATUS].startswith("This session ended after 15 minutes without activity") and out[0]["value"] is None
+    assert not isinstance(c.predict(api_name="/watch_session")[STATUS], str), "said once"

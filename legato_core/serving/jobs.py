@@ -16,6 +16,7 @@ from ..metrics import forgetting_curve
 from ..unlearning.engine import Cancelled, ForgetConfig, ProgressEvent, train_adapter
 from .queue import JOB_TIMES, JobQueue, JobTimes, format_duration
 from .resources import Resources
+from .step_clock import StepClock
 
 if TYPE_CHECKING:
     from ..studio import Entry
@@ -59,7 +60,7 @@ class JobStatus:
         if self.state == "training":
             if self.step == 0:
                 return f"Forgetting {self.name}: starting…"
-            eta = f" · about {self.eta:.0f} s left" if self.eta is not None else ""
+            eta = f" · {format_duration(self.eta)} left" if self.eta is not None else " · measuring its speed"
             return f"Forgetting {self.name}: step {self.step}/{self.steps} · {self.elapsed:.1f} s{eta}"
         if self.state == "evaluating":
             return f"Forgetting {self.name}: measuring the forgetting curve with the judge network…"
@@ -97,6 +98,7 @@ class ForgetTask:
         self.preview: torch.Tensor | None = None
         self._stop = threading.Event()
         self._t0 = time.time()
+        self.clock = StepClock()  # this run's measured speed, for its time left
         self.train_seconds: float | None = None
         self.seconds: float | None = None
         self.thread = threading.Thread(target=self._run, daemon=True, name=f"legato-task-{self.id}")
@@ -114,6 +116,7 @@ class ForgetTask:
 
     def _on_progress(self, ev: ProgressEvent) -> None:
         # runs in this task's thread between steps: a preview of the adapter as it stands, at t = T
+        self.clock.step(ev.step)
         self.events.append(ev)
         if ev.step % self.preview_every == 0 or ev.step in (1, ev.steps):
             backend = self.res.base
@@ -127,6 +130,7 @@ class ForgetTask:
                 return
             try:
                 self._t0 = time.time()
+                self.clock.start()
                 backend = self.res.base
                 if self.adapter is None:
                     self.state = "training"
@@ -138,7 +142,8 @@ class ForgetTask:
                         return
                     self.adapter = result.adapter
                     self.train_seconds = result.seconds
-                    self.times.record(steps=self.config.steps, train_seconds=self.train_seconds)
+                    self.times.record(steps=self.config.steps, train_seconds=self.train_seconds,
+                                      step_seconds=self.clock.per_step, setup_seconds=self.clock.setup_seconds)
                 judge = self.res.judge
                 if judge is not None:  # None: a diffusers backend without an insightface pack, so no curve
                     self.state = "evaluating"
@@ -159,24 +164,25 @@ class ForgetTask:
             self.state = "failed"
 
     def expected_remaining(self) -> float | None:
-        """Seconds this task still needs (training, then its curve), from its own progress and the server's
-        averages; None when nothing is known yet (before the first job on this server has finished)."""
+        """Seconds this task still needs (training, then its curve): from this run's measured speed once it has
+        one, else from earlier runs on this server; None when nothing has been measured yet."""
         if self.done:
             return 0.0
         curve = self.times.curve_seconds if self.res.has_judge else 0.0
         if self.state == "evaluating":
             return None if curve is None else max(curve - (time.time() - (self._eval_t0 or time.time())), 1.0)
         steps = self.config.steps if self.config is not None else 0
-        ev = self.events[-1] if self.events else None
-        if ev is not None and ev.step > 0:
-            train = float(ev.eta)
-            per_step = ev.elapsed / ev.step
+        per_step = self.clock.per_step
+        if per_step is not None:
+            train = self.clock.remaining(steps)
         else:
             per_step = self.times.step_seconds
             if per_step is None and steps:
                 return None
-            train = steps * (per_step or 0.0)
-        if curve is None:  # no curve measured yet on this server: guess it as 20 training steps
+            done = self.events[-1].step if self.events else 0
+            setup = 0.0 if self.state != "queued" else (self.times.setup_seconds or 0.0)
+            train = setup + (steps - done) * (per_step or 0.0)
+        if curve is None:  # no curve measured yet on this server: reckoned as 20 measured training steps
             curve = 20 * per_step if per_step is not None else None
         return None if curve is None else train + curve
 
@@ -191,7 +197,7 @@ class ForgetTask:
             st.queue_wait = self.queue.wait_estimate(self)
         ev = self.events[-1] if self.events else None
         if ev is not None:
-            st.step, st.steps, st.eta = ev.step, ev.steps, ev.eta
+            st.step, st.steps, st.eta = ev.step, ev.steps, self.clock.remaining(ev.steps)
             st.losses = [e.losses for e in list(self.events)]
         if self.state != "queued":
             st.elapsed = self.seconds if self.seconds is not None else time.time() - self._t0

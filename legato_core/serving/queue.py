@@ -100,23 +100,30 @@ JOB_QUEUE = JobQueue(1)
 
 
 class JobTimes:
-    """Server-wide running averages of how long a training step and a forgetting-curve evaluation take, for the
-    queue's time estimates (exponential moving averages; nothing until the first job has finished)."""
+    """Server-wide running averages of a training step, a run's set-up and a forgetting curve, measured on this
+    machine, for the queue's time estimates (exponential moving averages; nothing until a job has run)."""
 
     def __init__(self, weight: float = 0.3):
         self._lock = threading.Lock()
         self.weight = weight
         self.step_seconds: float | None = None
+        self.setup_seconds: float | None = None
         self.curve_seconds: float | None = None
 
     def _mix(self, old: float | None, new: float) -> float:
         return new if old is None else (1 - self.weight) * old + self.weight * new
 
     def record(self, steps: int | None = None, train_seconds: float | None = None,
-               curve_seconds: float | None = None) -> None:
+               curve_seconds: float | None = None, step_seconds: float | None = None,
+               setup_seconds: float | None = None) -> None:
+        """A finished run: its measured ``step_seconds`` (``StepClock``), else ``train_seconds / steps``."""
         with self._lock:
-            if steps and train_seconds is not None:
+            if step_seconds is not None:
+                self.step_seconds = self._mix(self.step_seconds, step_seconds)
+            elif steps and train_seconds is not None:
                 self.step_seconds = self._mix(self.step_seconds, train_seconds / steps)
+            if setup_seconds is not None:
+                self.setup_seconds = self._mix(self.setup_seconds, setup_seconds)
             if curve_seconds is not None:
                 self.curve_seconds = self._mix(self.curve_seconds, curve_seconds)
 
