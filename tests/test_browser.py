@@ -354,3 +354,89 @@ def test_composition_switch_removal_and_privacy_on_close(app_url, browser, shots
     assert not app.SESSIONS and studio.closed and not studio.entries
     print(f"browser: the session's {len(files)} files were gone {30 - (deadline - time.time()):.1f} s after the tab "
           "closed")
+
+
+def _cache_files() -> set[Path]:
+    """Every file in the framework's cache (gradio's GRADIO_TEMP_DIR, which the app owns), session folders included."""
+    import gradio as gr
+
+    return {p for p in Path(gr.utils.get_upload_folder()).rglob("*") if p.is_file()}
+
+
+def _pick(page, label_start: str, status_start: str) -> None:
+    """Select an identity in the dropdown as a person would, and wait for its status line."""
+    page.locator("#identity input").click()
+    page.locator(f"#identity li[role=option][aria-label^='{label_start}']").first.click()
+    page.wait_for_function("(v) => document.querySelector('#status textarea').value.startsWith(v)", arg=status_start,
+                           timeout=30_000)
+
+
+def test_every_panel_follows_the_selected_identity_and_end_session_leaves_nothing(app_url, browser, shots, tmp_path):
+    """Issue 30: the loss plot, the preview, "face found" and the status line show the selected identity or nothing;
+    after "End session" the page shows nothing of it, no file of it is left in the framework's cache, and its file
+    URLs answer 404."""
+    skdata = pytest.importorskip("skimage.data", reason="scikit-image (installed with insightface) ships the photo")
+    photo = tmp_path / "astronaut.png"
+    Image.fromarray(skdata.astronaut()).save(photo)
+    page = browser.new_page(viewport={"width": 1500, "height": 1100})
+    try:
+        page.goto(app_url)
+        page.wait_for_selector("#examples img")
+        page.wait_for_selector("#status textarea")
+        before = _cache_files()
+
+        # identity 1: a face-world example (no face detection), forgotten with a few steps
+        page.locator("#examples img").first.click()
+        page.wait_for_function("document.querySelector('#status textarea').value.startsWith('Added face-world')",
+                               timeout=60_000)
+        steps = page.locator("#steps input[type=number]")
+        steps.fill(str(min(STEPS, 4)))
+        steps.press("Enter")
+        page.click("#forget_btn")
+        page.wait_for_function("document.querySelector('#status textarea').value.startsWith('Done')",
+                               timeout=180_000)
+        page.wait_for_selector("#loss_plot .js-plotly-plot", timeout=30_000)
+        page.wait_for_selector("#preview img", timeout=30_000)
+
+        # identity 2: a photo; the panels are its own: a face found, no training run yet
+        page.locator("#face_upload input[type=file]").set_input_files(str(photo))
+        page.wait_for_function("document.querySelector('#status textarea').value.startsWith('Added astronaut.png')",
+                               timeout=60_000)
+        page.wait_for_selector("#face_found img", timeout=15_000)
+        page.wait_for_selector("#loss_plot .js-plotly-plot", state="detached", timeout=15_000)
+        page.wait_for_selector("#preview img", state="detached", timeout=15_000)
+
+        _pick(page, "1 · ", "Done: face-world #")  # back to 1: its run, and no face found
+        page.wait_for_selector("#loss_plot .js-plotly-plot", timeout=15_000)
+        page.wait_for_selector("#preview img", timeout=15_000)
+        page.wait_for_selector("#face_found img", state="hidden", timeout=15_000)
+        _shot(page, shots, "09_switch_to_1.png")
+        preview_src = page.locator("#preview img").get_attribute("src")
+
+        _pick(page, "2 · ", "2 · astronaut.png: not forgotten yet")  # and 2 again
+        page.wait_for_selector("#loss_plot .js-plotly-plot", state="detached", timeout=15_000)
+        page.wait_for_selector("#preview img", state="detached", timeout=15_000)
+        page.wait_for_selector("#face_found img", state="visible", timeout=15_000)
+        _shot(page, shots, "10_switch_to_2.png")
+        shown = [page.locator(f"#{elem} img").get_attribute("src")
+                 for elem in ("face_found", "face_crop", "source_image", "inversion_image", "grid")] + [preview_src]
+        assert all(page.request.get(src).status == 200 for src in shown)
+        made = _cache_files() - before
+        assert any(p.name.startswith("face-found") for p in made), "the face found is served from the session"
+
+        # End session: nothing of it on the page, in the cache, or at its URLs
+        page.click("#end_btn")
+        page.wait_for_function("document.querySelector('#status textarea').value.startsWith('Session ended')",
+                               timeout=30_000)
+        for elem in ("face_found", "face_crop", "source_image", "inversion_image", "grid", "preview"):
+            page.wait_for_selector(f"#{elem} img", state="hidden", timeout=15_000)
+        assert page.locator("#loss_plot .js-plotly-plot").count() == 0
+        assert page.locator("#curve .js-plotly-plot").count() == 0
+        assert page.locator("#identity input").input_value() == ""
+        left = _cache_files() - before
+        assert not left, f"files of the ended session left in the framework's cache: {sorted(map(str, left))[:5]}"
+        statuses = [page.request.get(src).status for src in shown]
+        assert statuses == [404] * len(shown), statuses
+        _shot(page, shots, "11_session_ended.png")
+    finally:
+        page.close()
