@@ -370,6 +370,8 @@ class Studio:
             line = own.text()
         elif entry.ready:
             line = f"{entry.label}: move the forgetting slider."
+        elif self.busy:
+            line = f"{entry.label}: not forgotten yet; it can be forgotten when the running job ends."
         else:
             line = f"{entry.label}: not forgotten yet; press Forget to train its adapter."
         task = self.task

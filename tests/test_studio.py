@@ -624,3 +624,25 @@ def test_queued_status_says_place_and_estimate():
     times.record(steps=10, train_seconds=20.0, curve_seconds=8.0)
     times.record(steps=10, train_seconds=40.0)
     assert times.step_seconds == pytest.approx(3.0) and times.curve_seconds == pytest.approx(8.0)
+
+
+def test_each_identity_keeps_its_own_run_and_status_line(res):
+    """Issue 30: the page's loss plot, preview and status line show the selected identity's run, never another's."""
+    studio = _studio(res)
+    a = studio.add_identity(200_027)
+    studio.start_forget(a.key, steps=3)
+    _wait(studio)
+    b = studio.add_identity(200_028)
+    assert studio.run_of(b.key) is None, "b has never trained: no losses, no preview"
+    assert studio.status_text(b.key) == f"{b.label}: not forgotten yet; press Forget to train its adapter."
+    run = studio.run_of(a.key)
+    assert run.state == "done" and len(run.losses) == 3 and run.preview is not None
+    assert studio.status_text(a.key).startswith("Done: face-world #200027 forgotten")
+    studio.start_forget(b.key, steps=500)  # b trains: a's panels stay a's
+    assert len(studio.run_of(a.key).losses) == 3 and studio.run_of(b.key).key == b.key
+    assert "Meanwhile: " in studio.status_text(a.key)
+    studio.cancel()
+    _wait(studio)
+    studio.remove(a.key)
+    assert a.run is None
+    studio.close()
