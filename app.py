@@ -736,7 +736,7 @@ def _wire_adding(page: SimpleNamespace, views: SimpleNamespace) -> None:
         if studio is None or studio.closed_reason != "idle" or studio.ui.get("told"):
             return {watch: gr.skip()}
         text = EXPIRED.format(minutes=_idle_words())
-        gr.Warning(text, duration=None, title="Idle timeout")
+        gr.Warning(f"Idle timeout. {text}", duration=None, title="Idle timeout")
         out = {**empty_view(studio, text), timer: gr.Timer(active=False), watch: gr.Timer(active=False)}
         studio.ui["told"] = True
         return out
