@@ -349,16 +349,25 @@ def _start_reaper() -> None:
         _REAPER.start()
 
 
+def _is_upload(path: str) -> bool:
+    """Whether ``path`` is an upload in gradio's cache, not a file of a session (an API client may name any
+    cached file: a session's own face must never be read, or deleted, as someone's upload)."""
+    try:
+        p = Path(path).resolve()
+        return p.is_relative_to(Path(gr.utils.get_upload_folder()).resolve()) and \
+            not p.is_relative_to(session_root().resolve())
+    except (OSError, ValueError):
+        return False
+
+
 def _forget_upload(path: str | None) -> None:
     """Delete an uploaded file (and its folder, if now empty) once it has been read: gradio would keep it."""
-    if not path:
+    if not path or not _is_upload(path):
         return
     p = Path(path)
     try:
-        if p.resolve().is_relative_to(Path(gr.utils.get_upload_folder()).resolve()) and \
-                not any(part.startswith("legato-sessions-") for part in p.parts):  # never a session's own file
-            p.unlink(missing_ok=True)
-            p.parent.rmdir()
+        p.unlink(missing_ok=True)
+        p.parent.rmdir()
     except OSError:
         pass
 
@@ -396,6 +405,7 @@ def _document_identity(dropdown: gr.Dropdown) -> None:
 
 
 NOT_A_FILE = "\0not a file: "  # an upload's name when the API sent something else (see ``_files_only``)
+FILE_META = {"_type": "gradio.FileData"}  # what marks a payload as a file (gradio checks only those are uploads)
 
 
 def _files_only(component: gr.components.Component) -> None:
@@ -409,9 +419,9 @@ def _files_only(component: gr.components.Component) -> None:
         @pydantic.model_validator(mode="before")
         @classmethod
         def _mark_not_a_file(cls, value):
-            if isinstance(value, dict | base):
+            if isinstance(value, base) or (isinstance(value, dict) and value.get("meta") == FILE_META):
                 return value
-            return {"path": "", "orig_name": f"{NOT_A_FILE}{value!r:.80}", "meta": {"_type": "gradio.FileData"}}
+            return {"path": "", "orig_name": f"{NOT_A_FILE}{value!r:.80}", "meta": FILE_META}
 
     FilePayload.__name__ = FilePayload.__qualname__ = base.__name__
     component.data_model = FilePayload
@@ -646,7 +656,7 @@ def _wire_adding(page: SimpleNamespace, views: SimpleNamespace) -> None:
         """Add a face from an image file (PNG, JPEG or WebP; send it with gradio_client.handle_file(path)). Returns
         the page's panels: first the Identity list, whose value is the new identity's key (a string such as '1')."""
         path = _path(payload, "a face image")
-        if not path:
+        if not path or not _is_upload(path):
             raise _error("no file arrived; drop a face image (PNG, JPEG or WebP)", "Upload refused")
         try:
             studio = _session(studio, request)
@@ -939,7 +949,7 @@ def _wire_adapters(page: SimpleNamespace, views: SimpleNamespace) -> None:
     def on_import(payload, studio, request: gr.Request):
         """Restore an adapter (.safetensors, sent with gradio_client.handle_file(path)) as a new identity."""
         path = _path(payload, "an adapter")
-        if not path:
+        if not path or not _is_upload(path):
             raise _error("no file arrived; upload an adapter .safetensors file", "Adapter refused")
         try:
             studio = _session(studio, request)

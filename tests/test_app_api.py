@@ -495,3 +495,31 @@ def test_an_idle_timeout_is_announced_when_it_happens(url):
     out = c.predict(api_name="/watch_session")
     assert out[STATUS].startswith("This session ended after 15 minutes without activity") and out[0]["value"] is None
     assert not isinstance(c.predict(api_name="/watch_session")[STATUS], str), "said once"
+
+
+def _call_raw(url: str, api: str, data: list) -> str:
+    """An API call as a raw HTTP client makes it (no gradio_client: nothing is uploaded for it); the event's text."""
+    import urllib.request
+
+    base = f"{url.rstrip('/')}/gradio_api/call/{api}"
+    req = urllib.request.Request(base, data=json.dumps({"data": data}).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req) as r:
+        event = json.loads(r.read())["event_id"]
+    with urllib.request.urlopen(f"{base}/{event}") as r:
+        return r.read().decode()
+
+
+def test_a_session_file_is_never_read_or_deleted_as_someone_elses_upload(url, capfd):
+    import app
+
+    a = _client(url)
+    a.predict(200_045, api_name="/add_identity")
+    victim = next(p for p in app.SESSIONS[a.session_hash].files() if p.name.startswith("source"))
+    capfd.readouterr()
+    for payload in ({"path": str(victim), "meta": {"_type": "gradio.FileData"}}, {"path": str(victim)}):
+        answer = _call_raw(url, "add_image", [payload])
+        assert "event: error" in answer and "Upload refused" in answer, answer
+    assert victim.exists(), "another session's face stays where it is"
+    log = capfd.readouterr()
+    assert "Traceback" not in log.out + log.err, (log.out + log.err)[-3000:]
