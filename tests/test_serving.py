@@ -1,6 +1,7 @@
 """The serving layer's small parts on their own: the page's sentences about composition and the slider's dial, and a
 session's folder."""
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -166,7 +167,7 @@ def test_a_waiting_job_is_told_the_wait_from_measured_speeds(tiny_backend):
     from legato_core.serving.step_clock import StepClock
     from legato_core.unlearning.engine import ForgetConfig
 
-    res = Resources(tiny_backend, curve_retained=2)
+    res = Resources(tiny_backend, curve_retained=2, judge=object())  # a judge: jobs measure a curve
     times, queue = JobTimes(), JobQueue(1)
     entry = type("E", (), {"key": "1", "name": "Ada", "latent": None, "view": None})()
     running = ForgetTask(res, queue, entry, ForgetConfig(steps=250), None, lambda t: None, times=times)
@@ -183,4 +184,7 @@ def test_a_waiting_job_is_told_the_wait_from_measured_speeds(tiny_backend):
         now[0] += 0.3
         running.clock.step(step)
     running.events = [type("Ev", (), {"step": 50})()]
-    assert queue.wait_estimate(waiting) == pytest.approx(200 * 0.3), "the steps left at this run's speed"
+    assert queue.wait_estimate(waiting) == pytest.approx(200 * 0.3 + 20 * 0.3), \
+        "the steps left at this run's speed, and its curve (never measured on this server yet) as 20 steps"
+    running.state, running._eval_t0 = "evaluating", time.time()  # its curve, never measured on this server yet
+    assert queue.wait_estimate(waiting) == pytest.approx(20 * 0.3, abs=0.2), "reckoned as 20 measured steps"

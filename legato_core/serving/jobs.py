@@ -169,10 +169,12 @@ class ForgetTask:
         if self.done:
             return 0.0
         curve = self.times.curve_seconds if self.res.has_judge else 0.0
+        per_step = self.clock.per_step
         if self.state == "evaluating":
+            if curve is None:  # no curve measured yet on this server: reckoned as 20 measured training steps
+                curve = 20 * (per_step or self.times.step_seconds or 0.0) or None
             return None if curve is None else max(curve - (time.time() - (self._eval_t0 or time.time())), 1.0)
         steps = self.config.steps if self.config is not None else 0
-        per_step = self.clock.per_step
         if per_step is not None:
             train = self.clock.remaining(steps)
         else:
