@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 
 PREFIX = "legato-server-"
@@ -39,7 +40,7 @@ def claim_cache_folder(parent: str | Path, pid: int | None = None) -> Path:
     return own
 
 
-def cache_parent(environ: dict | os._Environ, default: str | Path) -> Path:
+def cache_parent(environ: Mapping[str, str], default: str | Path) -> Path:
     """Where server cache folders go: ``LEGATO_CACHE_DIR``, else gradio's ``GRADIO_TEMP_DIR`` (a child process of a
     server inherits the server's own folder there: its parent is used), else ``default``."""
     if environ.get("LEGATO_CACHE_DIR"):

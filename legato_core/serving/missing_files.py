@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
+from typing import Any
+
+Scope = MutableMapping[str, Any]
+ASGIApp = Callable[[Scope, Callable, Callable], Awaitable[None]]
 
 
 def _gone(target: str) -> bool:
@@ -17,10 +22,10 @@ class MissingFileAs404:
     """Gradio answers a deleted file's URL with 403, or with a traceback in the log when the file goes while it is
     being served (a refused upload is deleted as the page fetches its preview); here both are a plain 404."""
 
-    def __init__(self, app, marker: str = "/file="):
+    def __init__(self, app: ASGIApp, marker: str = "/file="):
         self.app, self.marker = app, marker
 
-    async def __call__(self, scope, receive, send) -> None:
+    async def __call__(self, scope: Scope, receive: Callable, send: Callable) -> None:
         if scope.get("type") != "http" or self.marker not in scope.get("path", ""):
             await self.app(scope, receive, send)
             return
@@ -30,7 +35,7 @@ class MissingFileAs404:
             return
         started = False
 
-        async def tracked(message) -> None:
+        async def tracked(message: dict) -> None:
             nonlocal started
             started = started or message.get("type") == "http.response.start"
             await send(message)
@@ -44,7 +49,7 @@ class MissingFileAs404:
                 await self._not_found(send)
 
     @staticmethod
-    async def _not_found(send) -> None:
+    async def _not_found(send: Callable) -> None:
         await send({"type": "http.response.start", "status": 404,
                     "headers": [(b"content-type", b"text/plain; charset=utf-8")]})
         await send({"type": "http.response.body", "body": b"Not found"})
