@@ -78,11 +78,13 @@ def test_a_server_claims_an_empty_cache_folder_and_deletes_those_of_stopped_serv
     earlier = tmp_path / "legato-server-4242"  # this pid's folder left by an earlier process (pids are reused)
     (earlier / "left.png").parent.mkdir()
     (earlier / "left.png").write_bytes(b"x")
+    legacy = tmp_path / "legato-sessions-999999998"  # an older server's session root
+    legacy.mkdir()
     other = tmp_path / "someone-else"  # not a server folder of this app: never touched
     other.mkdir()
     own = claim_cache_folder(tmp_path, pid=4242)
     assert own == earlier and own.is_dir() and not any(own.iterdir())
-    assert not stopped.exists() and running.exists() and other.exists()
+    assert not stopped.exists() and not legacy.exists() and running.exists() and other.exists()
     assert cache_parent({}, tmp_path / "default") == tmp_path / "default"
     assert cache_parent({"GRADIO_TEMP_DIR": str(tmp_path / "g")}, "/x") == tmp_path / "g"
     assert cache_parent({"GRADIO_TEMP_DIR": str(own)}, "/x") == tmp_path, "a child process's parent is not nested"

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 PREFIX = "legato-server-"
+LEGACY_PREFIX = "legato-sessions-"  # session roots of servers from before these folders, in gradio's shared cache
 
 
 def _running(pid: int) -> bool:
@@ -23,8 +24,8 @@ def _running(pid: int) -> bool:
 
 def remove_stopped_servers(parent: str | Path, pid: int | None = None) -> None:
     """Delete the cache folders under ``parent`` of servers that no longer run (and, given ``pid``, that pid's)."""
-    for folder in Path(parent).glob(f"{PREFIX}*"):
-        other = folder.name[len(PREFIX):]
+    for folder in [*Path(parent).glob(f"{PREFIX}*"), *Path(parent).glob(f"{LEGACY_PREFIX}*")]:
+        other = folder.name.rsplit("-", 1)[-1]
         if other.isdigit() and (int(other) == pid or not _running(int(other))):
             shutil.rmtree(folder, ignore_errors=True)
 
