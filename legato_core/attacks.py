@@ -53,6 +53,24 @@ def judge_attack(model, photos: torch.Tensor, judge: IdentityModel, steps: int,
     return {"best": best.tolist(), "final": final.tolist()}
 
 
+def attack_model(model, photo: torch.Tensor, original: tuple[torch.Tensor, torch.Tensor], judge: IdentityModel,
+                 other_photos: torch.Tensor | None = None, config: AttackConfig | None = None,
+                 progress: Callable[[str], None] | None = None) -> dict[str, list[float]]:
+    """Attacks (a)-(d) on one model (a backend, or one under an adapter or fine-tuned): per attack, the attacker's
+    best judge similarity to each photo. (b) runs only with ``other_photos``."""
+    config = config or AttackConfig()
+    runs = {"reinvert": (photo, config.steps, None), "unseen_photos": (other_photos, config.steps, None),
+            "encoder_guess": (photo, 0, None), "warm_start": (photo, config.steps, original)}
+    out = {}
+    for attack, (photos, steps, init) in runs.items():
+        if photos is None:
+            continue
+        if progress is not None:
+            progress(attack)
+        out[attack] = judge_attack(model, photos, judge, steps, init, config.check_every)["best"]
+    return out
+
+
 def attack_suite(knob: Knob, s: float, photo: torch.Tensor, original: tuple[torch.Tensor, torch.Tensor],
                  judge: IdentityModel, other_photos: torch.Tensor | None = None,
                  config: AttackConfig | None = None,
@@ -61,28 +79,16 @@ def attack_suite(knob: Knob, s: float, photo: torch.Tensor, original: tuple[torc
 
     ``photo``: the (1, 3, H, W) image the engine trained on; ``original``: the (latent, view) it was inverted to
     before forgetting; ``other_photos``: the person's photos the engine never saw (attack (b); skipped if None).
-    Per attack: the attacker's best judge similarity to the photo on each model (the most over photos for (b)),
-    and whether it stays below the judge's same-person threshold on the unlearned model."""
+    Per attack: the attacker's best judge similarity on each model (the most over photos for (b)), and whether
+    it stays below the judge's same-person threshold on the unlearned model."""
     config = config or AttackConfig()
     out: dict = {"threshold": judge.threshold, "steps": config.steps, "attacks": {}}
     for name, where in (("unlearned", s), ("base", None)):
         with knob.at(where) as model:
-            runs = {"reinvert": lambda m=model: judge_attack(m, photo, judge, config.steps, None, config.check_every),
-                    "encoder_guess": lambda m=model: judge_attack(m, photo, judge, 0),
-                    "warm_start": lambda m=model: judge_attack(m, photo, judge, config.steps, original,
-                                                               config.check_every)}
-            if other_photos is not None:
-                runs["unseen_photos"] = lambda m=model: judge_attack(m, other_photos, judge, config.steps, None,
-                                                                     config.check_every)
-            for attack in ATTACKS:
-                if attack not in runs:
-                    continue
-                if progress is not None:
-                    progress(f"{attack} on the {name} model")
-                res = runs[attack]()
+            said = None if progress is None else (lambda what, n=name: progress(f"{what} on the {n} model"))
+            for attack, best in attack_model(model, photo, original, judge, other_photos, config, said).items():
                 entry = out["attacks"].setdefault(attack, {"what": ATTACKS[attack]})
-                entry[name] = max(res["best"])
-                entry[f"{name}_each"] = res["best"]
+                entry[name], entry[f"{name}_each"] = max(best), best
     for entry in out["attacks"].values():
         entry["held"] = entry["unlearned"] < judge.threshold
     out["config"] = asdict(config)

@@ -66,7 +66,8 @@ def merge(parts: list[dict], ignore: tuple[str, ...] = ()) -> dict:
     if same_methods and not any(set(p["identities"]) & set(q["identities"])
                                 for i, p in enumerate(parts) for q in parts[i + 1:]):
         merged["identities"] = [i for p in parts for i in p["identities"]]
-        merged["base_model_reinversion"] = [a for p in parts for a in p["base_model_reinversion"]]
+        key = "base_model_attacks" if all("base_model_attacks" in p for p in parts) else "base_model_reinversion"
+        merged[key] = [a for p in parts for a in p.get(key, [])]
     elif same_targets and len({m for p in parts for m in p["methods"]}) == sum(len(p["methods"]) for p in parts):
         merged["methods"] = [m for p in parts for m in p["methods"]]
     else:

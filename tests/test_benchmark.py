@@ -22,7 +22,8 @@ def test_every_method_reports_the_same_metrics(tiny_bench):
     assert sorted(r["method"] for r in rows) == sorted(METHODS)
     for r in rows:
         for key in ("id_target", "id_others", "retention_mean", "retention_p5", "fd_judge", "curve",
-                    "curve_spearman", "curve_max_jump", "reinversion_best_similarity", "trainable_parameters",
+                    "curve_spearman", "curve_max_jump", "attack_reinvert", "attack_unseen_photos",
+                    "attack_encoder_guess", "attack_warm_start", "trainable_parameters",
                     "wall_seconds", "retention_curve"):
             assert key in r, (r["method"], key)
         assert r["curve"][0][1] == pytest.approx(1.0, abs=1e-4), f"{r['method']}: knob 0 must be the base model"
@@ -76,11 +77,12 @@ def test_bench_halves_merge_over_targets_or_methods_and_nothing_else():
 
     def run(methods, ids):
         return {"config": {"steps": 3}, "lrs": {"a": 1}, "threshold": 0.5, "methods": methods, "identities": ids,
-                "base_model_reinversion": [0.9] * len(ids),
+                "base_model_attacks": [{"reinvert": 0.9}] * len(ids),
                 "results": [{"method": m, "identity": i} for m in methods for i in ids]}
 
     by_target = merge([run(["a", "b"], [1, 2]), run(["a", "b"], [3])])
     assert by_target["identities"] == [1, 2, 3] and len(by_target["results"]) == 6
+    assert len(by_target["base_model_attacks"]) == 3
     by_method = merge([run(["a"], [1, 2]), run(["b", "c"], [1, 2])])
     assert by_method["methods"] == ["a", "b", "c"] and len(by_method["results"]) == 6
     for clash in ([run(["a"], [1]), run(["a"], [1])], [run(["a"], [1]), run(["b"], [2])]):
@@ -98,7 +100,7 @@ def test_bench_merge_can_take_some_methods_of_a_run_and_let_named_config_keys_di
 
     def run(methods, config):
         return {"config": config, "lrs": {"a": 1}, "threshold": 0.5, "methods": methods, "identities": [1],
-                "base_model_reinversion": [0.9], "command": "bench",
+                "base_model_attacks": [{"reinvert": 0.9}], "command": "bench",
                 "results": [{"method": m, "identity": 1} for m in methods]}
 
     old = run(["a", "b"], {"steps": 3, "target": {"kind": "x"}})

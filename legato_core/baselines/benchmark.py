@@ -2,8 +2,8 @@
 
 For each method and held-out target: the engine's metrics at full strength (s = 1), the knob curve
 ID_target(s) and retention(s) at 9 points (Spearman correlation and largest jump), steps until the judge
-first calls the target forgotten, and a re-inversion audit (an attacker inverts the target's original image
-into the *unlearned* generator by latent optimisation and we report the best judge similarity reached).
+first calls the target forgotten, the dial's measures, and the attacks of ``legato_core.attacks`` on the
+unlearned model (the attacker's best judge similarity; the base model's figures beside them).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from .. import faceworld
 from ..adapters.dial import DialMap
-from ..identity.feature_distance import ArcFaceFeatureDistance
+from ..attacks import AttackConfig, attack_model
 from ..identity.model import load_identity_model
 from ..metrics import dial_report, identity_similarity, judge_embeddings, unlearning_report
 from ..unlearning.calibration import knob_knots, profile_knob
@@ -33,34 +33,14 @@ def default_learning_rates() -> dict[str, float]:
     return {name: cls.default_lr for name, cls in METHODS.items()}
 
 
-def reinversion_audit(backend, model, image: torch.Tensor, steps: int = 200, lr: float = 0.05) -> float:
-    """Best judge cosine between ``image`` and renders of ``model`` reachable by latent optimisation."""
-    judge = load_identity_model("judge")
-    perceptual = ArcFaceFeatureDistance(backend.loss_identity_model())
-    with torch.no_grad():
-        w0, v0 = backend.invert(image, refine_steps=0)
-        e_img = judge.embed(image)
-    w, v = w0.clone().requires_grad_(True), v0.clone().requires_grad_(True)
-    opt = torch.optim.Adam([w, v], lr=lr)
-    best = -1.0
-    for step in range(steps):
-        out = model.synthesize(w, v)
-        loss = (out - image).abs().mean() + 0.5 * perceptual(out, image).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if step % 10 == 9 or step == steps - 1:
-            with torch.no_grad():
-                best = max(best, float((judge.embed(model.render(w, v.clamp(-1.05, 1.05))) * e_img).sum()))
-    return best
-
-
 def _target(backend, identity: int):
+    """The target's photo, its inversion before forgetting, and its 5 other photos (never trained on)."""
     img = faceworld.render([identity], 0)
+    others = faceworld.render([identity] * 5, [1, 2, 3, 4, 5])
     with torch.enable_grad():
-        w, _ = backend.invert(img)
-        ow, ov = backend.invert(faceworld.render([identity] * 5, [1, 2, 3, 4, 5]))
-    return img, w, ow, ov
+        w, v = backend.invert(img)
+        ow, ov = backend.invert(others)
+    return img, (w, v), others, ow, ov
 
 
 def run_benchmark(backend, methods: list[str], identities: list[int], config: ForgetConfig,
@@ -75,7 +55,9 @@ def run_benchmark(backend, methods: list[str], identities: list[int], config: Fo
     retain_views = backend.canonical_views(2)
     bar = tqdm(total=len(methods) * len(identities), desc="benchmark", disable=not progress)
     for identity in identities:
-        img, w_u, ow, ov = _target(backend, identity)
+        img, original, others, ow, ov = _target(backend, identity)
+        w_u = original[0]
+        attack_cfg = AttackConfig(steps=audit_steps)
         with torch.no_grad():
             base4 = judge_embeddings(backend, judge, w_u.expand(4, -1), views4)
         for name in methods:
@@ -98,8 +80,10 @@ def run_benchmark(backend, methods: list[str], identities: list[int], config: Fo
             for s in curve_s:
                 sim = identity_similarity(res.knob, retain_lat, retain_views, float(s), judge)
                 retention_curve.append([float(s), float(sim.mean())])
-            with res.knob.at(1.0) as model:
-                audit = reinversion_audit(backend, model, img, steps=audit_steps) if audit_steps else None
+            attacks = {}
+            if audit_steps:
+                with res.knob.at(1.0) as model:
+                    attacks = attack_model(model, img, original, judge, others, attack_cfg)
             dial = knob_dial(backend, res.knob, w_u, res.target_latent, judge)
             res.close()
             results.append({
@@ -107,15 +91,17 @@ def run_benchmark(backend, methods: list[str], identities: list[int], config: Fo
                 "wall_seconds": wall, "train_seconds": res.seconds, "steps_to_forget": first_forgotten,
                 "target_stop_fraction": res.target.get("stop_fraction"), "target_kind": res.target.get("kind"),
                 "target_pool_index": res.target.get("pool_index"),
-                "reinversion_best_similarity": audit, "retention_curve": retention_curve, **rep, **dial})
+                **{f"attack_{a}": max(best) for a, best in attacks.items()},
+                "retention_curve": retention_curve, **rep, **dial})
             bar.update(1)
     bar.close()
-    base_audit = []
-    for identity in identities[: min(3, len(identities))]:
-        base_audit.append(reinversion_audit(backend, backend, faceworld.render([identity], 0), steps=audit_steps)
-                          if audit_steps else None)
+    base_attacks = []  # the same attacks on the base model: each figure's reference
+    for identity in identities[: min(3, len(identities))] if audit_steps else []:
+        img, original, others, _, _ = _target(backend, identity)
+        best = attack_model(backend, img, original, judge, others, AttackConfig(steps=audit_steps))
+        base_attacks.append({a: max(b) for a, b in best.items()})
     return {"config": config.to_dict(), "methods": methods, "identities": identities, "lrs": lrs,
-            "threshold": judge.threshold, "base_model_reinversion": base_audit,
+            "threshold": judge.threshold, "base_model_attacks": base_attacks,
             "torch_threads": torch.get_num_threads(), "results": results,
             "legato_sites": config.sites_on(backend)}  # what config.sites None meant here
 
@@ -143,7 +129,11 @@ SUMMARY_KEYS = [("id_target", "ID_target ↓", 3), ("id_others", "ID_others ↓"
                 ("pixel_evenness_calibrated", "pixel evenness calibrated ↓", 2),
                 ("sharpness_min", "sharpness min ↑", 2),
                 ("manifold_db_min", "on-manifold dB ↑", 1), ("reach_db", "reach dB ↑", 1),
-                ("reinversion_best_similarity", "re-inversion ↓", 3), ("steps_to_forget", "steps to forget ↓", 0),
+                ("attack_reinvert", "attack a: re-inversion ↓", 3),
+                ("attack_unseen_photos", "attack b: unseen photos ↓", 3),
+                ("attack_encoder_guess", "attack c: encoder guess ↓", 3),
+                ("attack_warm_start", "attack d: warm start ↓", 3),
+                ("steps_to_forget", "steps to forget ↓", 0),
                 ("wall_seconds", "wall s", 1), ("trainable_parameters", "trainable params", 0)]
 
 
