@@ -9,7 +9,6 @@ always a local path, so the default path never touches the network.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
@@ -19,6 +18,8 @@ import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+from .checksums import file_sha256
 
 DOWNLOAD_FLAG = "--allow-downloads"
 DOWNLOAD_ENV = "LEGATO_ALLOW_DOWNLOADS"
@@ -104,19 +105,11 @@ ANTELOPEV2_DETECTOR = "antelopev2/scrfd_10g_bnkps.onnx"  # 16,923,827 bytes
 ANTELOPEV2_DETECTOR_SHA256 = "5838f7fe053675b1c7a08b633df49e7af5495cee0493c7dcf6697200b85b5b91"
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def fetch_zip_member(urls: tuple[str, ...], sha256: str, member: str, member_sha256: str, dest: Path) -> Path:
     """``member`` of the zip at the first of ``urls`` that answers, both checked against pinned SHA-256s, at
     ``dest`` (kept when it already holds those bytes; a stale link there is replaced). Raises RuntimeError."""
     dest = Path(dest)
-    if dest.is_file() and _sha256(dest) == member_sha256:
+    if dest.is_file() and file_sha256(dest) == member_sha256:
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
@@ -130,12 +123,12 @@ def fetch_zip_member(urls: tuple[str, ...], sha256: str, member: str, member_sha
                 errors.append(f"{url}: {e}")
         else:
             raise RuntimeError(f"could not download {Path(member).name}: " + "; ".join(errors))
-        if (got := _sha256(archive)) != sha256:
+        if (got := file_sha256(archive)) != sha256:
             raise RuntimeError(f"{url} has SHA-256 {got}, not the pinned {sha256}: refusing to use it")
         with zipfile.ZipFile(archive) as zf:
             zf.extract(member, tmp)
         extracted = Path(tmp) / member
-        if (got := _sha256(extracted)) != member_sha256:
+        if (got := file_sha256(extracted)) != member_sha256:
             raise RuntimeError(f"{member} in {url} has SHA-256 {got}, not the pinned {member_sha256}")
         if dest.is_symlink() or dest.exists():
             dest.unlink()

@@ -76,7 +76,7 @@ FAST = {"num_inference_steps": 3, "cache_steps": 3, "cache_seeds": 1, "retain_se
 
 def stand_in(identity) -> dict:
     """The tiny pack's recognition model stands in for Arc2Face's arcface.onnx: its hash is the one expected."""
-    from legato_core.backends.insightface_identity import file_sha256
+    from legato_core.checksums import file_sha256
 
     return {"expected_recognition_sha256": file_sha256(identity.recognition_path)}
 

@@ -15,8 +15,6 @@ Two roles:
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import logging
 import warnings
 from dataclasses import dataclass, field
@@ -26,6 +24,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..checksums import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -304,22 +304,6 @@ class PackDetector:
                                                 Image.BOX)
         return [DetectedFace(tuple(float(v) / k for v in box), score, kps / k)
                 for box, kps, score in self.identity.detect_boxes(image)]
-
-
-@functools.lru_cache(maxsize=8)
-def _sha256(path: str, size: int, mtime_ns: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def file_sha256(path: str | Path) -> str:
-    """SHA-256 of a file (cached per path, size and modification time: a pack is hashed once per process)."""
-    p = Path(path).resolve()
-    st = p.stat()
-    return _sha256(str(p), st.st_size, st.st_mtime_ns)
 
 
 def check_arc2face_recognition(identity: InsightFaceIdentity, expected_sha256: str | None = None) -> str:

@@ -129,7 +129,7 @@ def build_tiny_insightface_pack(directory: str | Path, seed: int = 0, with_detec
 def stand_in_recognition(pack: str | Path) -> dict:
     """Arc2Face backend options that accept this tiny pack's recogniser in place of Arc2Face's arcface.onnx (the
     backend refuses any other recognition model; tests state the substitution explicitly)."""
-    from .insightface_identity import file_sha256
+    from ..checksums import file_sha256
 
     return {"expected_recognition_sha256": file_sha256(Path(pack) / "rec_tiny.onnx")}
 

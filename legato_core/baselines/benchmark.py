@@ -53,11 +53,15 @@ def run_benchmark(backend, methods: list[str], identities: list[int], config: Fo
     results = []
     retain_lat = backend.sample_latents(64, torch.Generator().manual_seed(4321))
     retain_views = backend.canonical_views(2)
+    base_attacks = []
     bar = tqdm(total=len(methods) * len(identities), desc="benchmark", disable=not progress)
     for identity in identities:
         img, original, others, ow, ov = _target(backend, identity)
         w_u = original[0]
         attack_cfg = AttackConfig(steps=audit_steps)
+        if audit_steps and len(base_attacks) < 3:  # the same attacks on the base model: each figure's reference
+            best = attack_model(backend, img, original, judge, others, attack_cfg)
+            base_attacks.append({a: max(b) for a, b in best.items()})
         with torch.no_grad():
             base4 = judge_embeddings(backend, judge, w_u.expand(4, -1), views4)
         for name in methods:
@@ -95,11 +99,6 @@ def run_benchmark(backend, methods: list[str], identities: list[int], config: Fo
                 "retention_curve": retention_curve, **rep, **dial})
             bar.update(1)
     bar.close()
-    base_attacks = []  # the same attacks on the base model: each figure's reference
-    for identity in identities[: min(3, len(identities))] if audit_steps else []:
-        img, original, others, _, _ = _target(backend, identity)
-        best = attack_model(backend, img, original, judge, others, AttackConfig(steps=audit_steps))
-        base_attacks.append({a: max(b) for a, b in best.items()})
     return {"config": config.to_dict(), "methods": methods, "identities": identities, "lrs": lrs,
             "threshold": judge.threshold, "base_model_attacks": base_attacks,
             "torch_threads": torch.get_num_threads(), "results": results,

@@ -17,7 +17,6 @@ The descriptors are not unit vectors and their raw cosine does not separate peop
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
@@ -30,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
+
+from ..checksums import file_sha256
 
 PACKAGE = "face-recognition-models"
 MODEL_FILE = "dlib_face_recognition_resnet_model_v1.dat"
@@ -275,14 +276,6 @@ def cache_dir() -> Path:
     return base / "legato"
 
 
-def _fingerprint(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def load_dlib_resnet(dat_path: str | Path | None = None, cache: str | Path | None = None) -> DlibResNet:
     """The frozen torch port of dlib's face ResNet, built from the installed package's ``.dat`` on first use and
     loaded from the safetensors cache afterwards (the cache records the source file's sha256, so a different file
@@ -291,7 +284,7 @@ def load_dlib_resnet(dat_path: str | Path | None = None, cache: str | Path | Non
     if not src.is_file():
         raise DlibModelError(f"dlib model file not found: {src}")
     cached = Path(cache) if cache is not None else cache_dir() / CACHE_NAME
-    digest = _fingerprint(src)
+    digest = file_sha256(src)
     net = None
     if cached.is_file():
         from safetensors import safe_open
