@@ -21,8 +21,10 @@ from torch import nn
 
 from .dial import DialMap, fields_digest
 from .ode import ODEConfig, make_field, solve
+from .reach import Reach, WeightedField
 
 FORMAT_VERSION = "1"
+REACH_KEY = "reach.centres"  # the reach's centres, stored beside the fields' tensors (not part of their digest)
 
 
 class AdaptableModel(Protocol):
@@ -59,6 +61,7 @@ class ODEAdapter(nn.Module):
         self.base_model_id, self.base_weight_hash = base_model_id, base_weight_hash
         self.description = dict(description or {})
         self.dial: DialMap | None = None  # slider position u -> t, measured after training (calibration.py)
+        self.reach: Reach | None = None  # where the latent fields act (reach.py); None: everywhere
 
     @classmethod
     def for_model(cls, model: AdaptableModel, sites: list[str] | None = None, config: ODEConfig | None = None,
@@ -82,6 +85,8 @@ class ODEAdapter(nn.Module):
                 states[site] = [x]
             return x
         field = self.fields[site]
+        if self.reach is not None and self.site_kinds[site] == "latent":
+            field = WeightedField(field, self.reach.weight(x))
         if states is not None:
             out, states[site] = solve(field, x, intensity, self.config, return_states=True)
             return out
@@ -98,6 +103,16 @@ class ODEAdapter(nn.Module):
     def digest(self) -> str:
         """Content hash of the vector fields' weights (what a dial map is tied to)."""
         return fields_digest(self.fields.state_dict())
+
+    def set_reach(self, reach: Reach | None) -> None:
+        """Limit the latent fields to a ball around the person (``Reach``); None: they act everywhere."""
+        if reach is not None:
+            dims = {c for name, c in self.site_channels.items() if self.site_kinds[name] == "latent"}
+            if not dims:
+                raise ValueError("a reach applies to latent sites, and this adapter has none")
+            if reach.centres.shape[1] not in dims:
+                raise ValueError(f"the reach's centres are {reach.centres.shape[1]}-d, the latent sites {sorted(dims)}")
+        self.reach = reach
 
     def set_dial(self, dial: DialMap | None) -> None:
         """Attach a dial map measured on this adapter (AdapterMismatchError if it was measured on another)."""
@@ -153,18 +168,22 @@ class ODEAdapter(nn.Module):
             "base_model_id": self.base_model_id, "base_weight_hash": self.base_weight_hash,
             "sites": json.dumps(self.site_channels), "ode": json.dumps(self.config.to_dict()),
             "description": json.dumps(self.description),
-            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+            "created": getattr(self, "created", "") or _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         }
         if any(k != "conv" for k in self.site_kinds.values()):  # all-conv files stay as before
             meta["site_kinds"] = json.dumps(self.site_kinds)
         if self.dial is not None:
             meta["dial"] = self.dial.to_json()
+        if self.reach is not None:
+            meta["reach"] = self.reach.to_json()
         return meta
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.detach().contiguous().cpu() for k, v in self.fields.state_dict().items()}
+        if self.reach is not None:
+            tensors[REACH_KEY] = self.reach.centres.cpu()
         tmp = path.with_suffix(path.suffix + ".tmp")
         save_file(tensors, tmp, metadata=self.metadata())
         tmp.replace(path)  # atomic: a crash never leaves a half-written adapter
@@ -180,21 +199,36 @@ class ODEAdapter(nn.Module):
                 tensors = {k: f.get_tensor(k) for k in f.keys()}
         except Exception as e:
             raise ValueError(f"{path.name} is not a readable safetensors adapter ({type(e).__name__}: {e})") from e
+        adapter = cls.from_tensors(tensors, meta, path.name)
+        if model is not None:
+            adapter.check_base(model)
+        return adapter
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor], meta: dict[str, str], name: str = "adapter") -> ODEAdapter:
+        """An adapter from what its file holds (tensors and metadata); ``name`` is what messages call it."""
         if meta.get("format") != "legato-ode-adapter":
-            raise ValueError(f"{path.name} is not a legato ODE adapter (metadata format={meta.get('format')!r})")
+            raise ValueError(f"{name} is not a legato ODE adapter (metadata format={meta.get('format')!r})")
         if meta.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{path.name} has adapter format {meta.get('format_version')}, expected {FORMAT_VERSION}")
+            raise ValueError(f"{name} has adapter format {meta.get('format_version')}, expected {FORMAT_VERSION}")
+        tensors = dict(tensors)
         adapter = cls(json.loads(meta["sites"]), ODEConfig(**json.loads(meta["ode"])), meta["base_model_id"],
                       meta["base_weight_hash"], json.loads(meta.get("description", "{}")),
                       json.loads(meta.get("site_kinds", "{}")))
+        centres = tensors.pop(REACH_KEY, None)
         adapter.fields.load_state_dict(tensors)
         if "dial" in meta:
             try:
                 dial = DialMap.from_json(meta["dial"])
             except (ValueError, KeyError, TypeError) as e:
-                raise ValueError(f"{path.name} has an unreadable dial map ({e})") from e
+                raise ValueError(f"{name} has an unreadable dial map ({e})") from e
             adapter.set_dial(dial)  # refuses a map measured on other weights
+        if (centres is None) != ("reach" not in meta):
+            raise ValueError(f"{name} has half a reach (its centres or its radii, not both)")
+        if centres is not None:
+            try:
+                adapter.set_reach(Reach.from_saved(centres, meta["reach"]))
+            except (ValueError, KeyError, TypeError) as e:
+                raise ValueError(f"{name} has an unreadable reach ({e})") from e
         adapter.created = meta.get("created", "")
-        if model is not None:
-            adapter.check_base(model)
         return adapter
