@@ -414,6 +414,92 @@ def _cmd_bench(args) -> int:
     return 0
 
 
+def _id_range(text: str) -> list[int]:
+    """'1000000-1000009' or '1000000,1000003' -> ids."""
+    ids: list[int] = []
+    for part in text.split(","):
+        lo, _, hi = part.strip().partition("-")
+        ids += list(range(int(lo), int(hi or lo) + 1))
+    return ids
+
+
+def _cmd_forget_many(args) -> int:
+    from .adapters.request_log import RequestLog
+    from .unlearning.engine import ForgetConfig
+    from .unlearning.many import Person, forget_many
+
+    spec = BackendSpec.from_args(args)
+    spec.check()
+    torch.set_num_threads(args.threads)
+    backend = spec.load()
+    if bool(args.identities) == bool(args.images):
+        raise ValueError("give --identities or --images (not both)")
+    if args.identities:
+        from . import faceworld
+
+        inputs = [(f"identity {i}", faceworld.render([i], 0)) for i in _id_range(args.identities)]
+    else:
+        inputs = [(Path(p).name, _read_image(p, backend)) for p in args.images]
+    people = [Person(label, backend.invert(img)[0]) for label, img in inputs]
+    cfg = ForgetConfig.from_dict(json.loads(Path(args.config).read_text())) if args.config else ForgetConfig()
+    if args.steps:
+        cfg.steps = args.steps
+    log_path = Path(args.log)
+    log = RequestLog.load(log_path, backend) if log_path.exists() else RequestLog.for_model(backend)
+
+    def landed(done) -> None:
+        log.save(log_path)  # after every request: a stream that stops keeps what it has
+        if not args.quiet:
+            print(f"{done.request.key} {done.request.label}: {done.seconds:.1f} s ({done.index + 1}/{done.total})")
+
+    forget_many(backend, people, cfg, args.mode, log, landed)
+    print(f"wrote {log_path} ({len(log)} requests)")
+    return 0
+
+
+def _cmd_requests(args) -> int:
+    from .adapters.request_log import RequestLog
+
+    log = RequestLog.load(args.log)
+    if args.action == "remove":
+        if not args.key:
+            raise ValueError(f"remove needs --key, one of {log.keys()}")
+        removed = log.remove(args.key)
+        log.save(args.log)
+        print(f"removed {removed.key} ({removed.label}); {len(log)} requests left in {args.log}")
+        return 0
+    rows = [{"key": r.key, "label": r.label, "u": r.u, "t": round(r.t, 4), "created": r.created,
+             "reach": r.adapter.reach is not None} for r in log.requests]
+    if args.json:
+        _print_json({"base_model_id": log.base_model_id, "base_weight_hash": log.base_weight_hash, "requests": rows})
+    else:
+        print(f"{len(rows)} requests on {log.base_model_id} ({log.base_weight_hash})")
+        for r in rows:
+            print(f"  {r['key']}  u={r['u']:.3f}  {r['created']}  {r['label']}")
+    return 0
+
+
+def _cmd_bench_many(args) -> int:
+    from .baselines.many_benchmark import ManyConfig, run_many
+
+    spec = BackendSpec.from_args(args)
+    if spec.kind != "embedded":
+        raise ValueError(f"--backend {spec.kind} is not supported by bench-many: it runs on the embedded backend")
+    torch.set_num_threads(args.threads)
+    cfg = ManyConfig(ks=tuple(int(k) for k in args.k.split(",")), methods=tuple(args.methods.split(",")),
+                     batch=not args.no_batch, first_identity=args.first_identity,
+                     forget={"steps": args.steps} if args.steps else {})
+    spec.check()
+    backend = spec.load()
+    data = run_many(backend, cfg, args.out, args.work)
+    data["command"] = " ".join(["python -m legato_core", *sys.argv[1:]])
+    from .baselines.many_benchmark import write_many_outputs
+
+    paths = write_many_outputs(data, Path(args.out))
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
 KEEP = object()  # a flag not given: the config's value stands
 
 
@@ -565,6 +651,41 @@ def build_parser() -> argparse.ArgumentParser:
     bp.add_argument("--out", required=True)
     add_backend_options(bp)
     bp.set_defaults(func=_cmd_bench)
+
+    fm = sub.add_parser("forget-many", help="forget many people into one request log (the model after requests "
+                                            "1..k); an existing log is appended to")
+    fm.add_argument("--identities", help="face-world ids, e.g. 1000000-1000009 or 1000000,1000004")
+    fm.add_argument("--images", nargs="+", help="face images (PNG/JPEG), one person each")
+    fm.add_argument("--log", required=True, help="request log .safetensors (created, or appended to)")
+    fm.add_argument("--mode", choices=("sequential", "batch"), default="sequential",
+                    help="sequential: one request after another; batch: one run, substitutes chosen together")
+    fm.add_argument("--steps", type=int, help="training steps per person (default 250)")
+    fm.add_argument("--config", help="JSON file of ForgetConfig fields laid over the defaults")
+    fm.add_argument("--threads", type=int, default=2)
+    fm.add_argument("--quiet", action="store_true")
+    add_backend_options(fm, judge=False)
+    fm.set_defaults(func=_cmd_forget_many)
+
+    rq = sub.add_parser("requests", help="list the requests of a request log, or remove one (exactly the model "
+                                         "without it)")
+    rq.add_argument("action", choices=("list", "remove"))
+    rq.add_argument("--log", required=True)
+    rq.add_argument("--key", help="remove: the request's key (see list)")
+    rq.add_argument("--json", action="store_true")
+    rq.set_defaults(func=_cmd_requests)
+
+    bm = sub.add_parser("bench-many", help="many people: k forgotten one after another or at once, LEGATO against "
+                                           "GUIDE sequential and composed LoRA (docs/many)")
+    bm.add_argument("--k", default="1,10,50,100", help="the k's to score at (comma separated)")
+    bm.add_argument("--methods", default="legato,legato-composed,lora,guide")
+    bm.add_argument("--no-batch", action="store_true", help="skip LEGATO's batch mode")
+    bm.add_argument("--first-identity", type=int, default=1_000_000)
+    bm.add_argument("--steps", type=int, help="training steps per request (default: the engine's 250)")
+    bm.add_argument("--threads", type=int, default=2)
+    bm.add_argument("--work", default="runs/many", help="checkpoints (per request): a rerun resumes from here")
+    bm.add_argument("--out", default="docs/many")
+    add_backend_options(bm, judge=False)
+    bm.set_defaults(func=_cmd_bench_many)
     return ap
 
 

@@ -158,13 +158,15 @@ def resolve_latent(backend, image_or_latent: torch.Tensor) -> torch.Tensor:
 
 def train_adapter(backend, w_u: torch.Tensor, config: ForgetConfig,
                   on_progress: Callable[[ProgressEvent], None] | None = None,
-                  should_stop: Callable[[], bool] | None = None) -> ForgetResult:
-    """Train an ODE adapter on ``backend`` (left unchanged: the adapter is only active inside each step)."""
+                  should_stop: Callable[[], bool] | None = None,
+                  target: tuple[torch.Tensor, dict] | None = None) -> ForgetResult:
+    """Train an ODE adapter on ``backend`` (left unchanged: the adapter is only active inside each step).
+    ``target``: (w_target, description) chosen beforehand (``make_target``), e.g. for several people at once."""
     t0 = time.time()
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
     sites = config.sites_on(backend)
-    w_target, target_desc = make_target(backend, w_u, config.target)
+    w_target, target_desc = target if target is not None else make_target(backend, w_u, config.target)
     if config.view_anchors and renders_fast(backend):
         # each anchor is the person seen through another photo: it goes where its photo's latent goes, moved by
         # the same offset (one substitute for the person, not one per anchor)

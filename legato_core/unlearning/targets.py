@@ -66,8 +66,9 @@ def typical_radius(backend, n: int = 1024) -> float:
 
 
 @torch.no_grad()
-def make_target(backend, w_u: torch.Tensor, cfg: TargetConfig) -> tuple[torch.Tensor, dict]:
-    """Target latent(s) for latent(s) w_u (B, D); returns (w_target, description)."""
+def make_target(backend, w_u: torch.Tensor, cfg: TargetConfig, distinct: bool = False) -> tuple[torch.Tensor, dict]:
+    """Target latent(s) for latent(s) w_u (B, D); returns (w_target, description). ``distinct`` (substitute
+    targets, several people forgotten in one run): every row gets its own pool face, none of them a row of w_u."""
     w_avg = backend.w_avg.expand_as(w_u)
     desc = asdict(cfg)
     if cfg.kind == "average":
@@ -96,7 +97,7 @@ def make_target(backend, w_u: torch.Tensor, cfg: TargetConfig) -> tuple[torch.Te
         return stopped, desc
     if cfg.kind == "substitute":
         if renders_fast(backend):
-            return substitute_target(backend, w_u, cfg, desc)
+            return substitute_target(backend, w_u, cfg, desc, distinct)
         # the pool search renders pool_size x stop_views images and needs the loss network: too slow (or
         # impossible) on a backend whose render is a sampling loop, which keeps GUIDE's fixed half-radius target
         desc["substitute_skipped"] = "backend renders slowly: extrapolated target at distance_scale"
@@ -119,7 +120,8 @@ def make_target(backend, w_u: torch.Tensor, cfg: TargetConfig) -> tuple[torch.Te
 
 
 @torch.no_grad()
-def substitute_target(backend, w_u: torch.Tensor, cfg: TargetConfig, desc: dict) -> tuple[torch.Tensor, dict]:
+def substitute_target(backend, w_u: torch.Tensor, cfg: TargetConfig, desc: dict,
+                      distinct: bool = False) -> tuple[torch.Tensor, dict]:
     """Per row of w_u, a face the generator draws from its prior: of ``pool_size`` prior latents, the nearest to
     the person among those the loss network calls unrelated (<= ``stop_similarity``) and whose face centre
     differs by >= ``min_central_change`` (else the least similar); of the ``path_candidates`` nearest, the one
@@ -137,11 +139,14 @@ def substitute_target(backend, w_u: torch.Tensor, cfg: TargetConfig, desc: dict)
     person = person.view(len(w_u), k, *person.shape[1:])
     ceiling = -0.1 if cfg.stop_similarity is None else cfg.stop_similarity
     picks, sims, path = [], [], []
+    taken = torch.zeros(len(pool), dtype=torch.bool)
+    if distinct:  # a pool face that is one of the people being forgotten is nobody's substitute
+        taken |= torch.cdist(pool, w_u).min(1).values < 1e-4
     for r in range(len(w_u)):
         sim = torch.einsum("vd,pvd->p", e_u[r], e_pool) / k  # mean cosine in the same views
         centre = central_change(person[r].expand(len(pool), -1, -1, -1, -1).flatten(0, 1),
                                 pool_img.flatten(0, 1)).view(len(pool), k).mean(1)
-        ok = (sim <= ceiling) & (centre >= cfg.min_central_change)
+        ok = (sim <= ceiling) & (centre >= cfg.min_central_change) & ~taken
         dist = (pool - w_u[r]).norm(dim=1)
         if not ok.any():
             i, path_db = int(sim.argmin()), None
@@ -154,6 +159,7 @@ def substitute_target(backend, w_u: torch.Tensor, cfg: TargetConfig, desc: dict)
                 best = max(range(len(near)), key=lambda c: scores[c])
                 i, path_db = int(near[best]), round(scores[best], 2)
         picks.append(i)
+        taken[i] = distinct
         sims.append(float(sim[i]))
         path.append(path_db)
     desc["pool_index"], desc["pool_similarity"], desc["path_db"] = picks, sims, path
