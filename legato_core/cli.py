@@ -464,7 +464,10 @@ def _cmd_requests(args) -> int:
     if args.action == "remove":
         if not args.key:
             raise ValueError(f"remove needs --key, one of {log.keys()}")
-        removed = log.remove(args.key)
+        try:
+            removed = log.remove(args.key)
+        except KeyError as e:
+            raise ValueError(e.args[0]) from None
         log.save(args.log)
         print(f"removed {removed.key} ({removed.label}); {len(log)} requests left in {args.log}")
         return 0

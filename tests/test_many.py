@@ -1,0 +1,58 @@
+"""Many people: the forget-many / requests commands, a batch's substitutes, and the "many" benchmark's table."""
+
+import json
+
+import pytest
+import torch
+
+from legato_core.baselines.many_benchmark import ManyConfig, results_markdown
+from legato_core.cli import main
+from legato_core.unlearning.targets import TargetConfig, make_target
+
+
+def test_forget_many_appends_to_a_log_and_requests_remove_takes_one_out(tmp_path, capsys):
+    log = tmp_path / "model.requests.safetensors"
+    base = ["forget-many", "--log", str(log), "--steps", "1", "--threads", "1", "--quiet"]
+    assert main([*base, "--identities", "200040-200041"]) == 0
+    assert main([*base, "--identities", "200042", "--mode", "batch"]) == 0  # appended to the same log
+    capsys.readouterr()
+    assert main(["requests", "list", "--log", str(log), "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [r["key"] for r in listed["requests"]] == ["r0001", "r0002", "r0003"]
+    assert [r["label"] for r in listed["requests"]] == ["identity 200040", "identity 200041", "identity 200042"]
+    assert all(r["reach"] for r in listed["requests"])  # every adapter acts only near its person
+    assert main(["requests", "remove", "--log", str(log), "--key", "r0002"]) == 0
+    assert main(["requests", "list", "--log", str(log), "--json"]) == 0
+    out = capsys.readouterr().out
+    assert [r["key"] for r in json.loads(out[out.index("{"):])["requests"]] == ["r0001", "r0003"]
+    assert main(["requests", "remove", "--log", str(log)]) == 2  # no --key: the message names the keys
+    assert "['r0001', 'r0003']" in capsys.readouterr().err
+    assert main(["requests", "remove", "--log", str(log), "--key", "r0042"]) == 2
+    assert "no request 'r0042'" in capsys.readouterr().err
+
+
+def test_a_batch_gives_every_person_their_own_substitute(embedded):
+    people = embedded.sample_latents(3, torch.Generator().manual_seed(11))
+    cfg = TargetConfig(pool_size=32)
+    _, alone = make_target(embedded, torch.cat([people[:1], people[:1]]), cfg)
+    assert alone["pool_index"][0] == alone["pool_index"][1]  # the same person twice: one substitute
+    _, together = make_target(embedded, torch.cat([people[:1], people[:1], people[1:]]), cfg, distinct=True)
+    assert len(together["pool_index"]) == 4 and len(set(together["pool_index"])) == 4
+
+
+def test_the_many_benchmark_scores_only_evaluation_ids_and_known_methods():
+    with pytest.raises(ValueError, match="evaluation ids"):
+        ManyConfig(first_identity=100_000)
+    with pytest.raises(ValueError, match="methods from"):
+        ManyConfig(methods=("legato", "salun"))
+    assert ManyConfig(ks=(10, 1, 10)).ks == (1, 10)
+
+
+def test_the_many_table_has_one_row_per_method_mode_and_k():
+    rec = {"forgotten": 9, "first10_forgotten": 9, "first10_checked": 10, "id_others_below": 7, "retention_mean": 0.99,
+           "retention_p5": 0.95, "others_psnr_db_mean": 41.23, "seconds_per_request_median": 47.0, "render_ratio": 1.1}
+    table = results_markdown({"records": [{"method": "legato", "mode": "sequential", "k": 10, **rec},
+                                          {"method": "guide", "mode": "sequential", "k": 10, **rec}]})
+    rows = [line for line in table.splitlines() if line.startswith("| legato") or line.startswith("| guide")]
+    assert len(rows) == 2
+    assert "| 9/10 | 9/10 | 7/10 | 0.990 | 0.950 | 41.2 | 47.0 | 1.10 |" in rows[0]
