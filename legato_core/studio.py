@@ -39,6 +39,7 @@ from PIL import Image
 
 from . import faceworld
 from .adapters import AdapterMismatchError, ODEAdapter, ODEConfig, active
+from .adapters.request_log import RequestLog
 from .faces import FaceError, PreparedFace, prepare_face
 from .images import ImageError, open_image, to_pil
 from .metrics import forgetting_curve
@@ -47,12 +48,16 @@ from .serving import text
 from .serving.errors import BusyError, StudioError
 from .serving.grid import CELL, GAP, HEADER_H, LABEL_W, compose_grid
 from .serving.jobs import ForgetTask, JobStatus
+from .serving.model_view import compose_model_grid, judge_at, label_of
 from .serving.queue import JOB_QUEUE, JOB_TIMES, JobQueue, JobTimes
 from .serving.resources import EXAMPLE_IDS, Resources, get_resources, quantize, set_resources
 from .serving.session_folder import SessionFolder
 from .unlearning.engine import ForgetConfig
 
-MAX_IDENTITIES = 6
+# what a forgotten identity adds to a session's resident memory: 0.7-1.0 MB (RSS after gc and malloc_trim, 30
+# face-world identities forgotten in one session, 10 steps each, 6-view curve, slider prefill on; a 250-step run's
+# progress events add 0.17 MB), so 50 cost ~60 MB over the server's ~460 MB; the many-people view stays < 1 s
+MAX_IDENTITIES = 50
 MIN_FACE_ID = DEVELOPMENT.start  # below: ids the networks were trained or tuned on (legato_core.ranges)
 MAX_FACE_ID = 999_999_999  # a sane maximum for the "add by id" box
 
@@ -145,6 +150,7 @@ class Studio:
         self._counter = itertools.count(1)
         self._cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()
         self._cache_size = max(render_cache, int(2 / slider_step) + 4 if slider_step else 0)
+        self._model_cache: tuple[tuple, torch.Tensor] | None = None  # (whose adapters at what t, the model's renders)
         self.session_files = SessionFolder(session_root)
         self.compose = False  # apply the session's other forgotten identities in the bottom row too
         self.raw_t = False  # the page's slider shows raw ODE time t (the advanced view) instead of u
@@ -180,7 +186,8 @@ class Studio:
             raise StudioError("this session has ended; reload the page")
         if len(self.entries) >= self.max_identities:
             raise StudioError(f"this session already holds {self.max_identities} identities, the most it can hold; "
-                              "remove one (select it and press “Remove identity”) to make room for another")
+                              "remove one (select it and press “Remove identity”, or remove its request in the "
+                              "table of requests) to make room for another")
 
     def _add(self, name: str, image: torch.Tensor) -> Entry:
         """image: (3, S, S) in [0, 1], S = ``Resources.image_size``."""
@@ -530,6 +537,82 @@ class Studio:
             grid = self.compose_grid(before, after, entry, self.composition_footer(entry))
             return grid, self.composition_text(entry), u, t
 
+    # -- the model: every forgotten identity of the session applied (adapters/request_log.py) ---------------------
+    def request_log(self) -> RequestLog:
+        """The session's forgotten identities as deletion requests, in the order they were added, each at its own
+        slider position: the model the session deploys is the base with this log applied."""
+        with self._lock:
+            log = RequestLog.for_model(self.res.base)
+            for e in self.entries.values():
+                if e.ready:
+                    log.add(e.adapter, e.name, e.u, key=e.key)
+            return log
+
+    def model_render(self, latents: torch.Tensor, views: torch.Tensor, log: RequestLog | None = None) -> torch.Tensor:
+        """uint8 renders of any latents by the model with every request applied (routed: about one adapter's cost
+        however many requests there are); ``log``: the requests (default: the session's now)."""
+        log = log if log is not None else self.request_log()
+        with torch.inference_mode(), log.active(self.res.base):
+            return quantize(self.res.base.render(latents, views))
+
+    def model_signature(self) -> tuple:
+        """What the model is made of: each request's key, adapter and t (equal signatures, equal model views)."""
+        with self._lock:
+            return tuple((e.key, id(e.adapter), round(e.t, 6)) for e in self.entries.values() if e.ready)
+
+    def model_rows(self) -> tuple[torch.Tensor, torch.Tensor, list[Entry | None]]:
+        """uint8 (before, after, who) of the "model" view: each forgotten identity with a face (its inverted view),
+        then the others (``Resources.model_others``; None in ``who``), by the base model and by the model."""
+        with self._lock:
+            shown = [e for e in self.entries.values() if e.ready and e.latent is not None]
+            signature = self.model_signature()
+            cached = self._model_cache
+            log = self.request_log()
+        others, other_views, others_base = self.res.model_others
+        who: list[Entry | None] = [*shown, *[None] * len(others)]
+        before = torch.cat([*(e._base_target[:1] for e in shown), others_base])
+        if cached is not None and cached[0] == signature:
+            return before, cached[1], who
+        latents = torch.cat([*(e.latent for e in shown), others])
+        views = torch.cat([*(e.view for e in shown), other_views])
+        after = self.model_render(latents, views, log)
+        with self._lock:
+            self._model_cache = (signature, after)
+        return before, after, who
+
+    def model_view(self) -> Image.Image:
+        """The "model" view: what the deployed model draws with every forgotten identity applied, beside what the
+        base model drew, for the forgotten identities and a few others (``serving.model_view``)."""
+        before, after, who = self.model_rows()
+        n_forgotten = sum(e is not None for e in who)
+        labels = [label_of(e.key, e.name, e.u, e.t) for e in who[:n_forgotten]]
+        labels += [label_of("", f"other {i + 1}", None, None) for i in range(len(who) - n_forgotten)]
+        return compose_model_grid(before, after, labels, n_forgotten)
+
+    def requests(self) -> list[dict]:
+        """The session's identities as a table of requests, in order: key, name, status, slider position u and
+        its t, and the judge's figures at u from its curve (None until measured)."""
+        with self._lock:
+            entries, task = list(self.entries.values()), self.task
+        rows = []
+        for e in entries:
+            running = task is not None and task.entry is e and not task.done
+            if running:
+                status = {"queued": "waiting for the server", "evaluating": "measuring its curve"}.get(task.state,
+                                                                                                       task.state)
+            elif e.ready:
+                status = "forgotten" if e.steps else "forgotten (restored adapter)"
+            elif task is not None and task.entry is e and task.state in ("cancelled", "failed"):
+                status = f"not forgotten ({task.state})"
+            else:
+                status = "not forgotten yet"
+            u = e.u if e.ready else None
+            same, kept = judge_at(e.curve, e.u) if e.ready else (None, None)
+            rows.append({"key": e.key, "name": e.name, "status": status, "u": u,
+                         "t": e.t_at(u) if u is not None else None, "same": same, "kept": kept,
+                         "threshold": e.curve["threshold"] if e.curve is not None else None})
+        return rows
+
     # -- background prefill of the slider's positions -------------------------------------------------------------
     def slider_values(self, entry: Entry) -> list[float]:
         """The t's the page's slider reaches for ``entry`` (what ``prefill`` renders): its positions u, each
@@ -681,6 +764,7 @@ class Studio:
             self.task = None
             self.entries.clear()
             self._cache.clear()
+            self._model_cache = None
             self.ui.clear()
             self.session_files.remove()
             self._prefill_wake.set()

@@ -47,6 +47,7 @@ class Resources:
             self.retained_views = backend.canonical_views(len(retained_ids))
         self.curve_retained_latents = backend.sample_latents(curve_retained, gen)
         self._retained_base: torch.Tensor | None = None
+        self._model_others: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         self._judge = judge
         self._judge_lock = threading.Lock()
 
@@ -80,6 +81,19 @@ class Resources:
 
                 self._judge = load_identity_model("judge")
             return self._judge
+
+    @property
+    def model_others(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(latents, views, uint8 base renders) of the people the "model" view shows beside the forgotten ones: the
+        retained people and as many random people of the prior (the curve's), whom no request is about."""
+        if self._model_others is None:
+            n = len(self.retained_latents)
+            extra = self.curve_retained_latents[:n]
+            latents = torch.cat([self.retained_latents, extra])
+            views = torch.cat([self.retained_views, self.base.canonical_views(1).expand(len(extra), -1)])
+            with torch.inference_mode():
+                self._model_others = (latents, views, quantize(self.base.render(latents, views)))
+        return self._model_others
 
     @property
     def retained_base(self) -> torch.Tensor:
