@@ -130,6 +130,10 @@ def main() -> None:
                     help="reuse the adapters in --out (their training unchanged), measure each dial again with "
                          "today's calibration, re-measure the calibrated dial into its report, then summarise "
                          "(the --compare-config reports are reused as they are)")
+    ap.add_argument("--attach-reach", action="store_true",
+                    help="reuse the adapters in --out (their training unchanged), give each today's reach (set after "
+                         "training: the person's path is unchanged), and re-measure what it changes (ID_others, "
+                         "retention, fd_judge, the pixel figures) into its report, then summarise")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     reports, compared = [], []
@@ -141,9 +145,11 @@ def main() -> None:
         for out, flags in runs:  # alternating per target: both configurations meet the machine in the same hour
             if args.recalibrate and out == args.out:
                 rep = recalibrate_target(i, out, args.model_path)
+            elif args.attach_reach and out == args.out:
+                rep = attach_reach(i, out, args.model_path)
             else:
                 rep = forget_target(i, out, [*flags, *args.extra.split()], args.model_path,
-                                    args.summarise_only or args.recalibrate)
+                                    args.summarise_only or args.recalibrate or args.attach_reach)
             (reports if out == args.out else compared).append(rep)
     lat = render_latency(args.out / f"{args.first_identity + args.targets - 1}.safetensors",
                          args.first_identity + args.targets - 1, args.model_path, args.sweep_png)
@@ -218,6 +224,53 @@ def recalibrate_target(identity: int, out: Path, model_path: str | None) -> dict
     d = rep["dial"]
     print(f"{out.name}/{identity}: recalibrated in {seconds:.1f}s, evenness {d['evenness']:.2f} pixel "
           f"{d['pixel_evenness']:.2f} monotone {d['monotone']}", flush=True)
+    return rep
+
+
+def attach_reach(identity: int, out: Path, model_path: str | None) -> dict:
+    """Today's reach on a saved adapter: its centres made as the engine makes them (the upload's latent and its
+    view anchors), saved with it (atomically); the report's figures that a reach can change are measured again."""
+    import dataclasses
+    import os
+
+    import torch
+
+    from legato_core import faceworld
+    from legato_core.adapters import ODEAdapter
+    from legato_core.adapters.reach import Reach
+    from legato_core.backends.embedded import EmbeddedFaceBackend
+    from legato_core.backends.registry import load_judge
+    from legato_core.metrics import AdapterKnob, unlearning_report
+    from legato_core.unlearning.anchors import view_anchors
+    from legato_core.unlearning.engine import ForgetConfig
+    from legato_core.unlearning.targets import typical_radius
+
+    torch.set_num_threads(2)
+    report_path, adapter_path = out / f"{identity}.json", out / f"{identity}.safetensors"
+    rep = json.loads(report_path.read_text())
+    backend = EmbeddedFaceBackend.from_pretrained(model_path)
+    adapter = ODEAdapter.load(adapter_path, backend)
+    w, _ = backend.invert(faceworld.render([identity], 0))  # as the forget CLI does
+    ow, ov = backend.invert(faceworld.render([identity] * 5, [1, 2, 3, 4, 5]))
+    cfg = ForgetConfig()
+    seed = adapter.description.get("seed", cfg.seed)
+    centres = torch.cat([w, view_anchors(backend, w, cfg.view_anchors, torch.Generator().manual_seed(seed))])
+    unit = typical_radius(backend)
+    adapter.set_reach(Reach(centres, cfg.reach.inner * unit, cfg.reach.outer * unit))
+    tmp = adapter_path.with_suffix(".tmp.safetensors")
+    adapter.save(tmp)
+    os.replace(tmp, adapter_path)
+    new = unlearning_report(backend, AdapterKnob(backend, [adapter]), w, cfg.ode.t_end, ow, ov,
+                            judge=load_judge("embedded", None, backend), **backend.report_sizes(None))
+    changed = ("id_others", "id_others_each", "retention_mean", "retention_p5", "fd_judge",
+               *(k for k in new if k.startswith("pixel_") or k.startswith("others_")))
+    rep["without_reach"] = {k: rep.get(k) for k in changed}
+    rep.update({k: new[k] for k in changed if k in new})
+    rep["reach"] = dataclasses.asdict(cfg.reach)
+    report_path.write_text(json.dumps(rep, indent=2) + "\n")
+    print(f"{out.name}/{identity}: reach attached; retention {rep['without_reach']['retention_mean']:.3f} -> "
+          f"{rep['retention_mean']:.3f}, id_others {rep['without_reach']['id_others']:.3f} -> {rep['id_others']:.3f}",
+          flush=True)
     return rep
 
 

@@ -110,7 +110,8 @@ def evaluate(backend, knob: _Knob, one: _Knob, people: dict, k: int, judge, repe
         before = m.render(lat, vw)
     with knob.at(1.0) as m:
         after = m.render(lat, vw)
-    db = psnr(before, after).clamp(max=100)
+    db = psnr(before, after).clamp(max=100)  # 100 dB: identical (a mean over a few moved faces and many exact ones)
+    pooled = float(10 * torch.log10(1 / (before - after).square().mean().clamp(min=1e-10)))
     mix = torch.cat([people["w"][:min(k, 4)], keep[:8 - min(k, 4)]])
     views = backend.canonical_views(len(mix))
 
@@ -131,6 +132,7 @@ def evaluate(backend, knob: _Knob, one: _Knob, people: dict, k: int, judge, repe
             "id_others_mean": float(others.mean()), "id_others_below": int((others < judge.threshold).sum()),
             "retention_mean": float(ret.mean()), "retention_p5": float(torch.quantile(ret, 0.05)),
             "others_psnr_db_mean": float(db.mean()), "others_psnr_db_p5": float(torch.quantile(db, 0.05)),
+            "others_psnr_db_pooled": pooled, "others_changed": int((db < 100).sum()) // len(views4),
             "render_ms": ms, "render_ms_one_adapter": ms_one, "render_ratio": ms / ms_one}
 
 
