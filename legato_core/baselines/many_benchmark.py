@@ -132,7 +132,7 @@ def evaluate(backend, knob: _Knob, one: _Knob, people: dict, k: int, judge, repe
             "id_others_mean": float(others.mean()), "id_others_below": int((others < judge.threshold).sum()),
             "retention_mean": float(ret.mean()), "retention_p5": float(torch.quantile(ret, 0.05)),
             "others_psnr_db_mean": float(db.mean()), "others_psnr_db_p5": float(torch.quantile(db, 0.05)),
-            "others_psnr_db_pooled": pooled, "others_changed": int((db < 100).sum()) // len(views4),
+            "others_psnr_db_pooled": pooled, "others_changed": int((db < 100).view(len(keep), -1).any(1).sum()),
             "render_ms": ms, "render_ms_one_adapter": ms_one, "render_ratio": ms / ms_one}
 
 
