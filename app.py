@@ -43,11 +43,13 @@ from legato_core.backends.registry import EMBEDDED_LABEL, BackendSpec
 from legato_core.cli import add_backend_options
 from legato_core.images import ImageError, to_pil
 from legato_core.serving.missing_files import MissingFileAs404
+from legato_core.serving.model_view import REQUEST_COLUMNS, table_rows
 from legato_core.serving.text import dial_note
 from legato_core.studio import (
     EXAMPLE_IDS,
     JOB_QUEUE,
     MAX_FACE_ID,
+    MAX_IDENTITIES,
     MIN_FACE_ID,
     BusyError,
     Entry,
@@ -125,6 +127,14 @@ U_LABEL = ("forgetting: 0 = the original model, 1 = fully forgotten; equal steps
 T_LABEL = ("raw ODE time t (the paper's knob): 0 = the original model, T = the end time the adapter was trained to; "
            "equal steps of t can change the face very unevenly")
 
+MODEL_NOTE = (
+    "What the model this session would deploy draws: the base model with **every forgotten identity's adapter "
+    "applied at once**, each at its own forgetting setting (its request), above the original model's drawing of "
+    "the same person. Below them, a few people nobody asked to forget: each adapter acts only near its own "
+    "person, so they should be drawn as before. Removing a request gives exactly the model without it. A session "
+    f"holds up to {MAX_IDENTITIES} identities."
+)
+
 EXPIRED = ("This session ended after {minutes} without activity, and everything it held was deleted. "
            "Reload the page to start again.")
 
@@ -133,7 +143,7 @@ TEMPLATE = go.layout.Template(layout={"paper_bgcolor": "white", "plot_bgcolor": 
                                       "xaxis": {"gridcolor": "#eee", "zerolinecolor": "#ddd"},
                                       "yaxis": {"gridcolor": "#eee", "zerolinecolor": "#ddd"}})
 
-STUDIO_OPTIONS: dict = {}  # extra Studio(...) arguments for new sessions (e.g. curve_views)
+STUDIO_OPTIONS: dict = {}  # extra Studio(...) arguments for new sessions (e.g. curve_views, default_config)
 SESSIONS: dict[str, Studio] = {}  # session hash -> Studio, so that closing a tab can cancel its job
 _SESSIONS_LOCK = threading.Lock()
 
@@ -225,8 +235,8 @@ def _session(studio: Studio | None, request: gr.Request | None, new_ok: bool = T
         if studio is not None and studio.closed and studio.closed_reason == "idle" and not new_ok:
             raise _error(EXPIRED.format(minutes=_idle_words()), "Idle timeout")
         if studio is None or studio.closed:
-            studio = Studio(default_config=ForgetConfig(steps=DEFAULT_STEPS), session_root=session_root(),
-                            **STUDIO_OPTIONS)
+            studio = Studio(**{"default_config": ForgetConfig(steps=DEFAULT_STEPS), "session_root": session_root(),
+                               **STUDIO_OPTIONS})
         if sid is not None:
             SESSIONS[sid] = studio
     studio.touch()
@@ -541,6 +551,18 @@ def _layout(default_steps: int, backend_label: str, face_world: bool) -> SimpleN
             adapter_upload = gr.File(label="Restore an adapter (.safetensors)", file_types=[".safetensors"],
                                      height=120, elem_id="adapter_upload")
             _files_only(adapter_upload)
+    gr.Markdown("## 4 · The model: everyone forgotten in this session, at once")
+    model_note = gr.Markdown(MODEL_NOTE, elem_id="model_note")
+    model_grid = gr.Image(label="the model: every request applied", show_label=False, format="jpeg",
+                          interactive=False, elem_id="model_view", buttons=["download"])
+    requests_table = gr.Dataframe(value={"headers": REQUEST_COLUMNS, "data": []}, headers=REQUEST_COLUMNS,
+                                  label="requests (this session's identities, in the order they were added)",
+                                  interactive=False, wrap=True, max_height=800, elem_id="requests")
+    with gr.Row():
+        request_pick = gr.Dropdown(choices=[], value=None, label="Request to remove (or click its row)",
+                                   interactive=True, scale=3, elem_id="request_pick")
+        _document_identity(request_pick)
+        remove_request_btn = gr.Button("Remove request", variant="stop", scale=1, elem_id="remove_request_btn")
     timer = gr.Timer(0.5, active=False)
     watch = gr.Timer(WATCH_SECONDS, active=True)  # says so when the session ends for idleness
 
@@ -548,6 +570,7 @@ def _layout(default_steps: int, backend_label: str, face_world: bool) -> SimpleN
     # the panels of the selected identity's training run and face handling
     entry_outputs = [state, identity, source, inversion, t_slider, grid, curve, status, download, composition,
                      u_slider, raw_t, loss_plot, preview, face_row, face_found, face_used, face_note]
+    model_outputs = [model_grid, requests_table, request_pick]
     named = (gr.components.Component, gr.blocks.BlockContext, list)
     return SimpleNamespace(**{k: v for k, v in locals().items() if isinstance(v, named)})
 
@@ -641,8 +664,42 @@ def _views(page: SimpleNamespace) -> SimpleNamespace:
             gr.Info(f"{entry.name}: {note}.")
         return {**entry_view(studio, entry, text), upload: None}
 
+    model_grid, request_pick, requests_table = _parts(page, "model_grid request_pick requests_table")
+
+    def model_view(studio: Studio | None, pick=None) -> dict:
+        """The model section (the model view, the table of requests, the remove list) when it changed since the
+        page last got it (else skips: the timer's ticks cost nothing); ``pick``: the request chosen to remove."""
+        unchanged = {model_grid: gr.skip(), requests_table: gr.skip(), request_pick: gr.skip()}
+        if studio is None or studio.closed or not studio.entries:
+            if studio is not None and studio.ui.get("model") == "empty":
+                return unchanged
+            if studio is not None:
+                studio.ui["model"] = "empty"
+            return {model_grid: None, requests_table: {"headers": REQUEST_COLUMNS, "data": []},
+                    request_pick: gr.Dropdown(choices=[], value=None)}
+        rows = studio.requests()
+        table, signature = table_rows(rows), studio.model_signature()
+        shown = studio.ui.get("model")
+        if shown is not None and shown != "empty" and shown == (table, signature):
+            return unchanged
+        out = {**unchanged, requests_table: {"headers": REQUEST_COLUMNS, "data": table},
+               request_pick: gr.Dropdown(choices=[(f"{r['key']} · {r['name']}", r["key"]) for r in rows],
+                                         value=pick if pick in studio.entries else None)}
+        if shown is None or shown == "empty" or shown[1] != signature:
+            out[model_grid] = str(studio.publish(studio.model_view(), "model", "jpeg"))
+        studio.ui["model"] = (table, signature)
+        return out
+
+    def on_model(studio, pick):
+        return model_view(studio, pick)
+
+    def then_model(event) -> None:
+        """After ``event`` succeeds, the model section follows (only what changed is sent)."""
+        event.success(on_model, [page.state, request_pick], page.model_outputs, api_visibility="private",
+                      preprocess=False, show_progress="hidden", concurrency_limit=None)
+
     return SimpleNamespace(grid_view=grid_view, entry_view=entry_view, empty_view=empty_view, added=added,
-                           run_view=run_view, sliders=sliders)
+                           run_view=run_view, sliders=sliders, model_view=model_view, then_model=then_model)
 
 
 def _wire_adding(page: SimpleNamespace, views: SimpleNamespace) -> None:
@@ -650,7 +707,7 @@ def _wire_adding(page: SimpleNamespace, views: SimpleNamespace) -> None:
     (add_id, compose, end_btn, entry_outputs, face_id, gallery, identity, remove_btn, state, timer, upload,
      watch) = _parts(page, "add_id compose end_btn entry_outputs face_id gallery identity remove_btn state timer "
                      "upload watch")
-    added, empty_view, entry_view = _parts(views, "added empty_view entry_view")
+    added, empty_view, entry_view, then_model = _parts(views, "added empty_view entry_view then_model")
 
     def on_upload(payload, studio, request: gr.Request):
         """Add a face from an image file (PNG, JPEG or WebP; send it with gradio_client.handle_file(path)). Returns
@@ -687,14 +744,16 @@ def _wire_adding(page: SimpleNamespace, views: SimpleNamespace) -> None:
     # show_progress_on: the spinner, and on failure gradio's "Error" badge, stay on the input that was used
     # (by default every output would be replaced by an "Error" badge next to the toast); a refused file is
     # cleared from the upload box by the .failure() step
-    upload.upload(on_upload, [upload, state], [*entry_outputs, upload], preprocess=False,
-                  api_name="add_image", show_progress_on=upload, concurrency_limit=2, concurrency_id="invert"
-                  ).failure(lambda: None, None, upload, api_visibility="private", show_progress="hidden")
+    uploaded = upload.upload(on_upload, [upload, state], [*entry_outputs, upload], preprocess=False,
+                             api_name="add_image", show_progress_on=upload, concurrency_limit=2,
+                             concurrency_id="invert")
+    uploaded.failure(lambda: None, None, upload, api_visibility="private", show_progress="hidden")
+    then_model(uploaded)
     # preprocess=False: the id arrives as sent (no rounding of 3.7 to 4) and Studio.face_id checks it
-    add_id.click(on_add_id, [face_id, state], [*entry_outputs, upload], api_name="add_identity",
-                 preprocess=False, show_progress_on=face_id, concurrency_limit=2, concurrency_id="invert")
-    gallery.select(on_example, [state], [*entry_outputs, upload], api_visibility="private",
-                   show_progress_on=gallery, concurrency_limit=2, concurrency_id="invert")
+    then_model(add_id.click(on_add_id, [face_id, state], [*entry_outputs, upload], api_name="add_identity",
+                            preprocess=False, show_progress_on=face_id, concurrency_limit=2, concurrency_id="invert"))
+    then_model(gallery.select(on_example, [state], [*entry_outputs, upload], api_visibility="private",
+                              show_progress_on=gallery, concurrency_limit=2, concurrency_id="invert"))
 
     # inputs below are checked by the handlers (preprocess=False): a bad API value gets a clear message, and
     # gradio's own checks (which log a traceback) never run
@@ -724,8 +783,9 @@ def _wire_adding(page: SimpleNamespace, views: SimpleNamespace) -> None:
             studio.prefill(entry.key)
         return entry_view(studio, entry, text)
 
-    remove_btn.click(on_remove, [identity, state], entry_outputs, api_name="remove",
-                     preprocess=False, show_progress_on=identity, concurrency_limit=4, concurrency_id="render")
+    then_model(remove_btn.click(on_remove, [identity, state], entry_outputs, api_name="remove",
+                                preprocess=False, show_progress_on=identity, concurrency_limit=4,
+                                concurrency_id="render"))
 
     def on_end(studio, request: gr.Request):
         """End this session now: every identity, adapter and file of it is deleted."""
@@ -737,8 +797,8 @@ def _wire_adding(page: SimpleNamespace, views: SimpleNamespace) -> None:
         return {**empty_view(None, "Session ended: everything it held was deleted. Add a face to start again."),
                 timer: gr.Timer(active=False), compose: False}
 
-    end_btn.click(on_end, [state], [*entry_outputs, timer, compose], api_name="end_session",
-                  concurrency_limit=None)
+    then_model(end_btn.click(on_end, [state], [*entry_outputs, timer, compose], api_name="end_session",
+                             concurrency_limit=None))
 
     def on_watch(studio):
         """Whether this session ended for idleness: said once, as it happens, with the page emptied (a page
@@ -751,8 +811,8 @@ def _wire_adding(page: SimpleNamespace, views: SimpleNamespace) -> None:
         studio.ui["told"] = True
         return out
 
-    watch.tick(on_watch, [state], [*entry_outputs, timer, watch], api_name="watch_session",
-               concurrency_limit=None, show_progress="hidden")
+    then_model(watch.tick(on_watch, [state], [*entry_outputs, timer, watch], api_name="watch_session",
+                          concurrency_limit=None, show_progress="hidden"))
 
 
 
@@ -760,7 +820,7 @@ def _wire_forgetting(page: SimpleNamespace, views: SimpleNamespace) -> None:
     """The forget job: start, poll its progress, cancel."""
     (cancel_btn, entry_outputs, forget_btn, identity, loss_plot, preview, state, status, steps, timer) = _parts(
         page, "cancel_btn entry_outputs forget_btn identity loss_plot preview state status steps timer")
-    entry_view, run_view = _parts(views, "entry_view run_view")
+    entry_view, run_view, then_model = _parts(views, "entry_view run_view then_model")
 
     def on_forget(key, n_steps, studio, request: gr.Request):
         """Start training identity ``key``'s adapter (``key``: a string such as '1'; ``n_steps``: a whole number from
@@ -779,8 +839,8 @@ def _wire_forgetting(page: SimpleNamespace, views: SimpleNamespace) -> None:
         return {state: studio, status: st.text(), timer: gr.Timer(active=True),
                 loss_plot: loss_figure([], st.steps), preview: None}
 
-    forget_btn.click(on_forget, [identity, steps, state], [state, status, timer, loss_plot, preview],
-                     api_name="forget", preprocess=False, concurrency_limit=None)
+    then_model(forget_btn.click(on_forget, [identity, steps, state], [state, status, timer, loss_plot, preview],
+                                api_name="forget", preprocess=False, concurrency_limit=None))
 
     def on_poll(key, studio):
         """The session's job as it runs (``key``: the identity the page shows, a string such as '1'): the status
@@ -809,8 +869,8 @@ def _wire_forgetting(page: SimpleNamespace, views: SimpleNamespace) -> None:
         out.update(run_view(studio, shown))
         return out
 
-    timer.tick(on_poll, [identity, state], [*entry_outputs, timer], api_name="poll",
-               preprocess=False, concurrency_limit=None, show_progress="hidden")
+    then_model(timer.tick(on_poll, [identity, state], [*entry_outputs, timer], api_name="poll",
+                          preprocess=False, concurrency_limit=None, show_progress="hidden"))
 
     def on_cancel(studio):
         """Cancel this session's running job."""
@@ -819,7 +879,7 @@ def _wire_forgetting(page: SimpleNamespace, views: SimpleNamespace) -> None:
             return gr.skip()
         return "Cancelling…"
 
-    cancel_btn.click(on_cancel, [state], [status], api_name="cancel", concurrency_limit=None)
+    then_model(cancel_btn.click(on_cancel, [state], [status], api_name="cancel", concurrency_limit=None))
 
 
 
@@ -828,7 +888,7 @@ def _wire_intensity(page: SimpleNamespace, views: SimpleNamespace) -> None:
     composition switch. The slider's meaning lives in ``Studio`` (``set_u``, ``set_t``, ``raw_t``)."""
     (compose, composition, curve, grid, identity, raw_t, state, t_slider, u_slider) = _parts(
         page, "compose composition curve grid identity raw_t state t_slider u_slider")
-    grid_view, sliders = _parts(views, "grid_view sliders")
+    grid_view, sliders, then_model = _parts(views, "grid_view sliders then_model")
 
     def _setting(value, key, studio: Studio, raw: bool) -> tuple[Entry, dict]:
         """The identity and a slider's value checked as its new setting: {"t": raw t} or {"u": position}."""
@@ -884,8 +944,8 @@ def _wire_intensity(page: SimpleNamespace, views: SimpleNamespace) -> None:
 
     # the curve's marker follows on release: redrawing the plot on every input costs the browser ~90 ms
     for slider, fn, api_name in ((t_slider, on_curve, "curve"), (u_slider, on_curve_u, "curve_u")):
-        slider.release(fn, [slider, identity, state], curve, show_progress="hidden", preprocess=False,
-                       api_name=api_name, concurrency_limit=4)
+        then_model(slider.release(fn, [slider, identity, state], curve, show_progress="hidden", preprocess=False,
+                                  api_name=api_name, concurrency_limit=4))
 
     def on_raw_t(on, key, studio, request: gr.Request):
         """Show the slider as raw ODE time t (true: the paper's view) or as the position u (false). Every identity
@@ -929,7 +989,7 @@ def _wire_adapters(page: SimpleNamespace, views: SimpleNamespace) -> None:
     """Adapters out (download) and in (restore from a file)."""
     (adapter_upload, download, entry_outputs, identity, state, timer) = _parts(
         page, "adapter_upload download entry_outputs identity state timer")
-    entry_view, = _parts(views, "entry_view")
+    entry_view, then_model = _parts(views, "entry_view then_model")
 
     def on_export(key, studio):
         """The adapter file of identity ``key`` (a string such as '1'), once it is forgotten."""
@@ -963,11 +1023,48 @@ def _wire_adapters(page: SimpleNamespace, views: SimpleNamespace) -> None:
         return {**entry_view(studio, entry, st.text() if st else None), timer: gr.Timer(active=True),
                 adapter_upload: None}
 
-    adapter_upload.upload(on_import, [adapter_upload, state], [*entry_outputs, timer, adapter_upload],
-                          preprocess=False, api_name="import_adapter", show_progress_on=adapter_upload
-                          ).failure(lambda: None, None, adapter_upload, api_visibility="private",
-                                    show_progress="hidden")
+    imported = adapter_upload.upload(on_import, [adapter_upload, state], [*entry_outputs, timer, adapter_upload],
+                                     preprocess=False, api_name="import_adapter", show_progress_on=adapter_upload)
+    imported.failure(lambda: None, None, adapter_upload, api_visibility="private", show_progress="hidden")
+    then_model(imported)
 
+
+
+def _wire_model(page: SimpleNamespace, views: SimpleNamespace) -> None:
+    """The model section: remove a request from the table (a row click picks it)."""
+    (entry_outputs, identity, remove_request_btn, request_pick, requests_table, state) = _parts(
+        page, "entry_outputs identity remove_request_btn request_pick requests_table state")
+    empty_view, entry_view, then_model = _parts(views, "empty_view entry_view then_model")
+
+    def on_remove_request(key, shown, studio, request: gr.Request):
+        """Withdraw request ``key`` (an identity's key, a string such as '1'): its identity, adapter and files are
+        deleted and the model becomes exactly the model without it; ``shown``: the identity the page shows, kept."""
+        studio = _session(studio, request, new_ok=False)
+        if not isinstance(key, str) or not key:
+            raise _error("choose the request to remove: click its row in the table, or pick it in the list",
+                         "Cannot remove")
+        try:
+            gone = studio.remove(key)
+        except StudioError as e:
+            raise _error(str(e), "Cannot remove") from e
+        text = (f"Removed request {gone.key} · {gone.name}: its adapter and its files are deleted, and the model "
+                "no longer applies it.")
+        if not studio.entries:
+            return empty_view(studio, text + " Add a face to begin.")
+        entry = studio.get(shown if isinstance(shown, str) and shown in studio.entries else None)
+        if entry.ready:
+            studio.prefill(entry.key)
+        return entry_view(studio, entry, text)
+
+    then_model(remove_request_btn.click(on_remove_request, [request_pick, identity, state], entry_outputs,
+                                        api_name="remove_request", preprocess=False, show_progress_on=request_pick,
+                                        concurrency_limit=4, concurrency_id="render"))
+
+    def on_row(evt: gr.SelectData):
+        row = evt.row_value
+        return row[0] if row else gr.skip()
+
+    requests_table.select(on_row, None, request_pick, api_visibility="private", show_progress="hidden")
 
 
 def build_demo(default_steps: int = DEFAULT_STEPS, backend_label: str = EMBEDDED_LABEL,
@@ -983,6 +1080,7 @@ def build_demo(default_steps: int = DEFAULT_STEPS, backend_label: str = EMBEDDED
         _wire_forgetting(page, views)
         _wire_intensity(page, views)
         _wire_adapters(page, views)
+        _wire_model(page, views)
         demo.unload(on_unload)
     return demo
 

@@ -340,9 +340,17 @@ def test_composition_is_off_by_default_and_can_be_switched_on(url, adapter_file)
 
 
 def test_remove_frees_room_and_the_limit_says_how(url, adapter_file):
-    c = _client(url)
-    for face in range(200_020, 200_026):
-        c.predict(face, api_name="/add_identity")
+    import app
+    from legato_core.studio import MAX_IDENTITIES
+
+    assert MAX_IDENTITIES >= 20  # a session forgets many people; this one is held to 6 to reach its limit quickly
+    app.STUDIO_OPTIONS["max_identities"] = 6
+    try:
+        c = _client(url)
+        for face in range(200_020, 200_026):
+            c.predict(face, api_name="/add_identity")
+    finally:
+        app.STUDIO_OPTIONS.pop("max_identities")
     with pytest.raises(Exception, match=r"already holds 6 identities.*remove one .*to make room"):
         c.predict(200_026, api_name="/add_identity")
     out = c.predict("3", api_name="/remove")
@@ -430,7 +438,14 @@ def test_every_panel_follows_the_selected_identity(url, tmp_path):
 
 
 def test_refused_uploads_and_bad_api_arguments_give_one_message_and_no_traceback(url, tmp_path, capfd):
-    c = _client(url)
+    import app
+
+    app.STUDIO_OPTIONS["max_identities"] = 6  # this session's limit, reached quickly (the app's is MAX_IDENTITIES)
+    try:
+        c = _client(url)
+        c.predict(200_030, api_name="/add_identity")  # the session starts here, with its limit
+    finally:
+        app.STUDIO_OPTIONS.pop("max_identities")
     capfd.readouterr()
     tiny = tmp_path / "one-pixel.png"
     Image.new("RGB", (1, 1)).save(tiny)
@@ -442,7 +457,7 @@ def test_refused_uploads_and_bad_api_arguments_give_one_message_and_no_traceback
             c.predict(bad, api_name="/add_image")
     with pytest.raises(Exception, match=r"Upload refused\. An adapter is sent as a file"):
         c.predict("adapter.safetensors", api_name="/import_adapter")
-    for face in range(200_030, 200_036):
+    for face in range(200_031, 200_036):
         c.predict(face, api_name="/add_identity")
     with pytest.raises(Exception, match=r"Upload refused\. This session already holds 6 identities"):
         c.predict(handle_file(_face_file(tmp_path, 200_036)), api_name="/add_image")

@@ -440,3 +440,135 @@ def test_every_panel_follows_the_selected_identity_and_end_session_leaves_nothin
         _shot(page, shots, "11_session_ended.png")
     finally:
         page.close()
+
+
+MANY = 20
+MANY_STEPS = int(os.environ.get("LEGATO_BROWSER_MANY_STEPS", 2))
+
+
+def _image(page, selector: str) -> tuple[str, np.ndarray]:
+    src = page.locator(f"{selector} img").get_attribute("src")
+    return src, np.asarray(Image.open(io.BytesIO(page.request.get(src).body())).convert("RGB"), dtype=int)
+
+
+def _table(page) -> list[list[str]]:
+    """The table of requests as the page shows it: the text of each row's cells (its virtual rows, all on screen
+    for 20 requests)."""
+    return page.evaluate("""() => {
+        const rows = {};
+        for (const c of document.querySelectorAll('#requests [role=gridcell][data-row]')) {
+            (rows[c.dataset.row] ||= [])[+c.dataset.col] = c.innerText.trim();
+        }
+        return Object.keys(rows).sort((a, b) => a - b).map(k => rows[k]);
+    }""")
+
+
+def _request_rows(page) -> int:
+    return int(page.locator("#requests [role=grid]").get_attribute("aria-rowcount")) - 1  # less the header
+
+
+def test_a_session_forgets_20_people_and_the_model_view_applies_them_all(app_url, browser, shots):
+    """Issue 29, "The app": 20 people added by id and forgotten one after another in one session (the engine
+    trains each, with a light config: 2 steps, a small substitute pool), then the model view (every request
+    applied) changes each forgotten person and leaves the others beyond every reach exactly as they were, the table
+    lists the 20 requests, and removing one from the table gives the model without it."""
+    import app
+    from legato_core.serving.model_view import CELL as MCELL
+    from legato_core.serving.model_view import model_cells
+    from legato_core.unlearning.calibration import CalibrationConfig
+    from legato_core.unlearning.engine import ForgetConfig
+    from legato_core.unlearning.targets import TargetConfig
+
+    options = dict(app.STUDIO_OPTIONS)
+    app.STUDIO_OPTIONS.update(curve_views=1, default_config=ForgetConfig(
+        view_anchors=0, target=TargetConfig(pool_size=32, stop_views=1),
+        calibration=CalibrationConfig(grid=9, knots=5, views=2, blends=3, envelopes=0)))
+    page = browser.new_page(viewport={"width": 1500, "height": 1100})
+    t0 = time.time()
+    try:
+        page.goto(app_url)
+        page.wait_for_selector("#examples img")
+        steps = page.locator("#steps input[type=number]")
+        steps.fill(str(MANY_STEPS))
+        steps.press("Enter")
+        page.get_by_text("Add a face-world identity by id").click()
+        face_id = page.locator("#face_id input[type=number]")
+        for i in range(MANY):
+            ident = 200_401 + i
+            face_id.fill(str(ident))
+            page.click("#add_id_btn")
+            page.wait_for_function("(v) => document.querySelector('#status textarea').value.startsWith(v)",
+                                   arg=f"Added face-world #{ident}", timeout=60_000)
+            page.click("#forget_btn")
+            page.wait_for_function("(v) => document.querySelector('#status textarea').value.startsWith(v)",
+                                   arg=f"Done: face-world #{ident} forgotten", timeout=120_000)
+        forget_seconds = time.time() - t0
+        studio = next(s for s in app.SESSIONS.values() if len(s.entries) == MANY)
+        entries = list(studio.entries.values())
+        assert all(e.ready and e.steps == MANY_STEPS for e in entries), "all 20 forgotten by the engine"
+
+        # the table: 20 requests, all forgotten, at u = 1
+        page.wait_for_function("(n) => { const cells = Array.from(document.querySelectorAll("
+                               "'#requests [role=gridcell][data-col=\"2\"]'));"
+                               " return cells.filter(c => c.innerText.trim() === 'forgotten').length === n; }",
+                               arg=MANY, timeout=30_000)
+        table = _table(page)
+        assert _request_rows(page) == MANY
+        assert [r[0] for r in table] == [e.key for e in entries] and all(r[3] == "1.00" for r in table), table[:3]
+
+        # the model view: each forgotten person drawn differently, the others beyond every reach exactly as before
+        page.locator("#model_view").scroll_into_view_if_needed()  # the image loads lazily, once on screen
+        page.wait_for_selector("#model_view img", state="attached", timeout=30_000)
+        page.wait_for_function("(() => { const i = document.querySelector('#model_view img');"
+                               " return i.complete && i.naturalHeight > 0; })()", timeout=30_000)
+        src, wall = _image(page, "#model_view")
+        others, _, _ = studio.res.model_others
+        cells = model_cells(MANY, len(others))
+        assert wall.shape[0] >= cells[-1].y_model + MCELL
+
+        def diff(c) -> np.ndarray:
+            base = wall[c.y_base + 2:c.y_base + MCELL - 2, c.x:c.x + MCELL]
+            model = wall[c.y_model + 2:c.y_model + MCELL - 2, c.x:c.x + MCELL]
+            return np.abs(base - model)
+
+        changed = [diff(c).mean() for c in cells]
+        assert min(changed[:MANY]) > 0.5, f"every forgotten person changes: {[round(x, 2) for x in changed[:MANY]]}"
+        far = [all(float(e.adapter.reach.distance(w[None])[0]) >= e.adapter.reach.outer for e in entries)
+               for w in others]
+        assert any(far), "some of the others are beyond every reach"
+        for c, is_far in zip(cells[MANY:], far, strict=True):
+            if is_far:
+                assert diff(c).max() <= 2, "someone beyond every reach is drawn exactly as the original did"
+        time.sleep(0.5)
+        _shot(page, shots, "12_model_view_20_people.png")
+
+        # remove one request from the table: a row click picks it, the button withdraws it
+        gone = entries[4]
+        page.locator("#requests [data-testid='cell-4-1']").click()
+        page.wait_for_function("(v) => document.querySelector('#request_pick input').value.startsWith(v)",
+                               arg=f"{gone.key} · ", timeout=15_000)
+        page.click("#remove_request_btn")
+        page.wait_for_function("(v) => document.querySelector('#status textarea').value.startsWith(v)",
+                               arg=f"Removed request {gone.key} · ", timeout=30_000)
+        page.wait_for_function("(old) => { const i = document.querySelector('#model_view img');"
+                               " return i && i.src !== old && i.complete; }", arg=src, timeout=30_000)
+        page.wait_for_function("(n) => document.querySelector('#requests [role=grid]')"
+                               ".getAttribute('aria-rowcount') === String(n)", arg=MANY, timeout=30_000)
+        assert gone.key not in [r[0] for r in _table(page)] and gone.key not in studio.request_log().keys()
+        _, after = _image(page, "#model_view")
+        expected = studio.publish(studio.model_view(), "check", "jpeg")  # the log of the 19 left, encoded alike
+        expected = np.asarray(Image.open(expected).convert("RGB"), dtype=int)
+        assert after.shape == expected.shape and np.abs(after - expected).max() <= 2, "the model without it"
+        rest_cells = model_cells(MANY - 1, len(others))
+        for c_old, c_new, is_far in zip(cells[MANY:], rest_cells[MANY - 1:], far, strict=True):
+            if is_far:  # the others beyond every reach: still exactly the original
+                new = after[c_new.y_model + 2:c_new.y_model + MCELL - 2, c_new.x:c_new.x + MCELL]
+                old = wall[c_old.y_model + 2:c_old.y_model + MCELL - 2, c_old.x:c_old.x + MCELL]
+                assert np.abs(new - old).max() <= 2
+        _shot(page, shots, "13_model_view_request_removed.png")
+    finally:
+        app.STUDIO_OPTIONS.clear()
+        app.STUDIO_OPTIONS.update(options)
+        page.close()
+    print(f"browser: {MANY} people added and forgotten ({MANY_STEPS} steps each) in {forget_seconds:.0f} s; "
+          f"whole test {time.time() - t0:.0f} s")
