@@ -136,6 +136,15 @@ def evaluate(backend, knob: _Knob, one: _Knob, people: dict, k: int, judge, repe
             "render_ms": ms, "render_ms_one_adapter": ms_one, "render_ratio": ms / ms_one}
 
 
+def in_another_reach(log: RequestLog, latents: torch.Tensor) -> int:
+    """How many of the people (row i: request i's person) some other request's reach holds (weight > 0)."""
+    hit = 0
+    for i in range(len(log.requests)):
+        others = [o.adapter.reach for j, o in enumerate(log.requests) if j != i and o.adapter.reach is not None]
+        hit += any(float(reach.weight(latents[i:i + 1])) > 0 for reach in others)
+    return hit
+
+
 def _without_reach(adapter: ODEAdapter) -> ODEAdapter:
     out = copy.deepcopy(adapter)
     out.set_reach(None)
@@ -213,7 +222,8 @@ def run_many(backend, config: ManyConfig, out: str | Path, work: str | Path,
             for r in stream.requests[:k]:
                 upto.add(r.adapter, r.label, r.u, r.key, r.created)
             if "legato" in want and not record.has("legato", "sequential", k):
-                score("legato", "sequential", k, _Knob(backend, lambda u=upto: u.active(backend)), one, secs, {})
+                score("legato", "sequential", k, _Knob(backend, lambda u=upto: u.active(backend)), one, secs,
+                      {"people_in_another_reach": in_another_reach(upto, people["w"][:k])})
             if "legato-composed" in want and not record.has("legato-composed", "sequential", k):
                 acts = [(_without_reach(r.adapter), r.t) for r in upto.requests]
                 one_free = _Knob(backend, lambda a=acts[0]: active(backend, [a]))
@@ -235,7 +245,8 @@ def run_many(backend, config: ManyConfig, out: str | Path, work: str | Path,
                 first = batch_log.requests[0]
                 one = _Knob(backend, lambda f=first: active(backend, [(f.adapter, f.t)]))
                 score("legato", "batch", k, _Knob(backend, lambda b=batch_log: b.active(backend)), one,
-                      [total[0] / k], {"batch_seconds_total": total[0]})
+                      [total[0] / k], {"batch_seconds_total": total[0],
+                                       "people_in_another_reach": in_another_reach(batch_log, people["w"][:k])})
     if "lora" in want:
         adapters: list[LowRankAdapter] = []
         secs = seconds.get("lora-sequential", [])
