@@ -1,0 +1,96 @@
+"""What drawing costs with k people forgotten: the table in docs/many.md ("Render cost").
+
+    python scripts/render_cost_many.py [--k 1,10,100] [--repeats 40] [--people runs/many/people.safetensors]
+
+Adapters of the engine's shape (hidden 64 on the identity latent "w") with random weights: the cost does not
+depend on what they learned. Each gets a reach around one evaluation person: their upload's latent and the latents
+of their 5 other photos as centres (``bench-many`` caches them in its work folder). A batch of 8 faces (4 of the
+forgotten people, 4 prior people) is drawn with the base, one adapter, the k adapters routed (``RequestLog``), the
+k adapters in a plain composition, and the k adapters without reaches. Median milliseconds over ``--repeats``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+# isort: off
+import legato_core.openmp  # noqa: E402, F401 - the CLI's OpenMP wait policy, before torch loads
+import torch  # noqa: E402
+# isort: on
+from safetensors.torch import load_file  # noqa: E402
+
+from legato_core.adapters import ODEAdapter, active  # noqa: E402
+from legato_core.adapters.reach import Reach  # noqa: E402
+from legato_core.adapters.request_log import RequestLog  # noqa: E402
+from legato_core.backends.embedded import EmbeddedFaceBackend  # noqa: E402
+from legato_core.unlearning.engine import ForgetConfig  # noqa: E402
+from legato_core.unlearning.targets import typical_radius  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--k", default="1,10,100")
+    ap.add_argument("--repeats", type=int, default=40)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--people", type=Path, default=ROOT / "runs" / "many" / "people.safetensors")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    backend = EmbeddedFaceBackend.from_pretrained(None)
+    people = load_file(str(args.people))
+    ks = [int(k) for k in args.k.split(",")]
+    if max(ks) > len(people["w"]):
+        raise SystemExit(f"{args.people} holds {len(people['w'])} people; --k asks for {max(ks)}")
+    cfg, unit = ForgetConfig(), typical_radius(backend)
+    g = torch.Generator().manual_seed(0)
+    adapters = []
+    for i in range(max(ks)):
+        a = ODEAdapter.for_model(backend, ["w"], cfg.ode)
+        with torch.no_grad():
+            for p in a.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+        a.set_reach(Reach(torch.cat([people["w"][i:i + 1], people["ow"][i]]), cfg.reach.inner * unit,
+                          cfg.reach.outer * unit))
+        adapters.append(a)
+    batch = torch.cat([people["w"][:4], backend.sample_latents(4, torch.Generator().manual_seed(1))])
+    views = backend.canonical_views(len(batch))
+
+    def ms(context) -> float:
+        times = []
+        for _ in range(args.repeats):
+            with torch.no_grad(), context():
+                t0 = time.perf_counter()
+                backend.render(batch, views)
+                times.append(time.perf_counter() - t0)
+        return 1000 * statistics.median(times)
+
+    t = cfg.ode.t_max
+    base, one = ms(lambda: active(backend, [])), ms(lambda: active(backend, [(adapters[0], t)]))
+    print(f"threads {args.threads}, {args.repeats} repeats, a batch of 8 faces; base {base:.1f} ms, one adapter "
+          f"{one:.1f} ms")
+    print("| k | routed (RequestLog) ms | ÷ one adapter | plain composition ms | ÷ one | without reaches ms | ÷ one |")
+    print("|---|---|---|---|---|---|---|")
+    for k in ks:
+        log = RequestLog.for_model(backend)
+        for a in adapters[:k]:
+            log.add(a)
+        free = []
+        for a in adapters[:k]:
+            b = ODEAdapter.for_model(backend, ["w"], cfg.ode)
+            b.load_state_dict(a.state_dict())
+            free.append((b, t))
+        routed = ms(lambda lg=log: lg.active(backend))
+        plain = ms(lambda lg=log: active(backend, lg.activations()))
+        unreached = ms(lambda f=free: active(backend, f))
+        print(f"| {k} | {routed:.1f} | {routed / one:.2f} | {plain:.1f} | {plain / one:.2f} | {unreached:.1f} | "
+              f"{unreached / one:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
