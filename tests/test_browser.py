@@ -2,8 +2,9 @@
 raw-t view), get an error toast for a bad file.
 
 Screenshots of the main states go to $LEGATO_SCREENSHOTS (docs/screenshots/ is made with
-``LEGATO_SCREENSHOTS=docs/screenshots LEGATO_BROWSER_STEPS=100``), else to a temporary folder so a test run leaves
-the tree clean. Skipped when Playwright or /usr/bin/chromium is missing.
+``LEGATO_SCREENSHOTS=docs/screenshots LEGATO_BROWSER_STEPS=100``; its 12-13, a session of 20 forgotten people, with
+``LEGATO_BROWSER_MANY_STEPS=40``), else to a temporary folder so a test run leaves the tree clean. Skipped when
+Playwright or /usr/bin/chromium is missing.
 """
 
 from __future__ import annotations
@@ -470,7 +471,7 @@ def _request_rows(page) -> int:
 def test_a_session_forgets_20_people_and_the_model_view_applies_them_all(app_url, browser, shots):
     """Issue 29, "The app": 20 people added by id and forgotten one after another in one session (the engine
     trains each, with a light config: 2 steps, a small substitute pool), then the model view (every request
-    applied) changes each forgotten person and leaves the others beyond every reach exactly as they were, the table
+    applied) changes each forgotten person and leaves the others beyond every scope exactly as they were, the table
     lists the 20 requests, and removing one from the table gives the model without it."""
     import app
     from legato_core.serving.model_view import CELL as MCELL
@@ -516,7 +517,7 @@ def test_a_session_forgets_20_people_and_the_model_view_applies_them_all(app_url
         assert _request_rows(page) == MANY
         assert [r[0] for r in table] == [e.key for e in entries] and all(r[3] == "1.00" for r in table), table[:3]
 
-        # the model view: each forgotten person drawn differently, the others beyond every reach exactly as before
+        # the model view: each forgotten person drawn differently, the others beyond every scope exactly as before
         page.locator("#model_view").scroll_into_view_if_needed()  # the image loads lazily, once on screen
         page.wait_for_selector("#model_view img", state="attached", timeout=30_000)
         page.wait_for_function("(() => { const i = document.querySelector('#model_view img');"
@@ -533,12 +534,12 @@ def test_a_session_forgets_20_people_and_the_model_view_applies_them_all(app_url
 
         changed = [diff(c).mean() for c in cells]
         assert min(changed[:MANY]) > 0.5, f"every forgotten person changes: {[round(x, 2) for x in changed[:MANY]]}"
-        far = [all(float(e.adapter.reach.distance(w[None])[0]) >= e.adapter.reach.outer for e in entries)
+        far = [all(float(e.adapter.scope.distance(w[None])[0]) >= e.adapter.scope.outer for e in entries)
                for w in others]
-        assert any(far), "some of the others are beyond every reach"
+        assert any(far), "some of the others are beyond every scope"
         for c, is_far in zip(cells[MANY:], far, strict=True):
             if is_far:
-                assert diff(c).max() <= 2, "someone beyond every reach is drawn exactly as the original did"
+                assert diff(c).max() <= 2, "someone beyond every scope is drawn exactly as the original did"
         time.sleep(0.5)
         _shot(page, shots, "12_model_view_20_people.png")
 
@@ -561,7 +562,7 @@ def test_a_session_forgets_20_people_and_the_model_view_applies_them_all(app_url
         assert after.shape == expected.shape and np.abs(after - expected).max() <= 2, "the model without it"
         rest_cells = model_cells(MANY - 1, len(others))
         for c_old, c_new, is_far in zip(cells[MANY:], rest_cells[MANY - 1:], far, strict=True):
-            if is_far:  # the others beyond every reach: still exactly the original
+            if is_far:  # the others beyond every scope: still exactly the original
                 new = after[c_new.y_model + 2:c_new.y_model + MCELL - 2, c_new.x:c_new.x + MCELL]
                 old = wall[c_old.y_model + 2:c_old.y_model + MCELL - 2, c_old.x:c_old.x + MCELL]
                 assert np.abs(new - old).max() <= 2
