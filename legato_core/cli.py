@@ -472,7 +472,7 @@ def _cmd_requests(args) -> int:
         print(f"removed {removed.key} ({removed.label}); {len(log)} requests left in {args.log}")
         return 0
     rows = [{"key": r.key, "label": r.label, "u": r.u, "t": round(r.t, 4), "created": r.created,
-             "reach": r.adapter.reach is not None} for r in log.requests]
+             "scope": r.adapter.scope is not None} for r in log.requests]
     if args.json:
         _print_json({"base_model_id": log.base_model_id, "base_weight_hash": log.base_weight_hash, "requests": rows})
     else:

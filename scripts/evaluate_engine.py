@@ -74,7 +74,7 @@ MANIFOLD_BAR_POSITIONS = ("0.25", "0.5", "0.75", "0.875", "1.0")
 
 
 def dial_summary(reports: list[dict]) -> dict:
-    """The dial's bars over the targets: sharpness along the dial, on-manifold PSNR at 1/4 .. 1, reach, evenness of
+    """The dial's bars over the targets: sharpness along the dial, on-manifold PSNR at 1/4 .. 1, scope, evenness of
     the judge's curve and of pixels (17 positions), monotone; calibrated (what the slider does) and raw (t = u T)."""
     dials, raws = [r["dial"] for r in reports], [r["dial_raw"] for r in reports]
     per = {r.get("identity", i): {
@@ -130,8 +130,8 @@ def main() -> None:
                     help="reuse the adapters in --out (their training unchanged), measure each dial again with "
                          "today's calibration, re-measure the calibrated dial into its report, then summarise "
                          "(the --compare-config reports are reused as they are)")
-    ap.add_argument("--attach-reach", action="store_true",
-                    help="reuse the adapters in --out (their training unchanged), give each today's reach (set after "
+    ap.add_argument("--attach-scope", action="store_true",
+                    help="reuse the adapters in --out (their training unchanged), give each today's scope (set after "
                          "training: the person's path is unchanged), and re-measure what it changes (ID_others, "
                          "retention, fd_judge, the pixel figures) into its report, then summarise")
     args = ap.parse_args()
@@ -145,11 +145,11 @@ def main() -> None:
         for out, flags in runs:  # alternating per target: both configurations meet the machine in the same hour
             if args.recalibrate and out == args.out:
                 rep = recalibrate_target(i, out, args.model_path)
-            elif args.attach_reach and out == args.out:
-                rep = attach_reach(i, out, args.model_path)
+            elif args.attach_scope and out == args.out:
+                rep = attach_scope(i, out, args.model_path)
             else:
                 rep = forget_target(i, out, [*flags, *args.extra.split()], args.model_path,
-                                    args.summarise_only or args.recalibrate or args.attach_reach)
+                                    args.summarise_only or args.recalibrate or args.attach_scope)
             (reports if out == args.out else compared).append(rep)
     lat = render_latency(args.out / f"{args.first_identity + args.targets - 1}.safetensors",
                          args.first_identity + args.targets - 1, args.model_path, args.sweep_png)
@@ -227,9 +227,9 @@ def recalibrate_target(identity: int, out: Path, model_path: str | None) -> dict
     return rep
 
 
-def attach_reach(identity: int, out: Path, model_path: str | None) -> dict:
-    """Today's reach on a saved adapter: its centres made as the engine makes them (the upload's latent and its
-    view anchors), saved with it (atomically); the report's figures that a reach can change are measured again."""
+def attach_scope(identity: int, out: Path, model_path: str | None) -> dict:
+    """Today's scope on a saved adapter: its centres made as the engine makes them (the upload's latent and its
+    view anchors), saved with it (atomically); the report's figures that a scope can change are measured again."""
     import dataclasses
     import os
 
@@ -237,7 +237,7 @@ def attach_reach(identity: int, out: Path, model_path: str | None) -> dict:
 
     from legato_core import faceworld
     from legato_core.adapters import ODEAdapter
-    from legato_core.adapters.reach import Reach
+    from legato_core.adapters.scope import Scope
     from legato_core.backends.embedded import EmbeddedFaceBackend
     from legato_core.backends.registry import load_judge
     from legato_core.metrics import AdapterKnob, unlearning_report
@@ -256,7 +256,7 @@ def attach_reach(identity: int, out: Path, model_path: str | None) -> dict:
     seed = adapter.description.get("seed", cfg.seed)
     centres = torch.cat([w, view_anchors(backend, w, cfg.view_anchors, torch.Generator().manual_seed(seed))])
     unit = typical_radius(backend)
-    adapter.set_reach(Reach(centres, cfg.reach.inner * unit, cfg.reach.outer * unit))
+    adapter.set_scope(Scope(centres, cfg.scope.inner * unit, cfg.scope.outer * unit))
     tmp = adapter_path.with_suffix(".tmp.safetensors")
     adapter.save(tmp)
     os.replace(tmp, adapter_path)
@@ -264,12 +264,12 @@ def attach_reach(identity: int, out: Path, model_path: str | None) -> dict:
                             judge=load_judge("embedded", None, backend), **backend.report_sizes(None))
     changed = ("id_others", "id_others_each", "retention_mean", "retention_p5", "fd_judge",
                *(k for k in new if k.startswith("pixel_") or k.startswith("others_")))
-    rep["without_reach"] = {k: rep.get(k) for k in changed}
+    rep["without_scope"] = {k: rep.get(k) for k in changed}
     rep.update({k: new[k] for k in changed if k in new})
-    rep["reach"] = dataclasses.asdict(cfg.reach)
+    rep["scope"] = dataclasses.asdict(cfg.scope)
     report_path.write_text(json.dumps(rep, indent=2) + "\n")
-    print(f"{out.name}/{identity}: reach attached; retention {rep['without_reach']['retention_mean']:.3f} -> "
-          f"{rep['retention_mean']:.3f}, id_others {rep['without_reach']['id_others']:.3f} -> {rep['id_others']:.3f}",
+    print(f"{out.name}/{identity}: scope attached; retention {rep['without_scope']['retention_mean']:.3f} -> "
+          f"{rep['retention_mean']:.3f}, id_others {rep['without_scope']['id_others']:.3f} -> {rep['id_others']:.3f}",
           flush=True)
     return rep
 

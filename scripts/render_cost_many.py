@@ -3,10 +3,10 @@
     python scripts/render_cost_many.py [--k 1,10,100] [--repeats 40] [--people runs/many/people.safetensors]
 
 Adapters of the engine's shape (hidden 64 on the identity latent "w") with random weights: the cost does not
-depend on what they learned. Each gets a reach around one evaluation person: their upload's latent and the latents
+depend on what they learned. Each gets a scope around one evaluation person: their upload's latent and the latents
 of their 5 other photos as centres (``bench-many`` caches them in its work folder). A batch of 8 faces (4 of the
 forgotten people, 4 prior people) is drawn with the base, one adapter, the k adapters routed (``RequestLog``), the
-k adapters in a plain composition, and the k adapters without reaches. Median milliseconds over ``--repeats``.
+k adapters in a plain composition, and the k adapters without scopes. Median milliseconds over ``--repeats``.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ import torch  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
 from legato_core.adapters import ODEAdapter, active  # noqa: E402
-from legato_core.adapters.reach import Reach  # noqa: E402
 from legato_core.adapters.request_log import RequestLog  # noqa: E402
+from legato_core.adapters.scope import Scope  # noqa: E402
 from legato_core.backends.embedded import EmbeddedFaceBackend  # noqa: E402
 from legato_core.unlearning.engine import ForgetConfig  # noqa: E402
 from legato_core.unlearning.targets import typical_radius  # noqa: E402
@@ -55,8 +55,8 @@ def main() -> None:
         with torch.no_grad():
             for p in a.parameters():
                 p.copy_(torch.randn(p.shape, generator=g) * 0.05)
-        a.set_reach(Reach(torch.cat([people["w"][i:i + 1], people["ow"][i]]), cfg.reach.inner * unit,
-                          cfg.reach.outer * unit))
+        a.set_scope(Scope(torch.cat([people["w"][i:i + 1], people["ow"][i]]), cfg.scope.inner * unit,
+                          cfg.scope.outer * unit))
         adapters.append(a)
     batch = torch.cat([people["w"][:4], backend.sample_latents(4, torch.Generator().manual_seed(1))])
     views = backend.canonical_views(len(batch))
@@ -74,7 +74,7 @@ def main() -> None:
     base, one = ms(lambda: active(backend, [])), ms(lambda: active(backend, [(adapters[0], t)]))
     print(f"threads {args.threads}, {args.repeats} repeats, a batch of 8 faces; base {base:.1f} ms, one adapter "
           f"{one:.1f} ms")
-    print("| k | routed (RequestLog) ms | ÷ one adapter | plain composition ms | ÷ one | without reaches ms | ÷ one |")
+    print("| k | routed (RequestLog) ms | ÷ one adapter | plain composition ms | ÷ one | without scopes ms | ÷ one |")
     print("|---|---|---|---|---|---|---|")
     for k in ks:
         log = RequestLog.for_model(backend)

@@ -1,12 +1,12 @@
-"""Choose an adapter's reach (adapters/reach.py) on *validation* adapters: the table in docs/many.md.
+"""Choose an adapter's scope (adapters/scope.py) on *validation* adapters: the table in docs/many.md.
 
-    python scripts/tune_reach.py runs/tune16/P0-*.safetensors
+    python scripts/tune_scope.py runs/tune16/P0-*.safetensors
 
 Each adapter file needs its latents beside it (``NAME.pt`` with ``w``, the upload's latent, and ``ow``, five
-other photos of the person inverted, as ``SAVE=... scripts/tune_engine.py`` writes them). The reach's centres
+other photos of the person inverted, as ``SAVE=... scripts/tune_engine.py`` writes them). The scope's centres
 are the latents the engine trains as the person (the upload and its view anchors, made again as the engine
 makes them). Per setting: the judge's similarity of each person's other photos alone (base against adapted:
-does the reach still carry them along?), and with all adapters composed, retention and PSNR of 64 prior people.
+does the scope still carry them along?), and with all adapters composed, retention and PSNR of 64 prior people.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import legato_core.openmp  # noqa: E402, F401 - the CLI's OpenMP wait policy, be
 import torch  # noqa: E402
 # isort: on
 from legato_core.adapters import ODEAdapter, active  # noqa: E402
-from legato_core.adapters.reach import Reach  # noqa: E402
+from legato_core.adapters.scope import Scope  # noqa: E402
 from legato_core.backends.embedded import EmbeddedFaceBackend  # noqa: E402
 from legato_core.identity.model import load_identity_model  # noqa: E402
 from legato_core.metrics import identity_similarity, psnr  # noqa: E402
@@ -72,7 +72,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     for centres, inner, outer in SETTINGS:
         for a, s, anc in zip(adapters, saved, anchors, strict=True):
-            a.set_reach(None if centres == "none" else Reach(s["w"] if centres == "upload" else anc, inner * unit,
+            a.set_scope(None if centres == "none" else Scope(s["w"] if centres == "upload" else anc, inner * unit,
                                                             outer * unit))
         acts = [(a, a.config.t_max) for a in adapters]
         with torch.no_grad():

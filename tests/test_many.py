@@ -20,7 +20,7 @@ def test_forget_many_appends_to_a_log_and_requests_remove_takes_one_out(tmp_path
     listed = json.loads(capsys.readouterr().out)
     assert [r["key"] for r in listed["requests"]] == ["r0001", "r0002", "r0003"]
     assert [r["label"] for r in listed["requests"]] == ["identity 200040", "identity 200041", "identity 200042"]
-    assert all(r["reach"] for r in listed["requests"])  # every adapter acts only near its person
+    assert all(r["scope"] for r in listed["requests"])  # every adapter acts only near its person
     assert main(["requests", "remove", "--log", str(log), "--key", "r0002"]) == 0
     assert main(["requests", "list", "--log", str(log), "--json"]) == 0
     out = capsys.readouterr().out

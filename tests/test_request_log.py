@@ -1,4 +1,4 @@
-"""The model after many deletion requests: an adapter's reach, the request log as one file, and routed rendering
+"""The model after many deletion requests: an adapter's scope, the request log as one file, and routed rendering
 that is the plain composition bit for bit. Drawing tests use the embedded generator (the tiny random one draws
 the same face for every latent)."""
 
@@ -6,68 +6,68 @@ import pytest
 import torch
 
 from legato_core.adapters import AdapterMismatchError, ODEAdapter, ODEConfig, active
-from legato_core.adapters.reach import Reach
 from legato_core.adapters.request_log import RequestLog
+from legato_core.adapters.scope import Scope
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _person_adapter(backend, centre: torch.Tensor, seed: int, inner: float = 0.5, outer: float = 1.0):
-    """A random latent adapter with a reach around ``centre`` (1, D)."""
+    """A random latent adapter with a scope around ``centre`` (1, D)."""
     adapter = ODEAdapter.for_model(backend, ["w"], ODEConfig(hidden=16), {"seed": seed})
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in adapter.parameters():
             p.copy_(torch.randn(p.shape, generator=g) * 0.3)
-    adapter.set_reach(Reach(centre, inner, outer))
+    adapter.set_scope(Scope(centre, inner, outer))
     return adapter
 
 
 def _people(backend, n: int):
-    """n prior people; reaches of radius 1 around them do not overlap (prior latents are 1.4-2.6 apart)."""
+    """n prior people; scopes of radius 1 around them do not overlap (prior latents are 1.4-2.6 apart)."""
     return backend.sample_latents(n, torch.Generator().manual_seed(5))
 
 
-def test_a_reach_weighs_1_near_the_person_0_far_away_and_smoothly_between():
-    reach = Reach(torch.zeros(2, 4) + torch.tensor([[0.0], [10.0]]), inner=1.0, outer=2.0)
+def test_a_scope_weighs_1_near_the_person_0_far_away_and_smoothly_between():
+    scope = Scope(torch.zeros(2, 4) + torch.tensor([[0.0], [10.0]]), inner=1.0, outer=2.0)
     x = torch.tensor([[0.5, 0, 0, 0], [11, 10, 10, 10], [1.5, 0, 0, 0], [3, 0, 0, 0]], dtype=torch.float32)
-    w = reach.weight(x).squeeze(1)
+    w = scope.weight(x).squeeze(1)
     assert w[0] == 1 and w[1] == 1  # within inner of either centre
     assert 0 < w[2] < 1
     assert w[3] == 0
 
 
-def test_a_reach_is_refused_with_radii_out_of_order_or_no_centres():
+def test_a_scope_is_refused_with_radii_out_of_order_or_no_centres():
     with pytest.raises(ValueError, match="inner < outer"):
-        Reach(torch.zeros(1, 4), 2.0, 1.0)
+        Scope(torch.zeros(1, 4), 2.0, 1.0)
     with pytest.raises(ValueError, match="centres"):
-        Reach(torch.zeros(0, 4), 1.0, 2.0)
+        Scope(torch.zeros(0, 4), 1.0, 2.0)
 
 
-def test_an_adapter_with_a_reach_moves_the_person_as_without_and_leaves_far_latents_exactly(tiny_backend):
+def test_an_adapter_with_a_scope_moves_the_person_as_without_and_leaves_far_latents_exactly(tiny_backend):
     people = _people(tiny_backend, 3)
     adapter = _person_adapter(tiny_backend, people[:1], seed=1)
     free = _person_adapter(tiny_backend, people[:1], seed=1)
-    free.set_reach(None)
+    free.set_scope(None)
     moved = adapter.transform("w", people, 1.6)
     assert torch.equal(moved[0], free.transform("w", people, 1.6)[0])  # the person: the field bit for bit
-    assert torch.equal(moved[1:], people[1:])  # everyone out of reach: exactly as they came in
-    assert not torch.equal(free.transform("w", people, 1.6)[1:], people[1:])  # without a reach they move
+    assert torch.equal(moved[1:], people[1:])  # everyone out of scope: exactly as they came in
+    assert not torch.equal(free.transform("w", people, 1.6)[1:], people[1:])  # without a scope they move
 
 
-def test_a_reach_is_saved_and_restored_with_its_adapter(tiny_backend, tmp_path):
+def test_a_scope_is_saved_and_restored_with_its_adapter(tiny_backend, tmp_path):
     people = _people(tiny_backend, 2)
     adapter = _person_adapter(tiny_backend, people[:1], seed=2, inner=0.7, outer=1.3)
     loaded = ODEAdapter.load(adapter.save(tmp_path / "a.safetensors"), tiny_backend)
-    assert torch.equal(loaded.reach.centres, adapter.reach.centres)
-    assert (loaded.reach.inner, loaded.reach.outer) == (0.7, 1.3)
+    assert torch.equal(loaded.scope.centres, adapter.scope.centres)
+    assert (loaded.scope.inner, loaded.scope.outer) == (0.7, 1.3)
     assert torch.equal(loaded.transform("w", people, 1.0), adapter.transform("w", people, 1.0))
 
 
-def test_a_reach_needs_a_latent_site(tiny_backend):
+def test_a_scope_needs_a_latent_site(tiny_backend):
     conv_only = ODEAdapter.for_model(tiny_backend, ["b8"], ODEConfig(hidden=4))
     with pytest.raises(ValueError, match="latent sites"):
-        conv_only.set_reach(Reach(torch.zeros(1, 32), 0.5, 1.0))
+        conv_only.set_scope(Scope(torch.zeros(1, 32), 0.5, 1.0))
 
 
 def _log(backend, n: int) -> tuple[RequestLog, torch.Tensor]:
@@ -96,7 +96,7 @@ def test_routed_requests_draw_exactly_what_the_plain_composition_draws(embedded)
 
 def test_each_person_is_moved_by_their_own_request_and_nobody_else_moves(embedded):
     log, people = _log(embedded, 4)
-    bystanders = people.mean(0, keepdim=True) + 100  # out of every reach
+    bystanders = people.mean(0, keepdim=True) + 100  # out of every scope
     everyone = torch.cat([people, bystanders])
     base = _draw(embedded, [], everyone)
     drawn = _draw(embedded, log, everyone)

@@ -68,17 +68,17 @@ def _log_render(res, entries, latents, views) -> torch.Tensor:
         return quantize(res.base.render(latents, views))
 
 
-def _out_of_reach(entries, latents: torch.Tensor) -> torch.Tensor:
-    """Which rows of ``latents`` lie beyond every entry's reach (the model must draw them as the base did)."""
+def _out_of_scope(entries, latents: torch.Tensor) -> torch.Tensor:
+    """Which rows of ``latents`` lie beyond every entry's scope (the model must draw them as the base did)."""
     far = torch.ones(len(latents), dtype=torch.bool)
     for e in entries:
-        far &= e.adapter.reach.distance(latents) >= e.adapter.reach.outer
+        far &= e.adapter.scope.distance(latents) >= e.adapter.scope.outer
     return far
 
 
 def test_the_model_view_of_20_forgotten_people_is_the_request_logs_render(many, res):
     entries = list(many.entries.values())
-    assert len(entries) == N and all(e.ready and e.adapter.reach is not None for e in entries)
+    assert len(entries) == N and all(e.ready and e.adapter.scope is not None for e in entries)
     log = many.request_log()
     assert log.keys() == [e.key for e in entries] and [r.u for r in log.requests] == [1.0] * N
 
@@ -96,8 +96,8 @@ def test_the_model_view_of_20_forgotten_people_is_the_request_logs_render(many, 
 
     changed = (after.float() - before.float()).abs().amax(dim=(1, 2, 3))
     assert (changed[:N] > 8).all(), f"every forgotten person is drawn differently: {changed[:N].tolist()}"
-    far = _out_of_reach(entries, latents)
-    assert far[N:].any() and (changed[far] == 0).all(), "people beyond every reach are drawn exactly as before"
+    far = _out_of_scope(entries, latents)
+    assert far[N:].any() and (changed[far] == 0).all(), "people beyond every scope are drawn exactly as before"
 
     t0 = time.time()
     image = many.model_view()
@@ -121,10 +121,10 @@ def test_moving_one_slider_changes_that_request_alone(many, res):
         views = torch.cat([*(e.view for e in entries), other_views])
         rest = entries[:3] + entries[4:]
         assert torch.equal(moved, _log_render(res, rest, latents, views)), "u = 0: the model without that request"
-        if _out_of_reach(rest, latents[3:4])[0]:
+        if _out_of_scope(rest, latents[3:4])[0]:
             assert torch.equal(moved[3], before[3]), "at u = 0 that person is drawn by the base model again"
-        far = _out_of_reach([entries[3]], latents)
-        assert far.sum() > N // 2 and torch.equal(moved[far], after[far]), "everyone beyond its reach is untouched"
+        far = _out_of_scope([entries[3]], latents)
+        assert far.sum() > N // 2 and torch.equal(moved[far], after[far]), "everyone beyond its scope is untouched"
     finally:
         many.set_u(entries[3].key, 1.0)
     assert torch.equal(many.model_rows()[1], after)
@@ -146,11 +146,11 @@ def test_removing_a_request_gives_exactly_the_model_without_it(many, res):
     others, other_views, _ = res.model_others
     latents = torch.cat([*(e.latent for e in entries), others])  # the removed person stays in the batch
     views = torch.cat([*(e.view for e in entries), other_views])
-    alone = [i for i, e in enumerate(entries) if _out_of_reach([x for x in entries if x is not e], e.latent)[0]]
+    alone = [i for i, e in enumerate(entries) if _out_of_scope([x for x in entries if x is not e], e.latent)[0]]
     k = alone[len(alone) // 2]  # someone no other adapter reaches: once withdrawn, drawn by the base model
     gone = entries[k]
     with_it = many.model_render(latents, views)
-    reach = gone.adapter.reach
+    scope = gone.adapter.scope
     many.remove(gone.key)
     rest = [e for e in entries if e is not gone]
     assert list(many.entries.values()) == rest and gone.key not in many.request_log().keys()
@@ -159,10 +159,10 @@ def test_removing_a_request_gives_exactly_the_model_without_it(many, res):
     base = res.base
     with torch.inference_mode(), active(base, []):
         drawn_by_base = quantize(base.render(latents, views))
-    far = _out_of_reach(rest, latents)
+    far = _out_of_scope(rest, latents)
     assert far[k] and torch.equal(without[k], drawn_by_base[k]), "the removed person is drawn as the base did"
-    untouched = reach.distance(latents) >= reach.outer
-    untouched[:N] = False  # a forgotten person's own adapter moves them, and their path may cross its reach
+    untouched = scope.distance(latents) >= scope.outer
+    untouched[:N] = False  # a forgotten person's own adapter moves them, and their path may cross its scope
     assert untouched.any() and torch.equal(without[untouched], with_it[untouched]), "nobody else near it moved"
     keep = torch.tensor([i for i in range(len(latents)) if i != k])
     _, after, who = many.model_rows()

@@ -21,10 +21,10 @@ from torch import nn
 
 from .dial import DialMap, fields_digest
 from .ode import ODEConfig, make_field, solve
-from .reach import Reach, WeightedField
+from .scope import Scope, WeightedField
 
 FORMAT_VERSION = "1"
-REACH_KEY = "reach.centres"  # the reach's centres, stored beside the fields' tensors (not part of their digest)
+SCOPE_KEY = "scope.centres"  # the scope's centres, stored beside the fields' tensors (not part of their digest)
 
 
 class AdaptableModel(Protocol):
@@ -61,7 +61,7 @@ class ODEAdapter(nn.Module):
         self.base_model_id, self.base_weight_hash = base_model_id, base_weight_hash
         self.description = dict(description or {})
         self.dial: DialMap | None = None  # slider position u -> t, measured after training (calibration.py)
-        self.reach: Reach | None = None  # where the latent fields act (reach.py); None: everywhere
+        self.scope: Scope | None = None  # where the latent fields act (scope.py); None: everywhere
 
     @classmethod
     def for_model(cls, model: AdaptableModel, sites: list[str] | None = None, config: ODEConfig | None = None,
@@ -85,8 +85,8 @@ class ODEAdapter(nn.Module):
                 states[site] = [x]
             return x
         field = self.fields[site]
-        if self.reach is not None and self.site_kinds[site] == "latent":
-            field = WeightedField(field, self.reach.weight(x))
+        if self.scope is not None and self.site_kinds[site] == "latent":
+            field = WeightedField(field, self.scope.weight(x))
         if states is not None:
             out, states[site] = solve(field, x, intensity, self.config, return_states=True)
             return out
@@ -104,15 +104,15 @@ class ODEAdapter(nn.Module):
         """Content hash of the vector fields' weights (what a dial map is tied to)."""
         return fields_digest(self.fields.state_dict())
 
-    def set_reach(self, reach: Reach | None) -> None:
-        """Limit the latent fields to a ball around the person (``Reach``); None: they act everywhere."""
-        if reach is not None:
+    def set_scope(self, scope: Scope | None) -> None:
+        """Limit the latent fields to a ball around the person (``Scope``); None: they act everywhere."""
+        if scope is not None:
             dims = {c for name, c in self.site_channels.items() if self.site_kinds[name] == "latent"}
             if not dims:
-                raise ValueError("a reach applies to latent sites, and this adapter has none")
-            if reach.centres.shape[1] not in dims:
-                raise ValueError(f"the reach's centres are {reach.centres.shape[1]}-d, the latent sites {sorted(dims)}")
-        self.reach = reach
+                raise ValueError("a scope applies to latent sites, and this adapter has none")
+            if scope.centres.shape[1] not in dims:
+                raise ValueError(f"the scope's centres are {scope.centres.shape[1]}-d, the latent sites {sorted(dims)}")
+        self.scope = scope
 
     def set_dial(self, dial: DialMap | None) -> None:
         """Attach a dial map measured on this adapter (AdapterMismatchError if it was measured on another)."""
@@ -174,16 +174,16 @@ class ODEAdapter(nn.Module):
             meta["site_kinds"] = json.dumps(self.site_kinds)
         if self.dial is not None:
             meta["dial"] = self.dial.to_json()
-        if self.reach is not None:
-            meta["reach"] = self.reach.to_json()
+        if self.scope is not None:
+            meta["scope"] = self.scope.to_json()
         return meta
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.detach().contiguous().cpu() for k, v in self.fields.state_dict().items()}
-        if self.reach is not None:
-            tensors[REACH_KEY] = self.reach.centres.cpu()
+        if self.scope is not None:
+            tensors[SCOPE_KEY] = self.scope.centres.cpu()
         tmp = path.with_suffix(path.suffix + ".tmp")
         save_file(tensors, tmp, metadata=self.metadata())
         tmp.replace(path)  # atomic: a crash never leaves a half-written adapter
@@ -215,7 +215,7 @@ class ODEAdapter(nn.Module):
         adapter = cls(json.loads(meta["sites"]), ODEConfig(**json.loads(meta["ode"])), meta["base_model_id"],
                       meta["base_weight_hash"], json.loads(meta.get("description", "{}")),
                       json.loads(meta.get("site_kinds", "{}")))
-        centres = tensors.pop(REACH_KEY, None)
+        centres = tensors.pop(SCOPE_KEY, None)
         adapter.fields.load_state_dict(tensors)
         if "dial" in meta:
             try:
@@ -223,12 +223,12 @@ class ODEAdapter(nn.Module):
             except (ValueError, KeyError, TypeError) as e:
                 raise ValueError(f"{name} has an unreadable dial map ({e})") from e
             adapter.set_dial(dial)  # refuses a map measured on other weights
-        if (centres is None) != ("reach" not in meta):
-            raise ValueError(f"{name} has half a reach (its centres or its radii, not both)")
+        if (centres is None) != ("scope" not in meta):
+            raise ValueError(f"{name} has half a scope (its centres or its radii, not both)")
         if centres is not None:
             try:
-                adapter.set_reach(Reach.from_saved(centres, meta["reach"]))
+                adapter.set_scope(Scope.from_saved(centres, meta["scope"]))
             except (ValueError, KeyError, TypeError) as e:
-                raise ValueError(f"{name} has an unreadable reach ({e})") from e
+                raise ValueError(f"{name} has an unreadable scope ({e})") from e
         adapter.created = meta.get("created", "")
         return adapter

@@ -2,8 +2,8 @@
 
 Each request's adapter is trained on the base model alone, so adding request k+1 never touches requests 1..k and
 removing request j leaves exactly the model that requests 1..k without j would have given. The adapters run
-composed, in request order; :class:`RoutedRequests` runs them in one activation and skips every adapter whose reach
-(adapters/reach.py) holds none of the latents being drawn, so drawing with 100 requests costs about what drawing
+composed, in request order; :class:`RoutedRequests` runs them in one activation and skips every adapter whose scope
+(adapters/scope.py) holds none of the latents being drawn, so drawing with 100 requests costs about what drawing
 with one does.
 
     log = RequestLog.for_model(backend)
@@ -28,7 +28,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .activation import active
-from .adapter import REACH_KEY, AdaptableModel, AdapterMismatchError, ODEAdapter
+from .adapter import SCOPE_KEY, AdaptableModel, AdapterMismatchError, ODEAdapter
 
 LOG_FORMAT = "legato-request-log"
 LOG_FORMAT_VERSION = "1"
@@ -139,8 +139,8 @@ class RequestLog:
             meta = r.adapter.metadata()
             for k, v in r.adapter.fields.state_dict().items():
                 tensors[f"{r.key}/{k}"] = v.detach().contiguous().cpu()
-            if r.adapter.reach is not None:
-                tensors[f"{r.key}/{REACH_KEY}"] = r.adapter.reach.centres.cpu()
+            if r.adapter.scope is not None:
+                tensors[f"{r.key}/{SCOPE_KEY}"] = r.adapter.scope.centres.cpu()
             entries.append({"key": r.key, "label": r.label, "u": r.u, "created": r.created, "adapter": meta})
         metadata = {"format": LOG_FORMAT, "format_version": LOG_FORMAT_VERSION, "base_model_id": self.base_model_id,
                     "base_weight_hash": self.base_weight_hash, "requests": json.dumps(entries)}
@@ -179,15 +179,15 @@ class RequestLog:
 
 class RoutedRequests:
     """Every request of a log as one site adapter (``adapters.active`` takes it at intensity 1): the adapters run
-    in request order, each at its own t (times ``scale``), and only those whose reach holds one of the rows."""
+    in request order, each at its own t (times ``scale``), and only those whose scope holds one of the rows."""
 
     def __init__(self, activations: list[tuple[ODEAdapter, float]], scale: float = 1.0):
         if not 0 <= scale <= 1:
             raise ValueError(f"scale must be in [0, 1], got {scale}")
         self.activations = [(a, t * scale) for a, t in activations if t * scale > 0]
         self.fields = {site for a, _ in self.activations for site in a.fields}  # the sites it acts on
-        self._reached = [a for a, _ in self.activations if a.reach is not None]
-        self._centres = {}  # site -> (all reached adapters' centres, which adapter each row belongs to)
+        self._scoped = [a for a, _ in self.activations if a.scope is not None]
+        self._centres = {}  # site -> (all scoped adapters' centres, which adapter each row belongs to)
 
     def check_intensity(self, t: float) -> float:
         if float(t) != 1.0:
@@ -210,34 +210,34 @@ class RoutedRequests:
             a.to(device)
         return self
 
-    def _in_reach(self, x: torch.Tensor) -> set[int]:
-        """ids of the adapters with a reach that may hold a row of x, in one distance pass. A margin over the
+    def _in_scope(self, x: torch.Tensor) -> set[int]:
+        """ids of the adapters with a scope that may hold a row of x, in one distance pass. A margin over the
         outer radius keeps the routing conservative: an adapter it keeps whose weight is 0 changes nothing, so
         the result is the plain composition's whatever rounding the batched distances have."""
-        if not self._reached:
+        if not self._scoped:
             return set()
         if "all" not in self._centres:
-            centres = torch.cat([a.reach.centres for a in self._reached])
-            owner = torch.cat([torch.full((len(a.reach.centres),), i) for i, a in enumerate(self._reached)])
-            outer = torch.tensor([a.reach.outer * (1 + 1e-3) + 1e-4 for a in self._reached])
+            centres = torch.cat([a.scope.centres for a in self._scoped])
+            owner = torch.cat([torch.full((len(a.scope.centres),), i) for i, a in enumerate(self._scoped)])
+            outer = torch.tensor([a.scope.outer * (1 + 1e-3) + 1e-4 for a in self._scoped])
             self._centres["all"] = (centres, owner, outer)
         centres, owner, outer = self._centres["all"]
         near = torch.cdist(x.detach().float(), centres.to(x.device)) < outer.to(x.device)[owner]
-        return {id(self._reached[i]) for i in owner[near.any(0).cpu()].unique().tolist()}
+        return {id(self._scoped[i]) for i in owner[near.any(0).cpu()].unique().tolist()}
 
     def transform(self, site: str, x: torch.Tensor, intensity: float,
                   states: dict[str, list[torch.Tensor]] | None = None) -> torch.Tensor:
-        """Apply each request's adapter in turn, skipping those whose reach holds none of the rows as they stand
+        """Apply each request's adapter in turn, skipping those whose scope holds none of the rows as they stand
         (looked up again after each adapter that runs): the plain composition, bit for bit, at a fraction of
         its cost."""
         latent = x.dim() == 2
-        reached = self._in_reach(x) if latent else set()
+        in_scope = self._in_scope(x) if latent else set()
         for a, t in self.activations:
             if site not in a.fields:
                 continue
-            if latent and a.reach is not None and a.site_kinds[site] == "latent" and id(a) not in reached:
+            if latent and a.scope is not None and a.site_kinds[site] == "latent" and id(a) not in in_scope:
                 continue
             x = a.transform(site, x, t, states)
             if latent:
-                reached = self._in_reach(x)
+                in_scope = self._in_scope(x)
         return x

@@ -2,10 +2,10 @@
 
 A trained field moves every latent a little, not only the person's (median 0.22 latent units for random prior
 people on validation ids 100,600-100,609, invisible alone). Composed over ten people those moves add up: judge
-retention 0.75 (p5 0.27), others' PSNR 28.6 dB. A :class:`Reach` scales the field, per sample, by a weight read
+retention 0.75 (p5 0.27), others' PSNR 28.6 dB. A :class:`Scope` scales the field, per sample, by a weight read
 from where the sample *starts*: 1 within ``inner`` of any of the person's latents (the upload and its view
 anchors), 0 beyond ``outer``, smooth between. The person's own path is the field's bit for bit, and a latent out of
-reach leaves the adapter exactly as it came in. The radii and the measurements that chose them: docs/many.md.
+scope leaves the adapter exactly as it came in. The radii and the measurements that chose them: docs/many.md.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from torch import nn
 
 
 @dataclass(frozen=True)
-class Reach:
+class Scope:
     """The person's latents (m, D) and two radii in latent units (inner < outer)."""
 
     centres: torch.Tensor
@@ -27,9 +27,9 @@ class Reach:
 
     def __post_init__(self):
         if self.centres.dim() != 2 or len(self.centres) == 0:
-            raise ValueError(f"a reach needs centres of shape (m, D) with m >= 1, got {tuple(self.centres.shape)}")
+            raise ValueError(f"a scope needs centres of shape (m, D) with m >= 1, got {tuple(self.centres.shape)}")
         if not 0 <= self.inner < self.outer:
-            raise ValueError(f"a reach needs 0 <= inner < outer, got inner={self.inner}, outer={self.outer}")
+            raise ValueError(f"a scope needs 0 <= inner < outer, got inner={self.inner}, outer={self.outer}")
         object.__setattr__(self, "centres", self.centres.detach().float().contiguous())
 
     def distance(self, x: torch.Tensor) -> torch.Tensor:
@@ -45,7 +45,7 @@ class Reach:
         return json.dumps({"inner": self.inner, "outer": self.outer})
 
     @classmethod
-    def from_saved(cls, centres: torch.Tensor, text: str) -> Reach:
+    def from_saved(cls, centres: torch.Tensor, text: str) -> Scope:
         d = json.loads(text)
         return cls(centres, float(d["inner"]), float(d["outer"]))
 

@@ -1,7 +1,7 @@
 """The "many" benchmark: k people forgotten one after another (or at once), scored after the k-th request.
 
-Methods: ``legato`` (one adapter per request, each within its reach, routed: the model of ``RequestLog``),
-``legato-composed`` (the same adapters without their reach, simply composed: the project before session 18),
+Methods: ``legato`` (one adapter per request, each within its scope, routed: the model of ``RequestLog``),
+``legato-composed`` (the same adapters without their scope, simply composed: the project before session 18),
 ``lora`` (a low-rank adapter per request, composed) and ``guide`` (the whole generator fine-tuned once per
 request, each time from the model the previous requests left). ``legato`` also runs in ``batch`` mode (one run
 per k). At each k: how many of the k the judge calls forgotten, whether the first 10 still are, the person's
@@ -136,18 +136,18 @@ def evaluate(backend, knob: _Knob, one: _Knob, people: dict, k: int, judge, repe
             "render_ms": ms, "render_ms_one_adapter": ms_one, "render_ratio": ms / ms_one}
 
 
-def in_another_reach(log: RequestLog, latents: torch.Tensor) -> int:
-    """How many of the people (row i: request i's person) some other request's reach holds (weight > 0)."""
+def in_another_scope(log: RequestLog, latents: torch.Tensor) -> int:
+    """How many of the people (row i: request i's person) some other request's scope holds (weight > 0)."""
     hit = 0
     for i in range(len(log.requests)):
-        others = [o.adapter.reach for j, o in enumerate(log.requests) if j != i and o.adapter.reach is not None]
-        hit += any(float(reach.weight(latents[i:i + 1])) > 0 for reach in others)
+        others = [o.adapter.scope for j, o in enumerate(log.requests) if j != i and o.adapter.scope is not None]
+        hit += any(float(scope.weight(latents[i:i + 1])) > 0 for scope in others)
     return hit
 
 
-def _without_reach(adapter: ODEAdapter) -> ODEAdapter:
+def _without_scope(adapter: ODEAdapter) -> ODEAdapter:
     out = copy.deepcopy(adapter)
-    out.set_reach(None)
+    out.set_scope(None)
     return out
 
 
@@ -223,9 +223,9 @@ def run_many(backend, config: ManyConfig, out: str | Path, work: str | Path,
                 upto.add(r.adapter, r.label, r.u, r.key, r.created)
             if "legato" in want and not record.has("legato", "sequential", k):
                 score("legato", "sequential", k, _Knob(backend, lambda u=upto: u.active(backend)), one, secs,
-                      {"people_in_another_reach": in_another_reach(upto, people["w"][:k])})
+                      {"people_in_another_scope": in_another_scope(upto, people["w"][:k])})
             if "legato-composed" in want and not record.has("legato-composed", "sequential", k):
-                acts = [(_without_reach(r.adapter), r.t) for r in upto.requests]
+                acts = [(_without_scope(r.adapter), r.t) for r in upto.requests]
                 one_free = _Knob(backend, lambda a=acts[0]: active(backend, [a]))
                 score("legato-composed", "sequential", k, _Knob(backend, lambda a=acts: active(backend, a)),
                       one_free, secs, {})
@@ -246,7 +246,7 @@ def run_many(backend, config: ManyConfig, out: str | Path, work: str | Path,
                 one = _Knob(backend, lambda f=first: active(backend, [(f.adapter, f.t)]))
                 score("legato", "batch", k, _Knob(backend, lambda b=batch_log: b.active(backend)), one,
                       [total[0] / k], {"batch_seconds_total": total[0],
-                                       "people_in_another_reach": in_another_reach(batch_log, people["w"][:k])})
+                                       "people_in_another_scope": in_another_scope(batch_log, people["w"][:k])})
     if "lora" in want:
         adapters: list[LowRankAdapter] = []
         secs = seconds.get("lora-sequential", [])

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from ..adapters import ODEAdapter, ODEConfig, active
-from ..adapters.reach import Reach
+from ..adapters.scope import Scope
 from ..backends.base import renders_fast
 from .anchors import view_anchors
 from .calibration import CalibrationConfig, calibrate_dial
@@ -27,10 +27,10 @@ from .targets import TargetConfig, make_target, typical_radius
 
 
 @dataclass
-class ReachConfig:
-    """Radii of an adapter's reach (adapters/reach.py) in typical radii of the latent space (|w - w_avg|, 1.86 on
+class ScopeConfig:
+    """Radii of an adapter's scope (adapters/scope.py) in typical radii of the latent space (|w - w_avg|, 1.86 on
     the embedded generator): full strength within ``inner`` of the person's latents, none beyond ``outer``.
-    0.75 / 1.0 held every other photo of 10 validation people as without a reach, and kept ten composed adapters
+    0.75 / 1.0 held every other photo of 10 validation people as without a scope, and kept ten composed adapters
     off 64 other people (judge retention 0.75 -> 1.00; docs/many.md)."""
 
     inner: float = 0.75
@@ -38,7 +38,7 @@ class ReachConfig:
 
     def __post_init__(self):
         if not 0 <= self.inner < self.outer:
-            raise ValueError(f"reach radii need 0 <= inner < outer, got {self.inner}, {self.outer}")
+            raise ValueError(f"scope radii need 0 <= inner < outer, got {self.inner}, {self.outer}")
 
 
 @dataclass
@@ -59,7 +59,7 @@ class ForgetConfig:
     # adjacency radius (w_u + lam (w_r - w_u), lam ~ U(0.5, 1)): the people most at risk of being forgotten too
     preservation_near: int = 0
     adjacency_radius: float = 1.5  # alpha ~ U(0, r * typical |w - w_avg|): GUIDE's U(0, 15) rescaled
-    # "prior": GUIDE's offsets, towards random identities (at a large radius they reach those people, whom the
+    # "prior": GUIDE's offsets, towards random identities (at a large radius they scope those people, whom the
     # preservation loss holds in place); "isotropic": random directions of the latent space
     adjacency_directions: str = "prior"
     # of the adjacency samples, this many point in random directions instead, at most ``isotropic_radius``
@@ -75,7 +75,7 @@ class ForgetConfig:
     # reference hidden width 256 is for 512-channel EG3D blocks; 64 keeps adapters < 2 % of this generator
     ode: ODEConfig = field(default_factory=lambda: ODEConfig(hidden=64))
     # preservation 9 and its identity term 0.6 (the reference has none) keep everyone else; trajectory 100 makes
-    # the latent's path even and straight (1 changed nothing measurable, 1000 no longer reaches the target)
+    # the latent's path even and straight (1 changed nothing measurable, 1000 no longer scopes the target)
     weights: LossWeights = field(default_factory=lambda: LossWeights(preservation=9.0, preservation_identity=0.6,
                                                                      pixel_l1=3.0, trajectory=100.0))
 
@@ -84,7 +84,7 @@ class ForgetConfig:
     calibration: CalibrationConfig | None = field(default_factory=CalibrationConfig)
     # after training, limit latent fields to a ball around the person's latents, so that adapters of many people
     # compose without moving anyone else (None: the field acts everywhere, as before session 18)
-    reach: ReachConfig | None = field(default_factory=ReachConfig)
+    scope: ScopeConfig | None = field(default_factory=ScopeConfig)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -115,8 +115,8 @@ class ForgetConfig:
         d["weights"] = LossWeights(**d.get("weights", {}))
         if d.get("calibration") is not None:
             d["calibration"] = CalibrationConfig(**d["calibration"])
-        if d.get("reach") is not None:
-            d["reach"] = ReachConfig(**d["reach"])
+        if d.get("scope") is not None:
+            d["scope"] = ScopeConfig(**d["scope"])
         return cls(**d)
 
 
@@ -214,9 +214,9 @@ def train_adapter(backend, w_u: torch.Tensor, config: ForgetConfig,
         del objective  # a run's frozen trajectories (GPU memory) go with it, finished or not
     for p in adapter.parameters():
         p.requires_grad_(False)
-    if config.reach is not None and "latent" in adapter.site_kinds.values():
+    if config.scope is not None and "latent" in adapter.site_kinds.values():
         unit = typical_radius(backend)
-        adapter.set_reach(Reach(w_u, config.reach.inner * unit, config.reach.outer * unit))
+        adapter.set_scope(Scope(w_u, config.scope.inner * unit, config.scope.outer * unit))
     if config.calibration is not None and renders_fast(backend):
         adapter.set_dial(calibrate_dial(backend, adapter, w_u[:1], config.calibration))
     return ForgetResult(adapter, w_u, w_target, history, time.time() - t0, config)

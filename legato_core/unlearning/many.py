@@ -1,7 +1,7 @@
 """Forgetting many people: a stream of requests (one run each) or a batch (one run), into one ``RequestLog``.
 
-Each person gets their own adapter, trained on the base model alone and limited to a reach around them
-(adapters/reach.py), so a request never retrains or disturbs another and withdrawing one is exact. What a batch
+Each person gets their own adapter, trained on the base model alone and limited to a scope around them
+(adapters/scope.py), so a request never retrains or disturbs another and withdrawing one is exact. What a batch
 shares is the run: the substitute faces are chosen together (each person their own, never one of the others) from
 one rendering of the candidate pool.
 """
