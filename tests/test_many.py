@@ -56,3 +56,16 @@ def test_the_many_table_has_one_row_per_method_mode_and_k():
     rows = [line for line in table.splitlines() if line.startswith("| legato") or line.startswith("| guide")]
     assert len(rows) == 2
     assert "| 9/10 | 9/10 | 7/10 | 0.990 | 0.950 | 41.2 | 47.0 | 1.10 |" in rows[0]
+
+
+def test_the_substitute_pool_is_rendered_once_per_backend_and_gives_the_same_targets(embedded):
+    from legato_core.unlearning import targets
+
+    people = embedded.sample_latents(2, torch.Generator().manual_seed(12))
+    cfg = TargetConfig(pool_size=32, pool_seed=3)
+    targets._POOLS.pop(embedded, None)
+    first, d1 = make_target(embedded, people, cfg)
+    cached = targets._POOLS[embedded]
+    again, d2 = make_target(embedded, people, cfg)
+    assert targets._POOLS[embedded] is cached and len(cached) == 1
+    assert torch.equal(first, again) and d1["pool_index"] == d2["pool_index"]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import asdict, dataclass, fields
 
 import torch
 
+from ..adapters import active
 from ..backends.base import renders_fast
 from ..metrics import central_change, manifold_psnr
 
@@ -119,6 +121,29 @@ def make_target(backend, w_u: torch.Tensor, cfg: TargetConfig, distinct: bool = 
     return pool[idx].clone(), desc
 
 
+_POOLS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # backend -> {pool key: rendered pool}
+
+
+@torch.no_grad()
+def _rendered_pool(backend, cfg: TargetConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The candidate pool's latents, renders (P, views, 3, H, W) and loss-network embeddings (P, views, E), made
+    once per backend and pool: every forget run on a backend searches the same seeded pool (6-7 s of each run on
+    2 cores, where many people are forgotten one after another). Kept for the backend's life, one pool at a time."""
+    k = cfg.stop_views
+    key = (backend.weight_hash(), cfg.pool_size, cfg.pool_seed, k)
+    cache = _POOLS.setdefault(backend, {})
+    if key not in cache:
+        views = backend.canonical_views(k)
+        pool = backend.sample_latents(cfg.pool_size, torch.Generator().manual_seed(cfg.pool_seed))
+        with active(backend, []):  # the base model's faces, whatever the caller has active
+            img = torch.cat([backend.render(c.repeat_interleave(k, 0), views.repeat(len(c), 1))
+                             for c in pool.split(64)])
+        e_pool = backend.loss_identity_model().embed(img).view(len(pool), k, -1)
+        cache.clear()
+        cache[key] = (pool, img.view(len(pool), k, *img.shape[1:]), e_pool)
+    return cache[key]
+
+
 @torch.no_grad()
 def substitute_target(backend, w_u: torch.Tensor, cfg: TargetConfig, desc: dict,
                       distinct: bool = False) -> tuple[torch.Tensor, dict]:
@@ -130,10 +155,7 @@ def substitute_target(backend, w_u: torch.Tensor, cfg: TargetConfig, desc: dict,
     arcface = backend.loss_identity_model()
     k = cfg.stop_views
     views = backend.canonical_views(k)
-    pool = backend.sample_latents(cfg.pool_size, torch.Generator().manual_seed(cfg.pool_seed))
-    pool_img = torch.cat([backend.render(c.repeat_interleave(k, 0), views.repeat(len(c), 1)) for c in pool.split(64)])
-    e_pool = arcface.embed(pool_img).view(len(pool), k, -1)
-    pool_img = pool_img.view(len(pool), k, *pool_img.shape[1:])
+    pool, pool_img, e_pool = _rendered_pool(backend, cfg)
     person = backend.render(w_u.repeat_interleave(k, 0), views.repeat(len(w_u), 1))
     e_u = arcface.embed(person).view(len(w_u), k, -1)
     person = person.view(len(w_u), k, *person.shape[1:])
