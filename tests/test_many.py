@@ -50,12 +50,13 @@ def test_the_many_benchmark_scores_only_evaluation_ids_and_known_methods():
 
 def test_the_many_table_has_one_row_per_method_mode_and_k():
     rec = {"forgotten": 9, "first10_forgotten": 9, "first10_checked": 10, "id_others_below": 7, "retention_mean": 0.99,
-           "retention_p5": 0.95, "others_psnr_db_mean": 41.23, "seconds_per_request_median": 47.0, "render_ratio": 1.1}
+           "retention_p5": 0.95,
+           "others_changed": 12, "others_psnr_db_pooled": 41.23, "seconds_per_request_median": 47.0, "render_ratio": 1.1}
     table = results_markdown({"records": [{"method": "legato", "mode": "sequential", "k": 10, **rec},
                                           {"method": "guide", "mode": "sequential", "k": 10, **rec}]})
     rows = [line for line in table.splitlines() if line.startswith("| legato") or line.startswith("| guide")]
     assert len(rows) == 2
-    assert "| 9/10 | 9/10 | 7/10 | 0.990 | 0.950 | 41.2 | 47.0 | 1.10 |" in rows[0]
+    assert "| 9/10 | 9/10 | 7/10 | 0.990 | 0.950 | 12 | 41.2 | 47.0 | 1.10 |" in rows[0]
 
 
 def test_the_substitute_pool_is_rendered_once_per_backend_and_gives_the_same_targets(embedded):

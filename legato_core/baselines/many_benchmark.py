@@ -305,7 +305,8 @@ def _lora_sites(backend) -> dict[str, int]:
 
 _COLUMNS = [("forgotten", "forgotten"), ("first10_forgotten", "first 10 still forgotten"),
             ("id_others_below", "other photos forgotten"), ("retention_mean", "retention mean"),
-            ("retention_p5", "retention p5"), ("others_psnr_db_mean", "others' PSNR dB"),
+            ("retention_p5", "retention p5"), ("others_changed", "others changed (of 64)"),
+            ("others_psnr_db_pooled", "others' PSNR dB (pooled)"),
             ("seconds_per_request_median", "s / request (median)"), ("render_ratio", "render ÷ one adapter")]
 
 
@@ -322,8 +323,8 @@ def results_markdown(data: dict) -> str:
             elif key == "first10_forgotten":
                 cells.append(f"{v}/{r['first10_checked']}")
             elif isinstance(v, float):
-                cells.append(f"{v:.1f}" if key in ("others_psnr_db_mean", "seconds_per_request_median") else f"{v:.3f}"
-                             if key.startswith("retention") else f"{v:.2f}")
+                one_place = key in ("others_psnr_db_pooled", "seconds_per_request_median")
+                cells.append(f"{v:.1f}" if one_place else f"{v:.3f}" if key.startswith("retention") else f"{v:.2f}")
             else:
                 cells.append("–" if v is None else str(v))
         lines.append(f"| {r['method']} | {r['mode']} | {r['k']} | " + " | ".join(cells) + " |")
@@ -340,7 +341,7 @@ def write_many_outputs(data: dict, out: Path) -> list[Path]:
     (out / "results.json").write_text(json.dumps(data, indent=1))
     (out / "results.md").write_text(f"`{data.get('command', '')}`\n\n" + results_markdown(data))
     panels = [("forgotten_fraction", "fraction of the k forgotten"), ("retention_mean", "retention (64 others)"),
-              ("others_psnr_db_mean", "others' PSNR (dB)"), ("render_ratio", "render time ÷ one adapter")]
+              ("others_psnr_db_pooled", "others' PSNR (dB, pooled)"), ("render_ratio", "render time ÷ one adapter")]
     fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[t for _, t in panels])
     lines = sorted({(r["method"], r["mode"]) for r in data["records"]})
     colors = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"]
