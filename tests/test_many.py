@@ -50,8 +50,8 @@ def test_the_many_benchmark_scores_only_evaluation_ids_and_known_methods():
 
 def test_the_many_table_has_one_row_per_method_mode_and_k():
     rec = {"forgotten": 9, "first10_forgotten": 9, "first10_checked": 10, "id_others_below": 7, "retention_mean": 0.99,
-           "retention_p5": 0.95,
-           "others_changed": 12, "others_psnr_db_pooled": 41.23, "seconds_per_request_median": 47.0, "render_ratio": 1.1}
+           "retention_p5": 0.95, "others_changed": 12, "others_psnr_db_pooled": 41.23,
+           "seconds_per_request_median": 47.0, "render_ratio": 1.1}
     table = results_markdown({"records": [{"method": "legato", "mode": "sequential", "k": 10, **rec},
                                           {"method": "guide", "mode": "sequential", "k": 10, **rec}]})
     rows = [line for line in table.splitlines() if line.startswith("| legato") or line.startswith("| guide")]
