@@ -61,21 +61,21 @@ def main() -> None:
     batch = torch.cat([people["w"][:4], backend.sample_latents(4, torch.Generator().manual_seed(1))])
     views = backend.canonical_views(len(batch))
 
-    def ms(context) -> float:
-        times = []
+    def medians(contexts: list) -> list[float]:
+        """Median ms of each context, measured round-robin so that a busy machine slows all of them alike."""
+        times: list[list[float]] = [[] for _ in contexts]
         for _ in range(args.repeats):
-            with torch.no_grad(), context():
-                t0 = time.perf_counter()
-                backend.render(batch, views)
-                times.append(time.perf_counter() - t0)
-        return 1000 * statistics.median(times)
+            for i, context in enumerate(contexts):
+                with torch.no_grad(), context():
+                    t0 = time.perf_counter()
+                    backend.render(batch, views)
+                    times[i].append(time.perf_counter() - t0)
+        return [1000 * statistics.median(ts) for ts in times]
 
     t = cfg.ode.t_max
-    base, one = ms(lambda: active(backend, [])), ms(lambda: active(backend, [(adapters[0], t)]))
-    print(f"threads {args.threads}, {args.repeats} repeats, a batch of 8 faces; base {base:.1f} ms, one adapter "
-          f"{one:.1f} ms")
-    print("| k | routed (RequestLog) ms | ÷ one adapter | plain composition ms | ÷ one | without scopes ms | ÷ one |")
-    print("|---|---|---|---|---|---|---|")
+    print(f"threads {args.threads}, {args.repeats} repeats, round-robin, a batch of 8 faces (ms, median)")
+    print("| k | base | one adapter | routed (RequestLog) | ÷ one | plain composition | ÷ one | unscoped | ÷ one |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for k in ks:
         log = RequestLog.for_model(backend)
         for a in adapters[:k]:
@@ -85,11 +85,12 @@ def main() -> None:
             b = ODEAdapter.for_model(backend, ["w"], cfg.ode)
             b.load_state_dict(a.state_dict())
             free.append((b, t))
-        routed = ms(lambda lg=log: lg.active(backend))
-        plain = ms(lambda lg=log: active(backend, lg.activations()))
-        unreached = ms(lambda f=free: active(backend, f))
-        print(f"| {k} | {routed:.1f} | {routed / one:.2f} | {plain:.1f} | {plain / one:.2f} | {unreached:.1f} | "
-              f"{unreached / one:.2f} |")
+        base, one, routed, plain, unscoped = medians([
+            lambda: active(backend, []), lambda: active(backend, [(adapters[0], t)]),
+            lambda lg=log: lg.active(backend), lambda lg=log: active(backend, lg.activations()),
+            lambda f=free: active(backend, f)])
+        print(f"| {k} | {base:.1f} | {one:.1f} | {routed:.1f} | {routed / one:.2f} | {plain:.1f} | {plain / one:.2f} | "
+              f"{unscoped:.1f} | {unscoped / one:.2f} |")
 
 
 if __name__ == "__main__":
