@@ -350,8 +350,10 @@ def write_many_outputs(data: dict, out: Path) -> list[Path]:
         for c, (key, _) in enumerate(panels):
             fig.add_scatter(x=[r["k"] for r in rows], y=[r[key] for r in rows], mode="lines+markers",
                             name=f"{method} ({mode})", legendgroup=f"{method}{mode}", showlegend=c == 0,
-                            line={"color": colors[i % len(colors)]}, row=1, col=c + 1)
+                            line={"color": colors[i % len(colors)], "dash": "dash" if mode == "batch" else "solid"},
+                            marker={"size": 9 if mode == "batch" else 6}, row=1, col=c + 1)
     fig.update_xaxes(type="log", title_text="k (people forgotten)")
+    fig.update_yaxes(range=[0, 1.05], row=1, col=1)
     fig.update_layout(height=380, width=1400, title="Many people: the model after k deletion requests")
     paths = [out / "results.json", out / "results.md", write_html(fig, out / "against_k.html")]
     try:
