@@ -495,7 +495,8 @@ def _cmd_bench_many(args) -> int:
     spec.check()
     backend = spec.load()
     data = run_many(backend, cfg, args.out, args.work)
-    data["command"] = " ".join(["python -m legato_core", *sys.argv[1:]])
+    command = " ".join(["python -m legato_core", *sys.argv[1:]])
+    data["commands"] = [c for c in data.get("commands", []) if c != command] + [command]
     from .baselines.many_benchmark import write_many_outputs
 
     paths = write_many_outputs(data, Path(args.out))

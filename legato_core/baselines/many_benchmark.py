@@ -157,7 +157,8 @@ class _Record:
     def __init__(self, out: Path, config: ManyConfig, threshold: float):
         self.path = out / "results.json"
         old = json.loads(self.path.read_text()) if self.path.exists() else {}
-        self.data = {"config": asdict(config), "threshold": threshold, "records": old.get("records", [])}
+        self.data = {"config": asdict(config), "threshold": threshold, "records": old.get("records", []),
+                     "commands": old.get("commands", [])}  # every run that added records, in order
 
     def has(self, method: str, mode: str, k: int) -> bool:
         return any(r["method"] == method and r["mode"] == mode and r["k"] == k for r in self.data["records"])
@@ -339,7 +340,8 @@ def write_many_outputs(data: dict, out: Path) -> list[Path]:
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(data, indent=1))
-    (out / "results.md").write_text(f"`{data.get('command', '')}`\n\n" + results_markdown(data))
+    commands = "\n".join(data.get("commands", [])) or data.get("command", "")
+    (out / "results.md").write_text(f"Made by, in this order:\n\n```bash\n{commands}\n```\n\n" + results_markdown(data))
     panels = [("forgotten_fraction", "fraction of the k forgotten"), ("retention_mean", "retention (64 others)"),
               ("others_psnr_db_pooled", "others' PSNR (dB, pooled)"), ("render_ratio", "render time ÷ one adapter")]
     fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[t for _, t in panels])
