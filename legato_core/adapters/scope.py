@@ -1,7 +1,8 @@
 """Where a latent adapter acts: a ball around the person's latents, so that many adapters can share one model.
 
 A trained field moves every latent a little, not only the person's: invisible for one adapter, but composed over
-ten people those moves add up (judge retention 0.75, p5 0.27, others' PSNR 28.6 dB; docs/many.md). A :class:`Scope` scales the field, per sample, by a weight read
+ten people those moves add up (judge retention 0.75, p5 0.27, others' PSNR 28.6 dB; docs/many.md). A
+:class:`Scope` scales the field, per sample, by a weight read
 from where the sample *starts*: 1 within ``inner`` of any of the person's latents (the upload and its view
 anchors), 0 beyond ``outer``, smooth between. The person's own path is the field's bit for bit, and a latent out of
 scope leaves the adapter exactly as it came in. The radii and the measurements that chose them: docs/many.md.
