@@ -39,6 +39,15 @@ class AdaptableModel(Protocol):
     def prepare_adapter(self, adapter: nn.Module) -> None: ...
 
 
+def read_safetensors(path: Path, what: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(tensors, metadata) of a safetensors file, or a ValueError that names the file and ``what`` it should be."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}, f.metadata() or {}
+    except Exception as e:
+        raise ValueError(f"{path.name} is not a readable safetensors {what} ({type(e).__name__}: {e})") from e
+
+
 class AdapterMismatchError(ValueError):
     """Raised when an adapter is attached to or loaded for a base model it was not trained on."""
 
@@ -178,12 +187,17 @@ class ODEAdapter(nn.Module):
             meta["scope"] = self.scope.to_json()
         return meta
 
-    def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """What the adapter's file stores: the fields' weights and, with a scope, its centres."""
         tensors = {k: v.detach().contiguous().cpu() for k, v in self.fields.state_dict().items()}
         if self.scope is not None:
             tensors[SCOPE_KEY] = self.scope.centres.cpu()
+        return tensors
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tensors = self.tensors()
         tmp = path.with_suffix(path.suffix + ".tmp")
         save_file(tensors, tmp, metadata=self.metadata())
         tmp.replace(path)  # atomic: a crash never leaves a half-written adapter
@@ -193,12 +207,7 @@ class ODEAdapter(nn.Module):
     def load(cls, path: str | Path, model: AdaptableModel | None = None) -> ODEAdapter:
         """Load an adapter file; with ``model``, refuse (AdapterMismatchError) if it belongs to another base."""
         path = Path(path)
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
-                tensors = {k: f.get_tensor(k) for k in f.keys()}
-        except Exception as e:
-            raise ValueError(f"{path.name} is not a readable safetensors adapter ({type(e).__name__}: {e})") from e
+        tensors, meta = read_safetensors(path, "adapter")
         adapter = cls.from_tensors(tensors, meta, path.name)
         if model is not None:
             adapter.check_base(model)

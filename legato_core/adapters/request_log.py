@@ -24,11 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .activation import active
-from .adapter import SCOPE_KEY, AdaptableModel, AdapterMismatchError, ODEAdapter
+from .adapter import AdaptableModel, AdapterMismatchError, ODEAdapter, read_safetensors
 
 LOG_FORMAT = "legato-request-log"
 LOG_FORMAT_VERSION = "1"
@@ -137,10 +136,7 @@ class RequestLog:
         tensors, entries = {}, []
         for r in self.requests:
             meta = r.adapter.metadata()
-            for k, v in r.adapter.fields.state_dict().items():
-                tensors[f"{r.key}/{k}"] = v.detach().contiguous().cpu()
-            if r.adapter.scope is not None:
-                tensors[f"{r.key}/{SCOPE_KEY}"] = r.adapter.scope.centres.cpu()
+            tensors.update({f"{r.key}/{k}": v for k, v in r.adapter.tensors().items()})
             entries.append({"key": r.key, "label": r.label, "u": r.u, "created": r.created, "adapter": meta})
         metadata = {"format": LOG_FORMAT, "format_version": LOG_FORMAT_VERSION, "base_model_id": self.base_model_id,
                     "base_weight_hash": self.base_weight_hash, "requests": json.dumps(entries)}
@@ -153,12 +149,7 @@ class RequestLog:
     def load(cls, path: str | Path, model: AdaptableModel | None = None) -> RequestLog:
         """Read a log file; with ``model``, refuse (AdapterMismatchError) a log made for another base model."""
         path = Path(path)
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
-                tensors = {k: f.get_tensor(k) for k in f.keys()}
-        except Exception as e:
-            raise ValueError(f"{path.name} is not a readable safetensors request log ({type(e).__name__}: {e})") from e
+        tensors, meta = read_safetensors(path, "request log")
         if meta.get("format") != LOG_FORMAT:
             raise ValueError(f"{path.name} is not a legato request log (metadata format={meta.get('format')!r})")
         if meta.get("format_version") != LOG_FORMAT_VERSION:
