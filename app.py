@@ -119,7 +119,9 @@ INTRO = (
     "The checkbox **advanced: raw ODE time t** under the slider shows the adapter's own knob instead, the ODE's "
     "integration time t from 0 to T = 1.6 (the paper's view), where equal steps can change the face very "
     "unevenly.\n\n"
-    "1. Drop a face, or pick a face-world identity. 2. Press **Forget**. 3. Move the **forgetting** slider."
+    "1. Drop a face, or pick a face-world identity. 2. Press **Forget**. 3. Move the **forgetting** slider. "
+    "4. Press **Try to bring them back**: an attacker inverts the person's photo into the model and shows what "
+    "comes out. Tick **Robust** before Forget so that this does not bring them back."
 )
 
 U_LABEL = ("forgetting: 0 = the original model, 1 = fully forgotten; equal steps take equal steps away from the "
@@ -516,6 +518,9 @@ def _layout(default_steps: int, backend_label: str, face_world: bool) -> SimpleN
             steps = gr.Slider(1, MAX_STEPS, value=default_steps, step=1, label="training steps",
                               info=f"{ForgetConfig().steps} is the default; fewer is faster and forgets less",
                               elem_id="steps")
+            robust = gr.Checkbox(False, label="Robust: forget every face the model draws as this person, so that "
+                                              "re-inverting their photo does not bring them back",
+                                 elem_id="robust")
             with gr.Row():
                 forget_btn = gr.Button("Forget", variant="primary", elem_id="forget_btn")
                 cancel_btn = gr.Button("Cancel", variant="stop", elem_id="cancel_btn")
@@ -551,6 +556,17 @@ def _layout(default_steps: int, backend_label: str, face_world: bool) -> SimpleN
             adapter_upload = gr.File(label="Restore an adapter (.safetensors)", file_types=[".safetensors"],
                                      height=120, elem_id="adapter_upload")
             _files_only(adapter_upload)
+    gr.Markdown("### Does forgetting hold?\nAn attacker with the person's photo inverts it into the model as the "
+                "slider sets it (200 steps of the model's own inversion) and shows what comes out; the judge, a "
+                "network that trained nothing here, says whether it is the person again.")
+    with gr.Row():
+        with gr.Column(scale=1, min_width=200):
+            attack_btn = gr.Button("Try to bring them back", elem_id="attack_btn")
+        with gr.Column(scale=2):
+            attack_image = gr.Image(label="their photo · what the attacker got", interactive=False, height=220,
+                                    elem_id="attack_image", buttons=[])
+        with gr.Column(scale=2):
+            attack_text = gr.Markdown("", elem_id="attack_text")
     gr.Markdown("## 4 · The model: everyone forgotten in this session, at once")
     model_note = gr.Markdown(MODEL_NOTE, elem_id="model_note")
     model_grid = gr.Image(label="the model: every request applied", show_label=False, format="jpeg",
@@ -1030,6 +1046,41 @@ def _wire_adapters(page: SimpleNamespace, views: SimpleNamespace) -> None:
 
 
 
+def _wire_attack(page: SimpleNamespace) -> None:
+    """Robust mode's switch and the "Try to bring them back" button."""
+    attack_btn, attack_image, attack_text, identity, robust, state = _parts(
+        page, "attack_btn attack_image attack_text identity robust state")
+
+    def on_robust(on, studio, request: gr.Request):
+        """Forget in robust mode from now on in this session (``on``: true or false)."""
+        if not isinstance(on, bool):
+            raise _error(f"the robust switch is true or false; got {on!r}", "Switch refused")
+        studio = _session(studio, request)
+        studio.set_robust(on)
+        return studio
+
+    robust.input(on_robust, [robust, state], [state], api_name="robust", preprocess=False,
+                 show_progress="hidden", concurrency_limit=None)
+
+    def on_attack(key, studio, request: gr.Request):
+        """Attack (a) on the model as the page shows it (``key``: the identity, a string such as '1'): the person's
+        photo re-inverted into it, the attacker's best render and the judge's verdict."""
+        studio = _session(studio, request, new_ok=False)
+        try:
+            out = studio.attack(_key(key))
+        except StudioError as e:
+            raise _error(str(e), "Cannot attack") from e
+        verdict = ("**Forgetting held**: the judge does not see the person" if out["held"]
+                   else "**Forgetting broke**: the judge sees the person again")
+        text = (f"{verdict} (similarity {out['similarity']:.2f}; the same person from {out['threshold']:.2f}).\n\n"
+                f"Attacked {out['name']} at slider {out['u']:.2f} (t = {out['t']:.2f}), {out['steps']} inversion "
+                f"steps{', robust mode' if out['robust'] else ''}.")
+        return {state: studio, attack_image: str(studio.publish(out["image"], "attack")), attack_text: text}
+
+    attack_btn.click(on_attack, [identity, state], [state, attack_image, attack_text], api_name="attack",
+                     preprocess=False, concurrency_limit=2)
+
+
 def _wire_model(page: SimpleNamespace, views: SimpleNamespace) -> None:
     """The model section: remove a request from the table (a row click picks it)."""
     (entry_outputs, identity, remove_request_btn, request_pick, requests_table, state) = _parts(
@@ -1081,6 +1132,7 @@ def build_demo(default_steps: int = DEFAULT_STEPS, backend_label: str = EMBEDDED
         _wire_intensity(page, views)
         _wire_adapters(page, views)
         _wire_model(page, views)
+        _wire_attack(page)
         demo.unload(on_unload)
     return demo
 

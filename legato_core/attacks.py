@@ -32,25 +32,29 @@ class AttackConfig:
 def judge_attack(model, photos: torch.Tensor, judge: IdentityModel, steps: int,
                  init: tuple[torch.Tensor, torch.Tensor] | None = None, check_every: int = 25) -> dict:
     """Invert ``photos`` into ``model`` (``model.invert`` with ``steps`` refinement steps, from ``init`` when given)
-    and score the attacker's renders against each photo by the judge: ``best`` over checkpoints, and ``final``."""
+    and score the attacker's renders against each photo by the judge: ``best`` over checkpoints, and ``final``;
+    ``best_render`` holds the renders that scored ``best`` (what the attacker would show)."""
     with torch.no_grad():
         e = judge.embed(photos)
+    best = torch.full((len(photos),), -1.0)
+    best_render = torch.zeros_like(photos)
 
     def score(w: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            return (judge.embed(model.render(w, v)) * e).sum(1)
-
-    best = torch.full((len(photos),), -1.0)
+            images = model.render(w, v)
+            s = (judge.embed(images) * e).sum(1)
+        better = s > best
+        best_render[better] = images[better].to(best_render)
+        best.copy_(torch.maximum(best, s))
+        return s
 
     def check(step: int, w: torch.Tensor, v: torch.Tensor) -> None:
-        nonlocal best
         if (step + 1) % check_every == 0:
-            best = torch.maximum(best, score(w, v))
+            score(w, v)
 
     w, v = model.invert(photos, refine_steps=steps, init=init, on_step=check if steps else None)
     final = score(w, v)
-    best = torch.maximum(best, final)
-    return {"best": best.tolist(), "final": final.tolist()}
+    return {"best": best.tolist(), "final": final.tolist(), "best_render": best_render}
 
 
 def attack_model(model, photo: torch.Tensor, original: tuple[torch.Tensor, torch.Tensor], judge: IdentityModel,

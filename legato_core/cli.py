@@ -271,6 +271,8 @@ def _cmd_forget(args) -> int:
         cfg = cfg.merged(json.loads(Path(args.config).read_text()))
     target = {k: v for k, v in (("kind", args.target), ("stop_similarity", args.stop_similarity)) if v is not KEEP}
     cfg = cfg.merged({"seed": args.seed, "target": target})
+    if args.robust and cfg.robust is None:
+        cfg = cfg.merged({"robust": {}})
     if args.steps:
         cfg.steps = args.steps
     if args.lr:
@@ -293,6 +295,7 @@ def _cmd_forget(args) -> int:
             if res.adapter.dial is not None else None
     rep.update({"seconds": round(seconds, 2), "steps": cfg.steps, "seed": cfg.seed, "target": cfg.target.kind,
                 "target_stop_fraction": res.adapter.description["target"].get("stop_fraction"),
+                "robust": res.adapter.description.get("robust"),
                 "adapter": str(args.out), "backend": spec.label(backend), "judge": judge_name,
                 "judge_network": networks["judge"], "training_identity": networks["training_identity"], **desc})
     if args.report:
@@ -603,6 +606,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help=f"the loss network's cosine to the person the target must fall to (default "
                          f"{TargetConfig.stop_similarity}): substitute, the most a prior face may resemble the person; "
                          f"extrapolated, where to stop on GUIDE's line ('none': a fixed distance)")
+    fg.add_argument("--robust", action="store_true",
+                    help="robust mode: every latent the base model draws as the person is forgotten too, so that "
+                         "re-inverting their photo does not bring them back (docs/attacks.md)")
     fg.add_argument("--threads", type=int, default=2)
     fg.add_argument("--quiet", action="store_true")
     fg.add_argument("--eval-samples", type=int,

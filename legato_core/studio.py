@@ -45,6 +45,7 @@ from .images import ImageError, open_image, to_pil
 from .metrics import forgetting_curve
 from .ranges import DEVELOPMENT, EVALUATION_START
 from .serving import text
+from .serving.attack_view import attack_picture
 from .serving.errors import BusyError, StudioError
 from .serving.grid import CELL, GAP, HEADER_H, LABEL_W, compose_grid
 from .serving.jobs import ForgetTask, JobStatus
@@ -53,6 +54,7 @@ from .serving.queue import JOB_QUEUE, JOB_TIMES, JobQueue, JobTimes
 from .serving.resources import EXAMPLE_IDS, Resources, get_resources, quantize, set_resources
 from .serving.session_folder import SessionFolder
 from .unlearning.engine import ForgetConfig
+from .unlearning.robust import RobustConfig
 
 # what a forgotten identity adds to a session's resident memory: 0.7-1.0 MB (RSS after gc and malloc_trim, 30
 # face-world identities forgotten in one session, 10 steps each, 6-view curve, slider prefill on; a 250-step run's
@@ -154,6 +156,7 @@ class Studio:
         self.session_files = SessionFolder(session_root)
         self.compose = False  # apply the session's other forgotten identities in the bottom row too
         self.raw_t = False  # the page's slider shows raw ODE time t (the advanced view) instead of u
+        self.robust = False  # forget in robust mode (unlearning/robust.py): holds against re-inverting the photo
         self.last_active = time.monotonic()
         self.closed_reason: str | None = None
         self._threads: list[threading.Thread] = []
@@ -315,7 +318,10 @@ class Studio:
                                curve_views=self.curve_views)
         return self.task.start()
 
-    def start_forget(self, key: str | None = None, steps: int | None = None, seed: int | None = None) -> ForgetTask:
+    def start_forget(self, key: str | None = None, steps: int | None = None, seed: int | None = None,
+                     robust: bool | None = None) -> ForgetTask:
+        """Train ``key``'s adapter in the background. ``robust``: robust mode (default: the session's setting,
+        ``set_robust``)."""
         with self._lock:
             if self.closed:
                 raise StudioError("this session has ended; reload the page")
@@ -335,6 +341,11 @@ class Studio:
                 config.steps = steps
             if seed is not None:
                 config.seed = int(seed)
+            if (self.robust if robust is None else robust) and config.robust is None:
+                if not self.res.face_world:
+                    raise StudioError("robust mode reads identities of latents by rendering them, which only the "
+                                      "embedded face world does fast enough for now")
+                config.robust = RobustConfig()
             return self._start_task(entry, config, None)
 
     def _install(self, task: ForgetTask) -> None:
@@ -453,6 +464,40 @@ class Studio:
         vw.append(self.res.retained_views)
         base.append(self.res.retained_base)
         return torch.cat(lat), torch.cat(vw), torch.cat(base)
+
+    def set_robust(self, on: bool) -> None:
+        """Whether the next forget runs in robust mode (every latent the model draws as the person is forgotten)."""
+        with self._lock:
+            self.robust = bool(on)
+
+    def attack(self, key: str | None = None, steps: int = 200) -> dict:
+        """Try to bring a forgotten identity back: attack (a) of ``attacks.py`` on the model as the page shows it
+        (the identity's adapter at its slider setting, with composition on every other one at its own).
+
+        The person's photo is inverted into that model with the backend's own inversion (``steps`` refinement
+        steps); the judge scores the attacker's best render. Returns the picture (photo | what the attacker got),
+        the similarity, the judge's threshold, whether forgetting held, and the u and t attacked."""
+        from .attacks import judge_attack
+
+        entry = self.get(key)
+        if not entry.ready:
+            raise StudioError(f"{entry.name} is not forgotten yet: press Forget first, then try to bring them back")
+        if entry.source is None or not self.res.face_world:
+            raise StudioError("the attack inverts the person's photo hundreds of times, which only the embedded "
+                              "face world does fast enough for now")
+        with self._lock:
+            ts = {e.key: e.t for e in self.composed(entry)}
+            ts[entry.key], u = entry.t, entry.u
+            adapters = [(e.adapter, ts[e.key]) for e in self.entries.values() if e.key in ts]
+        base, judge = self.res.base, self.res.judge
+        photo = torch.from_numpy(np.asarray(entry.source.convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1)
+        with active(base, adapters):
+            out = judge_attack(base, photo[None], judge, steps)
+        similarity = out["best"][0]
+        return {"image": attack_picture(entry.source, to_pil(out["best_render"][0]), similarity, judge.threshold),
+                "similarity": similarity, "threshold": judge.threshold, "held": similarity < judge.threshold,
+                "u": u, "t": ts[entry.key], "steps": steps, "name": entry.name,
+                "robust": entry.adapter.gate is not None}
 
     def set_compose(self, on: bool) -> None:
         """Whether the bottom row also applies this session's other forgotten identities, each at its own t."""

@@ -586,3 +586,37 @@ def test_a_session_forgets_20_people_and_the_model_view_applies_them_all(app_url
         page.close()
     print(f"browser: {MANY} people added and forgotten ({MANY_STEPS} steps each) in {forget_seconds:.0f} s; "
           f"whole test {time.time() - t0:.0f} s")
+
+
+def test_robust_forgetting_and_the_button_that_tries_to_bring_them_back(app_url, browser, shots, tmp_path):
+    """Issue 28: the robust switch trains a gated adapter, and "Try to bring them back" re-inverts the person's
+    photo into the model as the slider sets it, showing the photo beside what the attacker got and the judge's
+    verdict."""
+    face = tmp_path / "robust-face.png"
+    to_pil(faceworld.render([200_012], 0)[0]).resize((256, 256), Image.BICUBIC).save(face)
+    page = browser.new_page(viewport={"width": 1500, "height": 1300})
+    page.goto(app_url)
+    page.wait_for_selector("#examples img")
+    page.locator("#face_upload input[type=file]").set_input_files(str(face))
+    page.wait_for_function("document.querySelector('#status textarea').value.startsWith('Added')", timeout=60_000)
+    page.click("#attack_btn")  # nothing forgotten yet: a clear refusal
+    page.wait_for_selector(".toast-body:has-text('not forgotten yet')", timeout=30_000)
+    page.locator("#robust input[type=checkbox]").check()
+    steps = page.locator("#steps input[type=number]")
+    steps.fill(str(STEPS))
+    steps.press("Enter")
+    page.click("#forget_btn")
+    page.wait_for_function("document.querySelector('#status textarea').value.startsWith('Done')",
+                           timeout=180_000 + 2_000 * STEPS)
+    page.click("#attack_btn")
+    page.wait_for_function("document.querySelector('#attack_text').innerText.includes('Forgetting')",
+                           timeout=120_000)
+    text = page.locator("#attack_text").inner_text()
+    assert "robust mode" in text and "slider 1.00" in text, text
+    assert ("held" in text) != ("broke" in text), text
+    src = page.locator("#attack_image img").get_attribute("src")
+    picture = np.asarray(Image.open(io.BytesIO(page.request.get(src).body())).convert("RGB"))
+    assert picture.shape[1] > 2 * 128 and picture.std() > 10  # two faces and a caption, not a blank
+    page.locator("#attack_image").scroll_into_view_if_needed()
+    _shot(page, shots, "14_attack.png")
+    page.close()

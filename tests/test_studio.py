@@ -646,3 +646,33 @@ def test_each_identity_keeps_its_own_run_and_status_line(res):
     studio.remove(a.key)
     assert a.run is None
     studio.close()
+
+
+# -- robust mode and the attack button ------------------------------------------------------------------------------
+def test_the_attack_button_needs_a_forgotten_identity_and_reports_the_judges_verdict(res, trained):
+    studio, entry, _ = trained
+    fresh = studio.add_identity(200_005)
+    with pytest.raises(StudioError, match="not forgotten yet"):
+        studio.attack(fresh.key)
+    studio.remove(fresh.key)
+    out = studio.attack(entry.key, steps=4)
+    assert out["held"] == (out["similarity"] < out["threshold"]) and out["robust"] is False
+    assert out["u"] == entry.u and out["t"] == pytest.approx(entry.t) and out["name"] == entry.name
+    assert out["image"].size[0] > 2 * 64 and out["image"].mode == "RGB"
+
+
+def test_a_robust_session_trains_gated_adapters_and_a_plain_one_does_not(res, tmp_path):
+    studio = _studio(res, session_root=tmp_path)
+    try:
+        studio.set_robust(True)
+        entry = studio.add_identity(200_009)
+        studio.start_forget(entry.key, steps=2)
+        _wait(studio)
+        assert entry.adapter.gate is not None and entry.adapter.description["robust"]["threshold"] > 0
+        studio.set_robust(False)
+        plain = studio.add_identity(200_011)
+        studio.start_forget(plain.key, steps=2)
+        _wait(studio)
+        assert plain.adapter.gate is None
+    finally:
+        studio.close()

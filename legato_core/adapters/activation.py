@@ -91,6 +91,8 @@ def active(model: AdaptableModel, adapters: Iterable[tuple[SiteAdapter, float]],
     for adapter, t in adapters:
         adapter.check_base(model)
         model.prepare_adapter(adapter)
+        if hasattr(adapter, "bind"):  # a gated adapter reads identities from this model (adapters/gate.py)
+            adapter.bind(model)
         acts.append(Activation(adapter, adapter.check_intensity(t), states if record else None))
     install_site_hooks(model)
     token = _ACTIVE.set(tuple(acts))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+from collections import OrderedDict
 from pathlib import Path
 from typing import Protocol
 
@@ -20,11 +21,14 @@ from safetensors.torch import save_file
 from torch import nn
 
 from .dial import DialMap, fields_digest
+from .gate import IdentityGate, IdentityReader, gated_path
 from .ode import ODEConfig, make_field, solve
 from .scope import Scope, WeightedField
 
 FORMAT_VERSION = "1"
 SCOPE_KEY = "scope.centres"  # the scope's centres, stored beside the fields' tensors (not part of their digest)
+GATE_KEYS = ("gate.centres", "gate.anchor")  # robust mode's identity gate (gate.py), likewise
+HELD_CACHE = 4096  # latents whose gate answer an adapter remembers (1 KB each on the embedded generator)
 
 
 class AdaptableModel(Protocol):
@@ -37,6 +41,10 @@ class AdaptableModel(Protocol):
     def weight_hash(self) -> str: ...
 
     def prepare_adapter(self, adapter: nn.Module) -> None: ...
+
+    # robust mode only (adapters with an identity gate): unit loss-network embeddings (B, views, E) of the base
+    # model's renders of latents (B, D) in its first ``views`` canonical views
+    # def latent_identity(self, latents: torch.Tensor, views: int) -> torch.Tensor: ...
 
 
 def read_safetensors(path: Path, what: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -71,6 +79,9 @@ class ODEAdapter(nn.Module):
         self.description = dict(description or {})
         self.dial: DialMap | None = None  # slider position u -> t, measured after training (calibration.py)
         self.scope: Scope | None = None  # where the latent fields act (scope.py); None: everywhere
+        self.gate: IdentityGate | None = None  # robust mode (gate.py): every latent drawn as the person is moved
+        self._identity_reader: IdentityReader | None = None  # the base model's, bound by adapters.active
+        self._held: OrderedDict[bytes, bool] = OrderedDict()  # the gate's answers per latent (they hold for any t)
 
     @classmethod
     def for_model(cls, model: AdaptableModel, sites: list[str] | None = None, config: ODEConfig | None = None,
@@ -98,8 +109,52 @@ class ODEAdapter(nn.Module):
             field = WeightedField(field, self.scope.weight(x))
         if states is not None:
             out, states[site] = solve(field, x, intensity, self.config, return_states=True)
+        else:
+            out = solve(field, x, intensity, self.config)
+        if self.gate is not None and self.site_kinds[site] == "latent":
+            out = self._gate(site, x, out, intensity)
+        return out
+
+    def _gate(self, site: str, x: torch.Tensor, out: torch.Tensor, intensity: float) -> torch.Tensor:
+        """Robust mode: rows the base model draws as the person follow the person's path (gate.py)."""
+        if self._identity_reader is None:
+            raise RuntimeError("this adapter has an identity gate: run it through adapters.active(model, ...), "
+                               "which binds the model's identity reader")
+        held = self._read_gate(x).to(x.device)
+        if not held.any():
             return out
-        return solve(field, x, intensity, self.config)
+        anchor = self.gate.anchor.to(device=x.device, dtype=x.dtype)
+        moved = gated_path(x, solve(self.fields[site], anchor, intensity, self.config), anchor, intensity,
+                           self.config.t_end)
+        return torch.where(held[:, None], moved, out)
+
+    def _read_gate(self, x: torch.Tensor) -> torch.Tensor:
+        """(B,) bool: the gate's answer for each row, remembered per latent, so a slider that draws the same
+        latents at another t reads no identity again (the answer does not depend on t)."""
+        cache = self._held  # one dict per gate; another thread may add to it meanwhile
+        keys = [row.numpy().tobytes() for row in x.detach().float().cpu()]
+        answers = [cache.get(k) for k in keys]
+        missing = [i for i, a in enumerate(answers) if a is None]
+        if missing:
+            with torch.no_grad():
+                held = self.gate.holds(self._identity_reader(x.detach()[missing], self.gate.views))
+            for i, h in zip(missing, held.tolist(), strict=True):
+                answers[i] = cache[keys[i]] = h
+            while len(cache) > HELD_CACHE:
+                cache.popitem(last=False)
+        return torch.tensor(answers)
+
+    def bind(self, model: AdaptableModel) -> None:
+        """What a gated adapter reads from its base model while it runs (``adapters.active`` calls this)."""
+        if self.gate is None:
+            return
+        reader = getattr(model, "latent_identity", None)
+        if reader is None:
+            raise AdapterMismatchError(f"this adapter is gated (robust mode) and base model {model.base_model_id!r} "
+                                       "cannot read identities of latents (no latent_identity)")
+        if reader != self._identity_reader:
+            self._identity_reader = reader
+            self._held = OrderedDict()
 
     def check_intensity(self, t: float) -> float:
         """``t`` as a float in [0, t_max], or a ValueError that says the range."""
@@ -122,6 +177,17 @@ class ODEAdapter(nn.Module):
             if scope.centres.shape[1] not in dims:
                 raise ValueError(f"the scope's centres are {scope.centres.shape[1]}-d, the latent sites {sorted(dims)}")
         self.scope = scope
+
+    def set_gate(self, gate: IdentityGate | None) -> None:
+        """Robust mode: hold every latent the base model draws as the person (``IdentityGate``); None: off."""
+        if gate is not None:
+            dims = {c for name, c in self.site_channels.items() if self.site_kinds[name] == "latent"}
+            if gate.anchor.shape[1] not in dims:
+                raise ValueError(f"a gate's anchor is {gate.anchor.shape[1]}-d; the adapter's latent sites are "
+                                 f"{sorted(dims) or 'none'}")
+        self.gate = gate
+        self._identity_reader = None
+        self._held = OrderedDict()
 
     def set_dial(self, dial: DialMap | None) -> None:
         """Attach a dial map measured on this adapter (AdapterMismatchError if it was measured on another)."""
@@ -185,13 +251,19 @@ class ODEAdapter(nn.Module):
             meta["dial"] = self.dial.to_json()
         if self.scope is not None:
             meta["scope"] = self.scope.to_json()
+        if self.gate is not None:
+            meta["gate"] = self.gate.to_json()
         return meta
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        """What the adapter's file stores: the fields' weights and, with a scope, its centres."""
+        """What the adapter's file stores: the fields' weights and, with a scope or a gate, theirs."""
         tensors = {k: v.detach().contiguous().cpu() for k, v in self.fields.state_dict().items()}
         if self.scope is not None:
-            tensors[SCOPE_KEY] = self.scope.centres.cpu()
+            tensors[SCOPE_KEY] = self.scope.centres.cpu().clone()
+        if self.gate is not None:
+            # copies: the anchor is the upload's latent, which the scope's centres may share memory with
+            tensors[GATE_KEYS[0]] = self.gate.centres.cpu().clone()
+            tensors[GATE_KEYS[1]] = self.gate.anchor.cpu().clone()
         return tensors
 
     def save(self, path: str | Path) -> Path:
@@ -225,6 +297,7 @@ class ODEAdapter(nn.Module):
                       meta["base_weight_hash"], json.loads(meta.get("description", "{}")),
                       json.loads(meta.get("site_kinds", "{}")))
         centres = tensors.pop(SCOPE_KEY, None)
+        gate = [tensors.pop(k, None) for k in GATE_KEYS]
         adapter.fields.load_state_dict(tensors)
         if "dial" in meta:
             try:
@@ -239,5 +312,12 @@ class ODEAdapter(nn.Module):
                 adapter.set_scope(Scope.from_saved(centres, meta["scope"]))
             except (ValueError, KeyError, TypeError) as e:
                 raise ValueError(f"{name} has an unreadable scope ({e})") from e
+        if any(g is None for g in gate) != ("gate" not in meta) or (gate[0] is None) != (gate[1] is None):
+            raise ValueError(f"{name} has part of an identity gate (its tensors or its threshold, not both)")
+        if gate[0] is not None:
+            try:
+                adapter.set_gate(IdentityGate.from_saved(gate[0], gate[1], meta["gate"]))
+            except (ValueError, KeyError, TypeError) as e:
+                raise ValueError(f"{name} has an unreadable identity gate ({e})") from e
         adapter.created = meta.get("created", "")
         return adapter

@@ -192,6 +192,10 @@ class RoutedRequests:
                 a.check_base(model)
                 seen.add(id(a))
 
+    def bind(self, model: AdaptableModel) -> None:
+        for a, _ in self.activations:
+            a.bind(model)
+
     def parameters(self) -> Iterator[torch.nn.Parameter]:
         for a, _ in self.activations:
             yield from a.parameters()
@@ -226,7 +230,8 @@ class RoutedRequests:
         for a, t in self.activations:
             if site not in a.fields:
                 continue
-            if latent and a.scope is not None and a.site_kinds[site] == "latent" and id(a) not in in_scope:
+            if latent and a.scope is not None and a.gate is None and a.site_kinds[site] == "latent" \
+                    and id(a) not in in_scope:  # a gated adapter (robust mode) also holds rows beyond its scope
                 continue
             x = a.transform(site, x, t, states)
             if latent:

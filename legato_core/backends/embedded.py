@@ -141,6 +141,20 @@ class EmbeddedFaceBackend(nn.Module):
     def render(self, latent: torch.Tensor, view: torch.Tensor) -> torch.Tensor:
         return self.generator.render(latent, view)
 
+    @torch.no_grad()
+    def latent_identity(self, latents: torch.Tensor, views: int) -> torch.Tensor:
+        """Unit arcface embeddings (B, views, E) of the *base* model's renders of ``latents`` in the first ``views``
+        canonical views, whatever adapters the caller has active: what robust mode's gate reads
+        (adapters/gate.py). Repeated rows are rendered once."""
+        from ..adapters.activation import active
+
+        unique, where = torch.unique(latents.detach(), dim=0, return_inverse=True)
+        cache = self.__dict__.setdefault("_gate_views", {})
+        v = cache[views] if views in cache else cache.setdefault(views, self.canonical_views(views))
+        with active(self, []):
+            images = self.generator.render(unique.repeat_interleave(views, 0), v.repeat(len(unique), 1))
+        return self.arcface.embed(images).view(len(unique), views, -1)[where]
+
     def loss_identity_model(self) -> nn.Module:
         return self.arcface
 

@@ -22,6 +22,7 @@ from ..backends.base import renders_fast
 from .anchors import view_anchors
 from .calibration import CalibrationConfig, calibrate_dial
 from .objectives import LossWeights, trajectory_consistency
+from .robust import RobustConfig, make_gate
 from .step_objectives import make_objective
 from .targets import TargetConfig, make_target, typical_radius
 
@@ -85,6 +86,9 @@ class ForgetConfig:
     # after training, limit latent fields to a ball around the person's latents, so that adapters of many people
     # compose without moving anyone else (None: the field acts everywhere, as before session 18)
     scope: ScopeConfig | None = field(default_factory=ScopeConfig)
+    # robust mode (off by default): after training, hold every latent the base model draws as the person
+    # (adapters/gate.py), so that re-inverting their photo finds the substitute, not the person
+    robust: RobustConfig | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -117,6 +121,8 @@ class ForgetConfig:
             d["calibration"] = CalibrationConfig(**d["calibration"])
         if d.get("scope") is not None:
             d["scope"] = ScopeConfig(**d["scope"])
+        if d.get("robust") is not None:
+            d["robust"] = RobustConfig(**d["robust"])
         return cls(**d)
 
 
@@ -166,6 +172,9 @@ def train_adapter(backend, w_u: torch.Tensor, config: ForgetConfig,
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
     sites = config.sites_on(backend)
+    if config.robust is not None and not any(
+            getattr(backend.adapter_sites[s], "adapter_kind", "conv") == "latent" for s in sites):
+        raise ValueError(f"robust mode gates a latent site, and this run adapts none (sites: {sites})")
     w_target, target_desc = target if target is not None else make_target(backend, w_u, config.target)
     if config.view_anchors and renders_fast(backend):
         # each anchor is the person seen through another photo: it goes where its photo's latent goes, moved by
@@ -219,6 +228,10 @@ def train_adapter(backend, w_u: torch.Tensor, config: ForgetConfig,
         adapter.set_scope(Scope(w_u, config.scope.inner * unit, config.scope.outer * unit))
     if config.calibration is not None and renders_fast(backend):
         adapter.set_dial(calibrate_dial(backend, adapter, w_u[:1], config.calibration))
+    if config.robust is not None:
+        gate, info = make_gate(backend, w_u, config.robust)
+        adapter.set_gate(gate)
+        adapter.description["robust"] = info
     return ForgetResult(adapter, w_u, w_target, history, time.time() - t0, config)
 
 
