@@ -41,7 +41,7 @@ from . import faceworld
 from .adapters import AdapterMismatchError, ODEAdapter, ODEConfig, active
 from .adapters.request_log import RequestLog
 from .faces import FaceError, PreparedFace, prepare_face
-from .images import ImageError, open_image, to_pil
+from .images import ImageError, open_image, to_pil, to_tensor
 from .metrics import forgetting_curve
 from .ranges import DEVELOPMENT, EVALUATION_START
 from .serving import text
@@ -490,9 +490,9 @@ class Studio:
             ts[entry.key], u = entry.t, entry.u
             adapters = [(e.adapter, ts[e.key]) for e in self.entries.values() if e.key in ts]
         base, judge = self.res.base, self.res.judge
-        photo = torch.from_numpy(np.asarray(entry.source.convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1)
+        photo = to_tensor(entry.source.convert("RGB"), self.res.image_size)[None]
         with active(base, adapters):
-            out = judge_attack(base, photo[None], judge, steps)
+            out = judge_attack(base, photo, judge, steps)
         similarity = out["best"][0]
         return {"image": attack_picture(entry.source, to_pil(out["best_render"][0]), similarity, judge.threshold),
                 "similarity": similarity, "threshold": judge.threshold, "held": similarity < judge.threshold,

@@ -172,6 +172,16 @@ def test_drop_forget_slide_and_bad_file(app_url, browser, shots, tmp_path):
           f"slider -> new grid on screen {', '.join(f'{1000 * x:.0f} ms' for x in latencies)}")
 
 
+def _forget(page) -> None:
+    """Forget the selected identity with STEPS training steps and wait until the job is done."""
+    steps = page.locator("#steps input[type=number]")
+    steps.fill(str(STEPS))
+    steps.press("Enter")
+    page.click("#forget_btn")
+    page.wait_for_function("document.querySelector('#status textarea').value.startsWith('Done')",
+                           timeout=180_000 + 2_000 * STEPS)
+
+
 def _check_raw_t_view(page, u: float) -> None:
     """The advanced box shows the raw-t slider at the t the adapter's dial gives the position ``u``, without a new
     render; unticked, the forgetting slider is back at ``u``."""
@@ -261,12 +271,7 @@ def test_composition_switch_removal_and_privacy_on_close(app_url, browser, shots
     page.locator("#face_upload input[type=file]").set_input_files(str(face))
     page.wait_for_function("document.querySelector('#status textarea').value.startsWith('Added')", timeout=60_000)
     page.wait_for_function("!document.querySelector('#face_upload img')", timeout=15_000)
-    steps = page.locator("#steps input[type=number]")
-    steps.fill(str(STEPS))
-    steps.press("Enter")
-    page.click("#forget_btn")
-    page.wait_for_function("document.querySelector('#status textarea').value.startsWith('Done')",
-                           timeout=180_000 + 2_000 * STEPS)
+    _forget(page)
     page.wait_for_function("!document.querySelector('#download_btn').disabled", timeout=10_000)
     with page.expect_download() as info:
         page.click("#download_btn")
@@ -602,12 +607,7 @@ def test_robust_forgetting_and_the_button_that_tries_to_bring_them_back(app_url,
     page.click("#attack_btn")  # nothing forgotten yet: a clear refusal
     page.wait_for_selector(".toast-body:has-text('not forgotten yet')", timeout=30_000)
     page.locator("#robust input[type=checkbox]").check()
-    steps = page.locator("#steps input[type=number]")
-    steps.fill(str(STEPS))
-    steps.press("Enter")
-    page.click("#forget_btn")
-    page.wait_for_function("document.querySelector('#status textarea').value.startsWith('Done')",
-                           timeout=180_000 + 2_000 * STEPS)
+    _forget(page)
     page.click("#attack_btn")
     page.wait_for_function("document.querySelector('#attack_text').innerText.includes('Forgetting')",
                            timeout=120_000)

@@ -149,8 +149,7 @@ class EmbeddedFaceBackend(nn.Module):
         from ..adapters.activation import active
 
         unique, where = torch.unique(latents.detach(), dim=0, return_inverse=True)
-        cache = self.__dict__.setdefault("_gate_views", {})
-        v = cache[views] if views in cache else cache.setdefault(views, self.canonical_views(views))
+        v = self.canonical_views(views)
         with active(self, []):
             images = self.generator.render(unique.repeat_interleave(views, 0), v.repeat(len(unique), 1))
         return self.arcface.embed(images).view(len(unique), views, -1)[where]
