@@ -408,7 +408,8 @@ def _cmd_bench(args) -> int:
     ids = list(range(args.first_identity, args.first_identity + targets))
     t0 = time.time()
     bench = run_benchmark(backend, methods, ids, cfg, audit_steps=args.audit_steps if not args.quick else 50,
-                          n_retain=100 if args.quick else 200, n_fd=200 if args.quick else 500)
+                          n_retain=100 if args.quick else 200, n_fd=200 if args.quick else 500,
+                          work=Path(args.work) if args.work else None)
     bench["seconds"] = round(time.time() - t0, 1)
     bench["command"] = " ".join(["python -m legato_core", *sys.argv[1:]])
     paths = write_outputs(bench, Path(args.out))
@@ -649,7 +650,8 @@ def build_parser() -> argparse.ArgumentParser:
     ak.add_argument("--quiet", action="store_true")
     add_backend_options(ak)
     ak.set_defaults(func=_cmd_attack)
-    bp = sub.add_parser("bench", help="LEGATO against GUIDE, SalUn, UNO, UNO-S and LoRA on held-out targets")
+    bp = sub.add_parser("bench", help="LEGATO against GUIDE, SalUn, UNO, UNO-S and LoRA on held-out targets (and "
+                                         "robust LEGATO and GUIDE: legato-robust, guide-robust)")
     bp.add_argument("--methods", default="legato,guide,salun,uno,uno-s,lora")
     bp.add_argument("--targets", type=int, help="number of target identities (default 5, quick 2)")
     bp.add_argument("--first-identity", type=int, default=1_000_000)
@@ -659,6 +661,7 @@ def build_parser() -> argparse.ArgumentParser:
     bp.add_argument("--threads", type=int, default=2)
     bp.add_argument("--allow-dev-ids", action="store_true")
     bp.add_argument("--out", required=True)
+    bp.add_argument("--work", help="keep each (method, target) record here as it finishes; a rerun resumes")
     add_backend_options(bp)
     bp.set_defaults(func=_cmd_bench)
 

@@ -142,3 +142,46 @@ def test_the_summary_prints_counts_whole_in_every_row():
     a, b, c = table.splitlines()[2:]
     assert "| 40 ± 3 |" in a and "| 102 ± 25 |" in b, "small and large step counts alike"
     assert "| 7 ± 0 (1 never) |" in c and "| 0.150 ± 0.071 |" in a
+
+
+def test_robust_guide_draws_every_held_latent_as_guide_draws_the_person_and_the_rest_as_guide(embedded):
+    import torch
+
+    from legato_core import faceworld
+
+    with torch.enable_grad():
+        w, _ = embedded.invert(faceworld.render([200_041], 0))
+    res = run_method("guide-robust", embedded, w, ForgetConfig(steps=2))
+    views = embedded.canonical_views(2)
+    others = embedded.sample_latents(2, torch.Generator().manual_seed(5))
+    from legato_core.unlearning.anchors import view_anchors
+
+    held = view_anchors(embedded, w, 2, torch.Generator().manual_seed(9))  # the model's other views of the person
+    with res.knob.knob.at(1.0) as guide:  # the same fine-tuned weights without the gate
+        person, rest = guide.render(w.expand(2, -1), views), guide.render(others, views)
+    with res.knob.at(0.0) as model:
+        assert torch.equal(model.render(held, views), embedded.render(held, views)), "s = 0 is the base model"
+    with res.knob.at(1.0) as model:
+        assert torch.equal(model.render(held, views), person), "the person in other views lands on their latent"
+        assert torch.equal(model.render(others, views), rest), "random people are left to the fine-tune"
+    assert res.target["robust"]["threshold"] > res.target["robust"]["bank_quantile"]
+    res.close()
+
+
+def test_a_benchmark_with_a_work_folder_resumes_where_it_stopped_and_refuses_other_settings(embedded, tmp_path,
+                                                                                          monkeypatch):
+    from legato_core.baselines import benchmark
+
+    cfg = ForgetConfig(steps=1)
+    kw = {"audit_steps": 0, "n_retain": 8, "n_fd": 8, "progress": False, "work": tmp_path}
+    first = run_benchmark(embedded, ["lora"], [200_042], cfg, **kw)
+    assert (tmp_path / "lora-200042.json").exists()
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a kept record was trained again")
+
+    monkeypatch.setattr(benchmark, "run_method", no_training)
+    again = run_benchmark(embedded, ["lora"], [200_042], cfg, **kw)
+    assert json.dumps(again["results"], default=float) == json.dumps(first["results"], default=float)
+    with pytest.raises(ValueError, match=r"other settings \(config\)"):
+        run_benchmark(embedded, ["lora"], [200_042], ForgetConfig(steps=2), **kw)

@@ -50,7 +50,8 @@ def test_registering_a_name_twice_is_refused(registered):
 
 
 def test_every_registered_method_says_its_learning_rate():
-    assert {"legato", "legato-no-trajectory", "guide", "salun", "uno", "uno-s", "lora"} <= set(METHODS)
+    assert {"legato", "legato-no-trajectory", "legato-robust", "guide", "guide-robust", "salun", "uno", "uno-s",
+            "lora"} <= set(METHODS)
     assert all(cls.default_lr > 0 for cls in METHODS.values())
 
 

@@ -43,10 +43,37 @@ def _target(backend, identity: int):
     return img, (w, v), others, ow, ov
 
 
+def _kept(work: Path | None, name: str) -> dict | None:
+    """What an earlier run with the same ``work`` folder kept as ``name`` (None: nothing, or no folder)."""
+    path = None if work is None else work / f"{name}.json"
+    return json.loads(path.read_text()) if path is not None and path.exists() else None
+
+
+def _keep(work: Path | None, name: str, value: dict) -> dict:
+    """Write ``value`` to ``work/name.json`` (whole or not at all), so that a rerun resumes after it."""
+    if work is not None:
+        work.mkdir(parents=True, exist_ok=True)
+        tmp = work / f"{name}.tmp"
+        tmp.write_text(json.dumps(value, default=float))
+        tmp.replace(work / f"{name}.json")
+    return value
+
+
 def run_benchmark(backend, methods: list[str], identities: list[int], config: ForgetConfig,
                   lrs: dict[str, float] | None = None, audit_steps: int = 200, n_retain: int = 200,
-                  n_fd: int = 500, check_every: int = 10, progress: bool = True) -> dict:
+                  n_fd: int = 500, check_every: int = 10, progress: bool = True, work: Path | None = None) -> dict:
+    """Every method on every target. With ``work``, each (method, target) record and each base-model attack is
+    kept there as it finishes, and a rerun skips what is there; a folder made with other settings is refused."""
     lrs = {**default_learning_rates(), **(lrs or {})}
+    work = None if work is None else Path(work)
+    if work is not None:
+        settings = json.loads(json.dumps({"config": config.to_dict(), "lrs": lrs, "audit_steps": audit_steps,
+                                          "n_retain": n_retain, "n_fd": n_fd, "check_every": check_every}))
+        saved = _kept(work, "settings") or _keep(work, "settings", settings)
+        if saved != settings:
+            differ = sorted(k for k in settings if saved.get(k) != settings[k])
+            raise ValueError(f"{work} holds a benchmark run with other settings ({', '.join(differ)}): "
+                             "resume with the same settings, or give another --work folder")
     judge = load_identity_model("judge")
     views4 = backend.canonical_views(4)
     curve_s = np.linspace(0, 1, 9)
@@ -60,11 +87,17 @@ def run_benchmark(backend, methods: list[str], identities: list[int], config: Fo
         w_u = original[0]
         attack_cfg = AttackConfig(steps=audit_steps)
         if audit_steps and len(base_attacks) < 3:  # the same attacks on the base model: each figure's reference
-            best = attack_model(backend, img, original, judge, others, attack_cfg)
-            base_attacks.append({a: max(b) for a, b in best.items()})
+            best = _kept(work, f"base-{identity}") or _keep(work, f"base-{identity}", {
+                a: max(b) for a, b in attack_model(backend, img, original, judge, others, attack_cfg).items()})
+            base_attacks.append(best)
         with torch.no_grad():
             base4 = judge_embeddings(backend, judge, w_u.expand(4, -1), views4)
         for name in methods:
+            done = _kept(work, f"{name}-{identity}")
+            if done is not None:  # by an earlier run
+                results.append(done)
+                bar.update(1)
+                continue
             first_forgotten = None
 
             def on_step(step, model, _base4=base4, _w=w_u):
@@ -90,13 +123,13 @@ def run_benchmark(backend, methods: list[str], identities: list[int], config: Fo
                     attacks = attack_model(model, img, original, judge, others, attack_cfg)
             dial = knob_dial(backend, res.knob, w_u, res.target_latent, judge)
             res.close()
-            results.append({
+            results.append(_keep(work, f"{name}-{identity}", {
                 "method": name, "identity": identity, "lr": lrs[name], "steps": config.steps,
                 "wall_seconds": wall, "train_seconds": res.seconds, "steps_to_forget": first_forgotten,
                 "target_stop_fraction": res.target.get("stop_fraction"), "target_kind": res.target.get("kind"),
                 "target_pool_index": res.target.get("pool_index"),
                 **{f"attack_{a}": max(best) for a, best in attacks.items()},
-                "retention_curve": retention_curve, **rep, **dial})
+                "retention_curve": retention_curve, **rep, **dial}))
             bar.update(1)
     bar.close()
     return {"config": config.to_dict(), "methods": methods, "identities": identities, "lrs": lrs,

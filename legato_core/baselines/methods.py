@@ -10,6 +10,11 @@
   backprop; ``uno-s`` alternates those steps with gradient surgery (g_r projected off g_f).
 - ``lora``: low-rank residual adapters (``adapters.LowRankAdapter``) at LEGATO's sites, trained at s = 1,
   swept over s at inference (the Concept-Sliders knob).
+- ``legato-robust``: ``legato`` in robust mode (``ForgetConfig.robust``): the trained adapter gets the person's
+  identity gate (``adapters.gate``), so every latent the base model draws as them follows their path.
+- ``guide-robust``: ``guide`` with the same gate in front of the fine-tuned copy: held latents are pulled to the
+  person's latent, which the fine-tuned weights draw as the substitute. Beside ``legato-robust`` it says whether
+  the adapters or the gate hold against the attacks.
 
 Full-fine-tune methods train a deep copy of the backend and expose weight interpolation
 theta(s) = theta_0 + s (theta_1 - theta_0) as their knob; adapter methods train on the frozen base itself.
@@ -28,10 +33,12 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from ..adapters import LowRankAdapter, active
+from ..adapters import LowRankAdapter, ODEAdapter, active
 from ..metrics import AdapterKnob
+from ..unlearning.anchors import view_anchors
 from ..unlearning.engine import ForgetConfig, train_adapter
 from ..unlearning.objectives import ImageLoss
+from ..unlearning.robust import RobustConfig, make_gate
 from ..unlearning.step_objectives import sample_step, step_losses
 from ..unlearning.targets import make_target, typical_radius
 
@@ -95,6 +102,27 @@ class WeightKnob:
         self.model = self.params = self.theta0 = self.theta1 = None
 
 
+class GatedKnob:
+    """Another knob's model with an identity gate in front (robust mode for a method that is not an adapter): a
+    zero-field ODE adapter on the latent site carrying the person's gate, at t = s * t_end. Held latents are
+    pulled straight to the person's latent, complete at s = 1; all others pass unchanged."""
+
+    def __init__(self, knob, gate_adapter: ODEAdapter):
+        self.knob, self.gate_adapter = knob, gate_adapter
+
+    @contextmanager
+    def at(self, s: float | None):
+        with self.knob.at(s) as model:
+            if s is None:
+                yield model
+                return
+            with active(model, [(self.gate_adapter, s * self.gate_adapter.config.t_end)]):
+                yield model
+
+    def close(self) -> None:
+        self.knob.close()
+
+
 def _flat(grads) -> torch.Tensor:
     return torch.cat([g.reshape(-1) for g in grads])
 
@@ -145,6 +173,17 @@ class Legato(UnlearningMethod):
         knob = ScaledKnob(AdapterKnob(backend, [res.adapter]), cfg.ode.t_end)
         return MethodResult(self.name, knob, res.adapter.trainable_parameters(), res.seconds, res.history,
                             res.target_latent, res.adapter.description["target"])
+
+
+@register
+class LegatoRobust(Legato):
+    """Robust mode with its defaults (``RobustConfig``), everything else as ``legato``."""
+
+    name = "legato-robust"
+
+    def configure(self, config: ForgetConfig) -> ForgetConfig:
+        config.robust = config.robust or RobustConfig()
+        return config
 
 
 @register
@@ -244,6 +283,36 @@ class FineTune(ImageObjectiveMethod):
 class Guide(FineTune):
     name = "guide"
     default_lr = 1e-4
+
+
+@register
+class GuideRobust(Guide):
+    """GUIDE, then robust mode's gate made exactly as the engine makes LEGATO's (the upload and its view anchors,
+    ``make_gate`` with ``RobustConfig``), in front of the fine-tuned copy."""
+
+    name = "guide-robust"
+
+    def __init__(self, robust: RobustConfig | None = None):
+        self.robust = robust or RobustConfig()
+
+    def train(self, backend, w_u, config, on_step=None):
+        res = super().train(backend, w_u, config, on_step)
+        t0 = time.time()
+        latent_sites = [k for k, m in backend.adapter_sites.items() if getattr(m, "adapter_kind", "conv") == "latent"]
+        if not latent_sites:
+            raise ValueError("guide-robust gates a latent site, and this backend has none")
+        gen = torch.Generator().manual_seed(config.seed)
+        people = torch.cat([w_u, view_anchors(backend, w_u, config.view_anchors, gen)])
+        gate, info = make_gate(backend, people, self.robust)
+        model = res.knob.model
+        # the gate asks what the *base* model draws (as the engine's gate does), not the fine-tuned copy
+        model.latent_identity = backend.latent_identity
+        gate_adapter = ODEAdapter.for_model(model, latent_sites[:1], config.ode, {"method": self.name})
+        gate_adapter.set_gate(gate)
+        res.knob = GatedKnob(res.knob, gate_adapter)
+        res.seconds += time.time() - t0
+        res.target = {**res.target, "robust": info}
+        return res
 
 
 @register
