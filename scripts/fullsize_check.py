@@ -203,7 +203,7 @@ def _fmt_section(results: list[dict]) -> str:
 
 
 def write_doc() -> Path:
-    """Replace (or insert before the estimates) the "Full-size check" section of docs/backends.md."""
+    """Replace (or insert before "Cost on diffusion backends") the "Full-size check" section of docs/backends.md."""
     results = [json.loads(p.read_text()) for p in sorted(DOCS.glob("fullsize_check_*.json"))]
     section = _fmt_section(results).rstrip("\n") + "\n\n"
     doc = DOCS / "backends.md"
@@ -213,7 +213,7 @@ def write_doc() -> Path:
         nxt = text.find("\n## ", start + len(HEADING))
         text = text[:start] + section + (text[nxt + 1:] if nxt >= 0 else "")
     else:
-        anchor = text.find("## Expected memory and time")
+        anchor = text.find("## Cost on diffusion backends")
         text = text[:anchor] + section + "\n" + text[anchor:] if anchor >= 0 else text + "\n" + section
     doc.write_text(text)
     return doc
