@@ -209,10 +209,12 @@ def write_outputs(bench: dict, out: Path) -> list[Path]:
     for i, m in enumerate(bench["methods"]):
         rows = [r for r in bench["results"] if r["method"] == m]
         s = [c[0] for c in rows[0]["curve"]]
+        # a robust row shares its base row's knob, so its line is dashed to show through where they coincide
+        line = {"color": colors[i % len(colors)], "dash": "dash" if m.endswith("-robust") else "solid"}
         fig.add_scatter(x=s, y=np.mean([[c[1] for c in r["curve"]] for r in rows], 0), name=m, row=1, col=1,
-                        line={"color": colors[i % len(colors)]})
+                        line=line)
         fig.add_scatter(x=s, y=np.mean([[c[1] for c in r["retention_curve"]] for r in rows], 0), name=m,
-                        row=1, col=2, showlegend=False, line={"color": colors[i % len(colors)]})
+                        row=1, col=2, showlegend=False, line=line)
     fig.add_hline(y=bench["threshold"], line_dash="dash", annotation_text="judge threshold", row=1, col=1)
     fig.update_layout(title="Forgetting and retention along each method's knob", height=420, width=980)
     trade = go.Figure()
@@ -230,6 +232,7 @@ def write_outputs(bench: dict, out: Path) -> list[Path]:
     paths += [write_html(f, out / f"{name}.html") for name, f in figures.items()]
     try:
         paths += write_png({out / f"{name}.png": f for name, f in figures.items()})
+        (out / "PNG_EXPORT.txt").unlink(missing_ok=True)  # an earlier run's "unavailable" note is stale now
     except RuntimeError as e:  # no offline static exporter: the HTML (which opens offline) is the figure
         (out / "PNG_EXPORT.txt").write_text(f"{e}\n")
         paths.append(out / "PNG_EXPORT.txt")
