@@ -9,17 +9,24 @@ from legato_core.baselines.benchmark import run_benchmark, summarise, write_outp
 from legato_core.figure_export import static_export_unavailable
 from legato_core.unlearning import ForgetConfig
 
+# one method per kind of knob: integration time (legato), weight interpolation (guide), adapter scale (lora). Every
+# registered method runs in the slow test below (5 min); CI's `bench --quick` runs the six default ones end to end
+KNOB_KINDS = ["legato", "guide", "lora"]
 
-@pytest.fixture(scope="module")
-def tiny_bench(embedded):
-    cfg = ForgetConfig(steps=2)
-    return run_benchmark(embedded, list(METHODS), [200_040], cfg, audit_steps=10, n_retain=20, n_fd=20,
+
+def _bench(embedded, methods):
+    return run_benchmark(embedded, methods, [200_040], ForgetConfig(steps=2), audit_steps=10, n_retain=20, n_fd=20,
                          check_every=1, progress=False)
 
 
-def test_every_method_reports_the_same_metrics(tiny_bench):
-    rows = tiny_bench["results"]
-    assert sorted(r["method"] for r in rows) == sorted(METHODS)
+@pytest.fixture(scope="module")
+def tiny_bench(embedded):
+    return _bench(embedded, KNOB_KINDS)
+
+
+def _assert_same_metrics(bench, methods):
+    rows = bench["results"]
+    assert sorted(r["method"] for r in rows) == sorted(methods)
     for r in rows:
         for key in ("id_target", "id_others", "retention_mean", "retention_p5", "fd_judge", "curve",
                     "curve_spearman", "curve_max_jump", "attack_reinvert", "attack_unseen_photos",
@@ -30,9 +37,18 @@ def test_every_method_reports_the_same_metrics(tiny_bench):
         assert len(r["curve"]) == 9
 
 
+def test_each_kind_of_knob_reports_the_same_metrics(tiny_bench):
+    _assert_same_metrics(tiny_bench, KNOB_KINDS)
+
+
+@pytest.mark.slow
+def test_every_registered_method_reports_the_same_metrics(embedded):
+    _assert_same_metrics(_bench(embedded, list(METHODS)), list(METHODS))
+
+
 def test_outputs_are_written(tiny_bench, tmp_path):
     paths = write_outputs(tiny_bench, tmp_path)
-    assert json.loads((tmp_path / "results.json").read_text())["methods"] == list(METHODS)
+    assert json.loads((tmp_path / "results.json").read_text())["methods"] == KNOB_KINDS
     assert "| legato |" in (tmp_path / "results.md").read_text()
     html = (tmp_path / "curves.html").read_text()
     assert "plotly.min.js" in html and "cdn.plot.ly" not in html, "figures must open offline"
@@ -118,14 +134,14 @@ def test_bench_merge_can_take_some_methods_of_a_run_and_let_named_config_keys_di
         module.select(old, ["c"])
 
 
-def test_every_method_forgets_toward_the_same_recorded_target(tiny_bench):
+def test_each_kind_of_knob_forgets_toward_the_same_recorded_target(tiny_bench):
     targets = {r["method"]: (r["target_kind"], r["target_pool_index"]) for r in tiny_bench["results"]}
     kind, first = targets["legato"]
     assert kind == "substitute" and isinstance(first, list) and len(first) == 1 and 0 <= first[0] < 256
     assert all(t == (kind, first) for t in targets.values()), targets
 
 
-def test_every_method_reports_its_dial_raw_and_calibrated(tiny_bench):
+def test_each_kind_of_knob_reports_its_dial_raw_and_calibrated(tiny_bench):
     for r in tiny_bench["results"]:
         for key in ("evenness_raw", "evenness_calibrated", "pixel_evenness_calibrated", "sharpness_min",
                     "manifold_db_min", "reach_db", "monotone_calibrated"):

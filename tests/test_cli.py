@@ -54,10 +54,18 @@ def test_identity_evaluate_json(capsys):
     assert rep["roc_auc"] > 0.9
 
 
-def test_forget_then_render(tmp_path, capsys):
-    adapter, report, png = tmp_path / "a.safetensors", tmp_path / "r.json", tmp_path / "t.png"
+@pytest.fixture(scope="module")
+def forgotten(tmp_path_factory):
+    """One adapter made by the CLI (5 steps, with its report), shared by the tests that only need some adapter."""
+    folder = tmp_path_factory.mktemp("cli-forget")
+    adapter, report = folder / "a.safetensors", folder / "r.json"
     assert main(["forget", "--identity", "200030", "--out", str(adapter), "--report", str(report),
                  "--steps", "5", "--quiet"]) == 0
+    return adapter, report
+
+
+def test_forget_then_render(forgotten, tmp_path, capsys):
+    (adapter, report), png = forgotten, tmp_path / "t.png"
     rep = json.loads(report.read_text())
     for key in ("id_target", "id_others", "retention_mean", "retention_p5", "fd_judge", "seconds",
                 "trainable_fraction", "threshold", "curve"):
@@ -92,9 +100,8 @@ def test_forget_refuses_a_stop_similarity_that_is_not_a_cosine(tmp_path, capsys,
     assert exit_.value.code == 2 and "expected a cosine" in capsys.readouterr().err
 
 
-def test_render_refuses_t_outside_range(tmp_path, capsys):
-    adapter = tmp_path / "a.safetensors"
-    assert main(["forget", "--identity", "200031", "--out", str(adapter), "--steps", "1", "--quiet"]) == 0
+def test_render_refuses_t_outside_range(forgotten, tmp_path, capsys):
+    adapter, _ = forgotten
     assert main(["render", "--adapter", str(adapter), "--t", "9", "--identity", "1", "--out",
                  str(tmp_path / "x.png")]) == 2
     assert "t must be in" in capsys.readouterr().err
