@@ -70,3 +70,30 @@ def test_the_substitute_pool_is_rendered_once_per_backend_and_gives_the_same_tar
     again, d2 = make_target(embedded, people, cfg)
     assert targets._POOLS[embedded] is cached and len(cached) == 1
     assert torch.equal(first, again) and d1["pool_index"] == d2["pool_index"]
+
+
+
+def test_a_stopped_batch_resumes_with_the_substitutes_and_adapters_of_one_run(embedded, one_thread):
+    from legato_core.adapters.request_log import RequestLog
+    from legato_core.unlearning.engine import ForgetConfig
+    from legato_core.unlearning.many import Person, forget_many
+
+    latents = embedded.sample_latents(3, torch.Generator().manual_seed(13))
+    people = [Person(f"p{i}", w[None]) for i, w in enumerate(latents)]
+    cfg = ForgetConfig(steps=1, view_anchors=0, calibration=None, target=TargetConfig(pool_size=32))
+    whole = forget_many(embedded, people, cfg, "batch")
+
+    def stop(done):
+        raise RuntimeError("the machine stopped")
+
+    log = RequestLog.for_model(embedded)
+    with pytest.raises(RuntimeError, match="machine stopped"):
+        forget_many(embedded, people, cfg, "batch", log, on_request=stop)
+    assert len(log) == 1  # the first request landed before the stop
+    forget_many(embedded, people, cfg, "batch", log, resume_from=len(log))
+    assert [r.label for r in log.requests] == ["p0", "p1", "p2"]
+    assert [r.adapter.digest() for r in log.requests] == [r.adapter.digest() for r in whole.requests]
+    with pytest.raises(ValueError, match="holds only 3"):
+        forget_many(embedded, people + people[:1], cfg, "batch", log, resume_from=4)
+    with pytest.raises(ValueError, match="between 0 and the 3 people"):
+        forget_many(embedded, people, cfg, "batch", log, resume_from=5)

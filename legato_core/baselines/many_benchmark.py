@@ -237,12 +237,23 @@ def run_many(backend, config: ManyConfig, out: str | Path, work: str | Path,
                 path_k = work / f"legato-batch-k{k}.requests.safetensors"
                 if path_k.exists():
                     batch_log, total = RequestLog.load(path_k, backend), seconds[f"legato-batch-k{k}"]
-                else:
-                    t0 = time.time()
-                    batch_log = forget_many(backend, [person(i) for i in range(k)], forget_cfg, "batch")
-                    total = [time.time() - t0]
+                else:  # each request is saved as it lands: a stopped batch resumes with the same substitutes
+                    part = work / f"legato-batch-k{k}.partial.requests.safetensors"
+                    batch_log = RequestLog.load(part, backend) if part.exists() else RequestLog.for_model(backend)
+                    done_secs = seconds.get(f"legato-batch-k{k}-requests", [])[:len(batch_log)]
+
+                    def landed(done, _secs=done_secs, _log=batch_log, _part=part, _k=k):
+                        _secs.append(done.seconds)
+                        _log.save(_part)
+                        save_seconds(f"legato-batch-k{_k}-requests", _secs)
+                        log(f"legato batch k={_k}: request {done.index + 1}/{_k}: {done.seconds:.1f} s")
+
+                    forget_many(backend, [person(i) for i in range(k)], forget_cfg, "batch", batch_log, landed,
+                                resume_from=len(batch_log))
+                    total = [sum(done_secs)]  # each request's training and its share of the joint target search
                     batch_log.save(path_k)
                     save_seconds(f"legato-batch-k{k}", total)
+                    part.unlink(missing_ok=True)
                 first = batch_log.requests[0]
                 one = _Knob(backend, lambda f=first: active(backend, [(f.adapter, f.t)]))
                 score("legato", "batch", k, _Knob(backend, lambda b=batch_log: b.active(backend)), one,

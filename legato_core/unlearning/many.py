@@ -41,16 +41,23 @@ class RequestDone:
 
 def forget_many(backend, people: Sequence[Person], config: ForgetConfig | None = None, mode: str = "sequential",
                 log: RequestLog | None = None, on_request: Callable[[RequestDone], None] | None = None,
-                on_progress: Callable[[ProgressEvent], None] | None = None) -> RequestLog:
+                on_progress: Callable[[ProgressEvent], None] | None = None, resume_from: int = 0) -> RequestLog:
     """Forget ``people`` into ``log`` (a new one for ``backend`` when None), one adapter per person.
 
     ``sequential``: each person is one request handled as it arrives (its own target search, as ``forget``
     does). ``batch``: one run; the substitutes are chosen together, distinct and none of them one of the people.
-    ``on_request`` hears of each request as it lands in the log (e.g. to save the log: a stream is resumable)."""
+    ``on_request`` hears of each request as it lands in the log (e.g. to save the log: a run is resumable).
+    ``resume_from``: the first that many people already have their requests at the end of ``log`` (a run that
+    stopped): they are not trained again, and a batch still chooses every substitute together, so the rest get
+    the ones they would have got in one run."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if not 0 <= resume_from <= len(people):
+        raise ValueError(f"resume_from must be between 0 and the {len(people)} people, got {resume_from}")
     config = config or ForgetConfig()
     log = log if log is not None else RequestLog.for_model(backend)
+    if resume_from > len(log):
+        raise ValueError(f"resume_from={resume_from}, but the log holds only {len(log)} requests")
     targets: list[tuple[torch.Tensor, dict] | None] = [None] * len(people)
     t_batch = time.time()
     if mode == "batch" and people:
@@ -61,6 +68,8 @@ def forget_many(backend, people: Sequence[Person], config: ForgetConfig | None =
             targets[i] = (w_target[i:i + 1], row)
     shared = time.time() - t_batch  # the batch's joint target search, spread over its requests
     for i, person in enumerate(people):
+        if i < resume_from:
+            continue
         t0 = time.time()
         result = train_adapter(backend, person.latent, config, on_progress, target=targets[i])
         request = log.add(result.adapter, person.label)
