@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -21,6 +22,9 @@ from .backends.registry import (
     check_judge_independent,
     resolve_judge,
 )
+
+if TYPE_CHECKING:
+    from .unlearning.engine import ForgetConfig
 
 # backend option -> environment variable, for app.py (a Hugging Face Space is configured without flags)
 BACKEND_ENV = {"backend": "LEGATO_BACKEND", "model_path": "LEGATO_MODEL_PATH",
@@ -247,12 +251,31 @@ def _target_input(args, backend):
     return w, None, None, {"image": str(args.image)}
 
 
+def forget_config(args: argparse.Namespace) -> ForgetConfig:
+    """The run's settings from ``forget``'s arguments: the defaults, then ``--config`` (a JSON file of ForgetConfig
+    fields, e.g. an earlier session's settings), then the flags."""
+    from .unlearning.engine import ForgetConfig
+
+    cfg = ForgetConfig()
+    if args.config:
+        cfg = cfg.merged(json.loads(Path(args.config).read_text()))
+    target = {k: v for k, v in (("kind", args.target), ("stop_similarity", args.stop_similarity)) if v is not KEEP}
+    cfg = cfg.merged({"seed": args.seed, "target": target})
+    if args.robust and cfg.robust is None:
+        cfg = cfg.merged({"robust": {}})
+    if args.steps:
+        cfg.steps = args.steps
+    if args.lr:
+        cfg.lr = args.lr
+    return cfg
+
+
 def _cmd_forget(args) -> int:
     from tqdm.auto import tqdm
 
     from .backends.base import renders_fast
     from .metrics import AdapterKnob, dial_report, unlearning_report
-    from .unlearning.engine import ForgetConfig, train_adapter
+    from .unlearning.engine import train_adapter
 
     spec = BackendSpec.from_args(args)
     _check_identity_flag(args, spec)
@@ -266,17 +289,7 @@ def _cmd_forget(args) -> int:
     networks = check_judge_independent(backend, judge)
     t0 = time.time()
     w, ow, ov, desc = _target_input(args, backend)
-    cfg = ForgetConfig()
-    if args.config:  # a JSON file of ForgetConfig fields over the defaults (e.g. an earlier session's settings)
-        cfg = cfg.merged(json.loads(Path(args.config).read_text()))
-    target = {k: v for k, v in (("kind", args.target), ("stop_similarity", args.stop_similarity)) if v is not KEEP}
-    cfg = cfg.merged({"seed": args.seed, "target": target})
-    if args.robust and cfg.robust is None:
-        cfg = cfg.merged({"robust": {}})
-    if args.steps:
-        cfg.steps = args.steps
-    if args.lr:
-        cfg.lr = args.lr
+    cfg = forget_config(args)
     bar = tqdm(total=cfg.steps, desc="forgetting", disable=args.quiet)
     res = train_adapter(backend, w, cfg, on_progress=lambda ev: bar.update(1))
     bar.close()

@@ -75,22 +75,31 @@ def test_forget_then_render(forgotten, tmp_path, capsys):
         assert len(dial["judge_curve"]) == 17 and dial["judge_curve"][0] == pytest.approx(1.0, abs=1e-5)
     assert rep["dial_map"]["t"][0] == 0 and rep["dial_raw"]["knob"][-1] == pytest.approx(1.6)
     assert set(rep["dial"]["manifold_db"]) == {"0.25", "0.5", "0.75", "0.875", "1.0"}
+    assert rep["target"] == "substitute" and rep["target_stop_fraction"] is None  # only an extrapolated target stops
     assert main(["render", "--adapter", str(adapter), "--t", "0.8", "--identity", "200030", "--out", str(png)]) == 0
     assert png.stat().st_size > 1000
     assert main(["render", "--adapter", str(adapter), "--u", "0.5", "--identity", "200030", "--out", str(png)]) == 0
     assert "u=0.5 (t=" in capsys.readouterr().out
 
 
-def test_forget_reports_where_the_extrapolated_target_stopped(tmp_path):
-    fixed, stopped = tmp_path / "fixed.json", tmp_path / "stopped.json"
-    base = ["forget", "--identity", "200032", "--steps", "1", "--quiet", "--out", str(tmp_path / "a.safetensors")]
-    assert main([*base, "--report", str(stopped), "--target", "extrapolated", "--stop-similarity", "0.5"]) == 0
-    config = tmp_path / "config.json"  # the same settings from a config file
-    config.write_text(json.dumps({"target": {"kind": "extrapolated", "stop_similarity": None}}))
-    assert main([*base, "--report", str(fixed), "--config", str(config)]) == 0
-    (frac,) = json.loads(stopped.read_text())["target_stop_fraction"]
-    assert 0 < frac < 1, "cosine 0.5 is reached part of the way to the far target"
-    assert json.loads(fixed.read_text())["target_stop_fraction"] is None
+def test_forget_flags_and_a_config_file_set_the_runs_target(tmp_path):
+    """What the flags do to the settings (the search they switch on is tested in test_engine.py)."""
+    from legato_core.cli import build_parser, forget_config
+
+    def settings(*flags):
+        return forget_config(build_parser().parse_args(["forget", "--identity", "200032", "--out", "a.st", *flags]))
+
+    default = settings()
+    assert default.target.kind == "substitute" and default.robust is None and default.steps == 250
+    stopped = settings("--target", "extrapolated", "--stop-similarity", "0.5", "--steps", "7", "--seed", "3")
+    assert (stopped.target.kind, stopped.target.stop_similarity, stopped.steps, stopped.seed) == (
+        "extrapolated", 0.5, 7, 3)
+    config = tmp_path / "config.json"  # the same kind of settings from a file; flags go over it
+    config.write_text(json.dumps({"target": {"kind": "extrapolated", "stop_similarity": None}, "lr": 0.01}))
+    from_file = settings("--config", str(config))
+    assert (from_file.target.kind, from_file.target.stop_similarity, from_file.lr) == ("extrapolated", None, 0.01)
+    assert settings("--config", str(config), "--stop-similarity", "-0.2").target.stop_similarity == -0.2
+    assert settings("--robust").robust is not None
 
 
 @pytest.mark.parametrize("bad", ["1", "-3", "far"])
