@@ -511,8 +511,8 @@ def _cmd_bench_many(args) -> int:
                      forget={"steps": args.steps} if args.steps else {})
     spec.check()
     backend = spec.load()
-    data = run_many(backend, cfg, args.out, args.work)
     command = " ".join(["python -m legato_core", *sys.argv[1:]])
+    data = run_many(backend, cfg, args.out, args.work, command=command)
     data["commands"] = [c for c in data.get("commands", []) if c != command] + [command]
     from .baselines.many_benchmark import write_many_outputs
 

@@ -6,9 +6,13 @@ method, mode and k; each record keeps the command that made it in ``made_by``.
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
-from legato_core.baselines.many_benchmark import write_many_outputs
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from legato_core.baselines.many_benchmark import write_many_outputs  # noqa: E402
 
 
 def merge(runs: list[dict]) -> dict:

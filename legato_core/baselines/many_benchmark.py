@@ -172,8 +172,9 @@ class _Record:
 
 
 def run_many(backend, config: ManyConfig, out: str | Path, work: str | Path,
-             log: Callable[[str], None] = print) -> dict:
-    """Train (resuming from ``work``) and score every method at every k; results in ``out``/results.json."""
+             log: Callable[[str], None] = print, command: str | None = None) -> dict:
+    """Train (resuming from ``work``) and score every method at every k; results in ``out``/results.json, each
+    record naming ``command`` (the command line that made it) in ``made_by``."""
     out, work = Path(out), Path(work)
     work.mkdir(parents=True, exist_ok=True)
     judge = load_identity_model("judge")
@@ -195,7 +196,8 @@ def run_many(backend, config: ManyConfig, out: str | Path, work: str | Path,
     def score(method: str, mode: str, k: int, knob: _Knob, one: _Knob, secs: list[float], extra: dict) -> None:
         rec = {"method": method, "mode": mode, "k": k, **evaluate(backend, knob, one, people, k, judge,
                                                                    config.render_repeats),
-               "seconds_per_request_median": statistics.median(secs[:k]) if secs else None, **extra}
+               "seconds_per_request_median": statistics.median(secs[:k]) if secs else None, **extra,
+               **({"made_by": command} if command else {})}
         record.add(rec)
         log(f"{method} {mode} k={k}: forgotten {rec['forgotten']}/{k}, first 10 {rec['first10_forgotten']}, "
             f"retention {rec['retention_mean']:.3f}/{rec['retention_p5']:.3f}, "
