@@ -44,12 +44,10 @@ def forget_many(backend, people: Sequence[Person], config: ForgetConfig | None =
                 on_progress: Callable[[ProgressEvent], None] | None = None, resume_from: int = 0) -> RequestLog:
     """Forget ``people`` into ``log`` (a new one for ``backend`` when None), one adapter per person.
 
-    ``sequential``: each person is one request handled as it arrives (its own target search, as ``forget``
-    does). ``batch``: one run; the substitutes are chosen together, distinct and none of them one of the people.
-    ``on_request`` hears of each request as it lands in the log (e.g. to save the log: a run is resumable).
-    ``resume_from``: the first that many people already have their requests at the end of ``log`` (a run that
-    stopped): they are not trained again, and a batch still chooses every substitute together, so the rest get
-    the ones they would have got in one run."""
+    ``sequential``: one request per person as it arrives (its own target search). ``batch``: one run, the
+    substitutes chosen together, distinct, none of them one of the people. ``on_request`` hears of each request as
+    it lands (e.g. to save the log). ``resume_from``: the first that many people are already in ``log`` (a stopped
+    run); they are skipped, and a batch still chooses all substitutes together, so the rest get the same ones."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if not 0 <= resume_from <= len(people):
