@@ -190,6 +190,15 @@ def run_many(backend, config: ManyConfig, out: str | Path, work: str | Path,
         seconds[key] = values
         times_path.write_text(json.dumps(seconds))
 
+    def checkpoint(key: str, secs: list[float], requests: RequestLog, path: Path, label: str, total: int):
+        """forget_many's on_request: keep each request (and its seconds) as it lands, so a rerun resumes."""
+        def landed(done) -> None:
+            secs.append(done.seconds)
+            requests.save(path)
+            save_seconds(key, secs)
+            log(f"{label} request {len(requests)}/{total}: {done.seconds:.1f} s")
+        return landed
+
     def person(i: int) -> Person:
         return Person(f"identity {ids[i]}", people["w"][i:i + 1])
 
@@ -209,16 +218,9 @@ def run_many(backend, config: ManyConfig, out: str | Path, work: str | Path,
         stream = RequestLog.load(path, backend) if path.exists() else RequestLog.for_model(backend)
         secs = seconds.get("legato-sequential", [])[:len(stream)]
         for k in config.ks:
+            saved = checkpoint("legato-sequential", secs, stream, path, "legato", k_max)
             while len(stream) < k:
-                i = len(stream)
-
-                def saved(done, _secs=secs):
-                    _secs.append(done.seconds)
-                    stream.save(path)
-                    save_seconds("legato-sequential", _secs)
-                    log(f"legato request {len(stream)}/{k_max}: {done.seconds:.1f} s")
-
-                forget_many(backend, [person(i)], forget_cfg, "sequential", stream, saved)
+                forget_many(backend, [person(len(stream))], forget_cfg, "sequential", stream, saved)
             first = stream.requests[0]
             one = _Knob(backend, lambda f=first: active(backend, [(f.adapter, f.t)]))
             upto = RequestLog(stream.base_model_id, stream.base_weight_hash)
@@ -243,13 +245,8 @@ def run_many(backend, config: ManyConfig, out: str | Path, work: str | Path,
                     part = work / f"legato-batch-k{k}.partial.requests.safetensors"
                     batch_log = RequestLog.load(part, backend) if part.exists() else RequestLog.for_model(backend)
                     done_secs = seconds.get(f"legato-batch-k{k}-requests", [])[:len(batch_log)]
-
-                    def landed(done, _secs=done_secs, _log=batch_log, _part=part, _k=k):
-                        _secs.append(done.seconds)
-                        _log.save(_part)
-                        save_seconds(f"legato-batch-k{_k}-requests", _secs)
-                        log(f"legato batch k={_k}: request {done.index + 1}/{_k}: {done.seconds:.1f} s")
-
+                    landed = checkpoint(f"legato-batch-k{k}-requests", done_secs, batch_log, part,
+                                        f"legato batch k={k}:", k)
                     forget_many(backend, [person(i) for i in range(k)], forget_cfg, "batch", batch_log, landed,
                                 resume_from=len(batch_log))
                     total = [sum(done_secs)]  # each request's training and its share of the joint target search

@@ -65,9 +65,7 @@ def forget_many(backend, people: Sequence[Person], config: ForgetConfig | None =
             row = {k: ([v[i]] if isinstance(v, list) and len(v) == len(people) else v) for k, v in desc.items()}
             targets[i] = (w_target[i:i + 1], row)
     shared = time.time() - t_batch  # the batch's joint target search, spread over its requests
-    for i, person in enumerate(people):
-        if i < resume_from:
-            continue
+    for i, person in enumerate(people[resume_from:], start=resume_from):
         t0 = time.time()
         result = train_adapter(backend, person.latent, config, on_progress, target=targets[i])
         request = log.add(result.adapter, person.label)
