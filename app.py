@@ -863,10 +863,12 @@ def _wire_forgetting(page: SimpleNamespace, views: SimpleNamespace) -> None:
         line, and the loss plot and preview when the job is that identity's."""
         if studio is None or studio.closed or studio.status() is None:
             return {timer: gr.Timer(active=False)}
-        st = studio.status()
+        # take the finished job first: a status read before it could still say "running" when the job ends
+        # between the two reads, and the one-time "Done" line would be lost
+        fin = studio.take_finished()
+        st = fin if fin is not None else studio.status()
         shown = key if isinstance(key, str) and key in studio.entries else None
         out = {timer: gr.Timer(active=not st.done)}
-        fin = studio.take_finished()
         if fin is not None:  # a training run's garbage: give it back now, not when the session ends
             threading.Thread(target=release_memory, daemon=True, name="legato-release").start()
         if fin is not None and fin.state == "done" and fin.key in studio.entries:

@@ -380,6 +380,30 @@ def test_the_view_stays_on_the_identity_being_looked_at(url):
     assert "(forgotten)" in out[0]["choices"][0][0] and "Select 1 · face-world #200016" in out[STATUS]
 
 
+def test_a_job_ending_between_two_reads_still_says_done(url):
+    """The poll reads the job's status and takes the one-time "finished" signal; if the job ends between the two
+    reads, the stale "training" status must not replace the "Done" line (a fresh-clone CI run lost it so)."""
+    import dataclasses
+
+    import app
+
+    c = _client(url)
+    c.predict(200_018, api_name="/add_identity")
+    c.predict(200_019, api_name="/add_identity")
+    c.predict("1", 2, api_name="/forget")
+    studio = app.SESSIONS[c.session_hash]
+    studio.wait(120)
+    finished = studio.status()
+    assert finished.state == "done"
+    stale = dataclasses.replace(finished, state="training", step=1)
+    studio.status = lambda: stale  # every read of the session's status is the one taken just before the job ended
+    try:
+        out = c.predict("2", api_name="/poll")
+    finally:
+        del studio.status
+    assert "Done" in out[STATUS] and out[0]["value"] == "2"
+
+
 def _markers(plot) -> list[float]:
     """The x of the curve's markers (where the slider is) in a gr.Plot value as the API returns it."""
     fig = json.loads(plot["plot"]) if isinstance(plot, dict) else json.loads(plot)
