@@ -16,7 +16,7 @@ KNOB_KINDS = ["legato", "guide", "lora"]
 
 def _bench(embedded, methods):
     return run_benchmark(embedded, methods, [200_040], ForgetConfig(steps=2), audit_steps=10, n_retain=20, n_fd=20,
-                         check_every=1, progress=False)
+                         check_every=1, progress=False, dial_views=2)
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,7 @@ def _assert_same_metrics(bench, methods):
         for key in ("id_target", "id_others", "retention_mean", "retention_p5", "fd_judge", "curve",
                     "curve_spearman", "curve_max_jump", "attack_reinvert", "attack_unseen_photos",
                     "attack_encoder_guess", "attack_warm_start", "trainable_parameters",
-                    "wall_seconds", "retention_curve"):
+                    "wall_seconds", "retention_curve", "evenness_calibrated", "manifold_db_min", "reach_db"):
             assert key in r, (r["method"], key)
         assert r["curve"][0][1] == pytest.approx(1.0, abs=1e-4), f"{r['method']}: knob 0 must be the base model"
         assert len(r["curve"]) == 9
@@ -189,7 +189,7 @@ def test_a_benchmark_with_a_work_folder_resumes_where_it_stopped_and_refuses_oth
     from legato_core.baselines import benchmark
 
     cfg = ForgetConfig(steps=1)
-    kw = {"audit_steps": 0, "n_retain": 8, "n_fd": 8, "progress": False, "work": tmp_path}
+    kw = {"audit_steps": 0, "n_retain": 8, "n_fd": 8, "progress": False, "work": tmp_path, "dial_views": 2}
     first = run_benchmark(embedded, ["lora"], [200_042], cfg, **kw)
     assert (tmp_path / "lora-200042.json").exists()
 
@@ -201,3 +201,5 @@ def test_a_benchmark_with_a_work_folder_resumes_where_it_stopped_and_refuses_oth
     assert json.dumps(again["results"], default=float) == json.dumps(first["results"], default=float)
     with pytest.raises(ValueError, match=r"other settings \(config\)"):
         run_benchmark(embedded, ["lora"], [200_042], ForgetConfig(steps=2), **kw)
+    with pytest.raises(ValueError, match=r"other settings \(dial_views\)"):
+        run_benchmark(embedded, ["lora"], [200_042], cfg, **{**kw, "dial_views": 8})

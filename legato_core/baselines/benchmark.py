@@ -61,15 +61,19 @@ def _keep(work: Path | None, name: str, value: dict) -> dict:
 
 def run_benchmark(backend, methods: list[str], identities: list[int], config: ForgetConfig,
                   lrs: dict[str, float] | None = None, audit_steps: int = 200, n_retain: int = 200,
-                  n_fd: int = 500, check_every: int = 10, progress: bool = True, work: Path | None = None) -> dict:
+                  n_fd: int = 500, check_every: int = 10, progress: bool = True, work: Path | None = None,
+                  dial_views: int = 8) -> dict:
     """Every method on every target. With ``work``, each (method, target) record and each base-model attack is
-    kept there as it finishes, and a rerun skips what is there; a folder made with other settings is refused."""
+    kept there as it finishes, and a rerun skips what is there; a folder made with other settings is refused.
+    ``dial_views``: canonical views the dial measures are taken in (fewer only for quick checks)."""
     lrs = {**default_learning_rates(), **(lrs or {})}
     work = None if work is None else Path(work)
     if work is not None:
         settings = json.loads(json.dumps({"config": config.to_dict(), "lrs": lrs, "audit_steps": audit_steps,
-                                          "n_retain": n_retain, "n_fd": n_fd, "check_every": check_every}))
+                                          "n_retain": n_retain, "n_fd": n_fd, "check_every": check_every,
+                                          "dial_views": dial_views}))
         saved = _kept(work, "settings") or _keep(work, "settings", settings)
+        saved = {"dial_views": 8, **saved}  # folders from before the setting existed measured 8 views
         if saved != settings:
             differ = sorted(k for k in settings if saved.get(k) != settings[k])
             raise ValueError(f"{work} holds a benchmark run with other settings ({', '.join(differ)}): "
@@ -121,7 +125,7 @@ def run_benchmark(backend, methods: list[str], identities: list[int], config: Fo
             if audit_steps:
                 with res.knob.at(1.0) as model:
                     attacks = attack_model(model, img, original, judge, others, attack_cfg)
-            dial = knob_dial(backend, res.knob, w_u, res.target_latent, judge)
+            dial = knob_dial(backend, res.knob, w_u, res.target_latent, judge, dial_views)
             res.close()
             results.append(_keep(work, f"{name}-{identity}", {
                 "method": name, "identity": identity, "lr": lrs[name], "steps": config.steps,
@@ -134,14 +138,14 @@ def run_benchmark(backend, methods: list[str], identities: list[int], config: Fo
     bar.close()
     return {"config": config.to_dict(), "methods": methods, "identities": identities, "lrs": lrs,
             "threshold": judge.threshold, "base_model_attacks": base_attacks,
-            "torch_threads": torch.get_num_threads(), "results": results,
+            "torch_threads": torch.get_num_threads(), "dial_views": dial_views, "results": results,
             "legato_sites": config.sites_on(backend)}  # what config.sites None meant here
 
 
-def knob_dial(backend, knob, w_u: torch.Tensor, target_latent: torch.Tensor, judge) -> dict:
+def knob_dial(backend, knob, w_u: torch.Tensor, target_latent: torch.Tensor, judge, views: int = 8) -> dict:
     """A method's knob s in [0, 1] as a slider, raw (u = s) and calibrated the way the engine calibrates LEGATO's
     adapters (loss network and pixels, never the judge; ``unlearning.calibration``), scored by the judge."""
-    views = backend.canonical_views(8)
+    views = backend.canonical_views(views)
     raw = dial_report(backend, knob, w_u, target_latent, float, views, judge)
     knots, _ = knob_knots(profile_knob(backend, knob, w_u, 1.0))
     position = DialMap(tuple(knots), "loss network and pixels", "").t_at
