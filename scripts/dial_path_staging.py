@@ -1,0 +1,226 @@
+"""Which way to the substitute keeps every point of the dial a face the model draws? Base model, validation ids.
+
+    python scripts/dial_path_staging.py --first-identity 100600 --count 16 --out docs/dial_staging
+
+The dial's mid positions go off the model's manifold (issue 27: 4 of 10 acceptance targets re-render below 36 dB
+somewhere on u = 1/4 ... 1) where the straight latent path blends two faces whose categories differ (half a pair
+of glasses, a fading beard). The face world's identity is a factor vector (scalars, colours, one-hot categories)
+that the generator's mapping turns into the latent w, so a path can be staged in factor space instead: first the
+categories switch (one waypoint, or one waypoint per category), then the rest moves. Each waypoint is the mapping
+of a hybrid factor vector plus the person's inversion residual (w_u - mapping(encoder's factor guess)), fading
+out along the way. For each validation person (view-0 photo, inverted as the CLI does) and the default substitute,
+each path is drawn at 33 points (equal latent arc length) in 8 canonical views and scored: the base model's
+re-render PSNR (``metrics.manifold_psnr``) at 1/16 ... 1 of the way, the judge's and arcface's curves (monotone:
+never up by more than 0.01), and the judge's and the pixels' evenness at 17 points by arc length. The adapters
+are trained to follow the path their trajectory term is given, so the base model's render of a path is what a
+dial along it can be at best. Validation ids only: this chooses defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import statistics
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import legato_core.openmp  # noqa: E402, F401 - the CLI's OpenMP wait policy, before torch loads
+
+POINTS, VIEWS = 33, 8
+DIAL_AT = (0.25, 0.5, 0.75, 0.875, 1.0)  # issue 27's on-manifold positions
+PATHS = ("straight", "categories_first", "categories_one_by_one", "categories_last")
+
+
+def category_slices() -> dict[str, slice]:
+    """Where each categorical factor (and what only shows with it) sits in the factor vector."""
+    from legato_core.faceworld.factors import CATEGORY_SIZES, COLOR_KEYS, SCALAR_RANGES
+
+    names = list(SCALAR_RANGES)
+    start = len(names) + 3 * len(COLOR_KEYS)
+    out = {}
+    for name, n in CATEGORY_SIZES.items():
+        out[name] = slice(start, start + n)
+        start += n
+    out["mole"] = slice(names.index("mole"), names.index("mole_y") + 1)  # mole, mole_x, mole_y are adjacent
+    g = len(names) + 3 * COLOR_KEYS.index("glasses_color")
+    out["glasses_color"] = slice(g, g + 3)
+    return out
+
+
+def waypoints(backend, w_u, e_u, e_s, w_s, kind: str) -> list:
+    """Latent waypoints from w_u to w_s (each (D,)) for a path ``kind``; the person's residual fades with the
+    fraction of factor-space distance covered."""
+    if kind == "straight":
+        return [w_u, w_s]
+    sl = category_slices()
+    groups = [["hair_style"], ["facial_hair"], ["glasses", "glasses_color"], ["mole"]]
+
+    def shown(e, name):  # the category a factor vector shows (the encoder's guess is soft); a mole: present or not
+        return int(e[sl[name]].argmax()) if name != "mole" else int(e[sl[name]][0] > 0)
+
+    differ = [g for g in groups if shown(e_u, g[0]) != shown(e_s, g[0])]
+    if kind in ("categories_first", "categories_last"):
+        differ = [[name for g in differ for name in g]] if differ else []
+    residual = w_u - backend.generator.map_identity(e_u[None])[0]
+    hybrids, e = [], e_u.clone()
+    if kind == "categories_last":  # everything else moves first, then the categories switch at once
+        e = e_s.clone()
+        for g in differ:
+            for name in g:
+                e[sl[name]] = e_u[sl[name]]
+        hybrids.append(e.clone())
+    else:
+        for g in differ:
+            for name in g:
+                e[sl[name]] = e_s[sl[name]]
+            hybrids.append(e.clone())
+    total = float((e_s - e_u).norm()) or 1.0
+    points = [w_u]
+    for h in hybrids:
+        fade = 1 - float((h - e_u).norm()) / total
+        points.append(backend.generator.map_identity(h[None])[0] + max(fade, 0.0) * residual)
+    return [*points, w_s]
+
+
+def along(points: list, n: int):
+    """``n`` latents at equal arc length along the polyline through ``points``."""
+    import torch
+
+    seg = torch.stack([(b - a).norm() for a, b in itertools.pairwise(points)])
+    cum = torch.cat([torch.zeros(1), seg.cumsum(0)])
+    out = []
+    for s in torch.linspace(0, float(cum[-1]), n):
+        i = int(torch.searchsorted(cum, s, right=True).clamp(1, len(points) - 1)) - 1
+        f = float((s - cum[i]) / seg[i].clamp(min=1e-8))
+        out.append(points[i] + min(max(f, 0.0), 1.0) * (points[i + 1] - points[i]))
+    return torch.stack(out), float(cum[-1])
+
+
+def score_path(backend, judge, arcface, lat) -> dict:
+    import torch
+
+    from legato_core.metrics import central_change, evenness, is_monotone, manifold_psnr, step_evenness
+
+    views = backend.canonical_views(VIEWS)
+    with torch.no_grad():
+        img = backend.render(lat.repeat_interleave(VIEWS, 0), views.repeat(len(lat), 1))
+        img = img.view(len(lat), VIEWS, *img.shape[1:])
+        curves = {}
+        for name, net in (("judge", judge), ("arcface", arcface)):
+            e = net.embed(img.flatten(0, 1)).view(len(lat), VIEWS, -1)
+            curves[name] = (e * e[:1]).sum(-1).mean(-1).tolist()
+    idx17 = [round(i * (POINTS - 1) / 16) for i in range(17)]
+    j17 = [curves["judge"][i] for i in idx17]
+    px = [float(central_change(img[a], img[b]).mean()) for a, b in itertools.pairwise(idx17)]
+    manifold = [round(float(manifold_psnr(backend, img[i]).mean()), 2) for i in idx17]  # at 0, 1/16, ..., 1
+    # where a dial paced by pixels alone (the calibration's pixel blend) puts issue 27's positions
+    pace = [0.0, *itertools.accumulate(px)]
+    pace = [p / pace[-1] for p in pace] if pace[-1] > 0 else [i / 16 for i in range(17)]
+    at_dial = {str(u): manifold[next(i for i, p in enumerate(pace) if p >= u - 1e-9)] for u in DIAL_AT}
+    return {"judge": [round(x, 4) for x in curves["judge"]], "arcface": [round(x, 4) for x in curves["arcface"]],
+            "judge_monotone": is_monotone(curves["judge"]), "arcface_monotone": is_monotone(curves["arcface"]),
+            "judge_evenness": round(evenness(j17), 3), "pixel_evenness": round(step_evenness(px), 3),
+            "manifold_db": manifold, "manifold_db_min": min(manifold[1:]),
+            "manifold_db_min_arc": min(manifold[4:]), "manifold_db_pixel_dial": at_dial,
+            "manifold_db_min_pixel_dial": min(at_dial.values())}
+
+
+def summarise(people: list[dict]) -> dict:
+    out = {}
+    for kind in PATHS:
+        rows = [p["paths"][kind] for p in people]
+        out[kind] = {
+            "manifold_min_mean": statistics.mean(r["manifold_db_min"] for r in rows),
+            "manifold_min_lowest": min(r["manifold_db_min"] for r in rows),
+            "manifold_36_all": sum(r["manifold_db_min"] >= 36 for r in rows),
+            "manifold_36_arc": sum(r["manifold_db_min_arc"] >= 36 for r in rows),
+            "manifold_36_pixel_dial": sum(r["manifold_db_min_pixel_dial"] >= 36 for r in rows),
+            "judge_monotone": sum(r["judge_monotone"] for r in rows),
+            "arcface_monotone": sum(r["arcface_monotone"] for r in rows),
+            "judge_evenness_median": statistics.median(r["judge_evenness"] for r in rows),
+            "pixel_evenness_median": statistics.median(r["pixel_evenness"] for r in rows),
+            "length_mean": statistics.mean(r["length"] for r in rows)}
+    return out
+
+
+def markdown(summary: dict, n: int, command: str) -> str:
+    lines = [f"`{command}`", "", f"{n} validation people, the default substitute, each path at 33 points of equal "
+             "latent arc length in 8 canonical views. On-manifold: the base model's re-render PSNR at 17 points "
+             "(1/16 ... 1 of the way; ≥ 36 dB at all of them, at 1/4 ... 1, and at issue 27's positions u = 1/4, "
+             "1/2, 3/4, 7/8, 1 of a dial paced by the pixels' change); evenness at 17 points by arc length (not "
+             "calibrated).", "",
+             "| path | ≥ 36 dB everywhere | ≥ 36 dB from 1/4 | ≥ 36 dB at the pixel dial's positions "
+             "| lowest anywhere, mean / min (dB) | judge monotone | arcface monotone | judge evenness (median) "
+             "| pixel evenness (median) | latent length |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for kind, s in summary.items():
+        lines.append(f"| {kind} | {s['manifold_36_all']}/{n} | {s['manifold_36_arc']}/{n} | "
+                     f"{s['manifold_36_pixel_dial']}/{n} | {s['manifold_min_mean']:.1f} / "
+                     f"{s['manifold_min_lowest']:.1f} | {s['judge_monotone']}/{n} | {s['arcface_monotone']}/{n} | "
+                     f"{s['judge_evenness_median']:.2f} | {s['pixel_evenness_median']:.2f} | {s['length_mean']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--first-identity", type=int, default=100_600)
+    ap.add_argument("--count", type=int, default=16)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", default="docs/dial_staging")
+    args = ap.parse_args()
+
+    import torch
+
+    from legato_core import faceworld
+    from legato_core.backends.embedded import EmbeddedFaceBackend
+    from legato_core.identity.model import load_identity_model
+    from legato_core.ranges import VALIDATION
+    from legato_core.unlearning.engine import ForgetConfig
+    from legato_core.unlearning.targets import make_target
+
+    ids = range(args.first_identity, args.first_identity + args.count)
+    if ids.start not in VALIDATION or ids[-1] not in VALIDATION:
+        raise SystemExit(f"this chooses defaults: validation ids only ({VALIDATION.start:,}-{VALIDATION.stop - 1:,})")
+    torch.set_num_threads(args.threads)
+    backend = EmbeddedFaceBackend.from_pretrained()
+    judge, arcface = load_identity_model("judge"), backend.loss_identity_model()
+    cfg = ForgetConfig().target
+    pool_e = backend.generator.sample_embeddings(cfg.pool_size, torch.Generator().manual_seed(cfg.pool_seed))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    partial = out / "results.partial.json"  # each person as they finish: a rerun resumes after the last one kept
+    people = [p for p in json.loads(partial.read_text())["people"] if p["identity"] in ids] if partial.exists() else []
+    for i in ids:
+        if any(p["identity"] == i for p in people):
+            continue
+        photo = faceworld.render([i], 0)
+        w_u, _ = backend.invert(photo)
+        with torch.no_grad():
+            e_u = backend.view_encoder(photo)[0, :backend.factor_dim]
+            w_s, desc = make_target(backend, w_u, cfg)
+            e_s = pool_e[desc["pool_index"][0]]
+            paths = {}
+            for kind in PATHS:
+                points = waypoints(backend, w_u[0], e_u, e_s, w_s[0], kind)
+                lat, length = along(points, POINTS)
+                paths[kind] = {**score_path(backend, judge, arcface, lat), "length": round(length, 3),
+                               "waypoints": len(points)}
+        people.append({"identity": i, "pool_index": desc["pool_index"][0], "paths": paths})
+        partial.write_text(json.dumps({"people": people}))
+        print(f"{i}: " + ", ".join(f"{k} {p['manifold_db_min']:.1f} dB{'' if p['judge_monotone'] else ' (up)'}"
+                                    for k, p in paths.items()), flush=True)
+    command = "python scripts/dial_path_staging.py " + " ".join(sys.argv[1:])
+    summary = summarise(people)
+    (out / "results.json").write_text(json.dumps({"made_by": command, "summary": summary, "people": people}))
+    (out / "results.md").write_text(markdown(summary, len(people), command))
+    partial.unlink()
+    print(markdown(summary, len(people), command))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
