@@ -18,3 +18,9 @@ def check_evaluation_ids(ids) -> None:
     low = min(ids)
     if low < EVALUATION_START:
         raise ValueError(f"evaluation ids must be >= {EVALUATION_START:,}; got {low}")
+
+
+def check_validation_ids(ids) -> None:
+    """Refuse to choose a default on ids outside the validation range (evaluation ids above all)."""
+    if min(ids) not in VALIDATION or max(ids) not in VALIDATION:
+        raise ValueError(f"this chooses defaults: validation ids only ({VALIDATION.start:,}-{VALIDATION.stop - 1:,})")

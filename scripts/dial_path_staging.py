@@ -178,13 +178,15 @@ def main() -> int:
     from legato_core import faceworld
     from legato_core.backends.embedded import EmbeddedFaceBackend
     from legato_core.identity.model import load_identity_model
-    from legato_core.ranges import VALIDATION
+    from legato_core.ranges import check_validation_ids
     from legato_core.unlearning.engine import ForgetConfig
     from legato_core.unlearning.targets import make_target
 
     ids = range(args.first_identity, args.first_identity + args.count)
-    if ids.start not in VALIDATION or ids[-1] not in VALIDATION:
-        raise SystemExit(f"this chooses defaults: validation ids only ({VALIDATION.start:,}-{VALIDATION.stop - 1:,})")
+    try:
+        check_validation_ids(ids)
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
     torch.set_num_threads(args.threads)
     backend = EmbeddedFaceBackend.from_pretrained()
     judge, arcface = load_identity_model("judge"), backend.loss_identity_model()

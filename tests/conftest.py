@@ -4,6 +4,7 @@ so engine mechanics are tested without shipped weights; tests that need trained 
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 # isort: off
 import legato_core.openmp  # noqa: F401 - sets the OpenMP wait policy; must run before torch loads
@@ -165,3 +166,18 @@ def app_server():
     app.STUDIO_OPTIONS.pop("curve_views", None)
     demo.close()
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def load_script():
+    """scripts/<name>.py as a module (scripts are not a package), for tests of their pure functions."""
+    import importlib.util
+
+    def load(name: str):
+        path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load

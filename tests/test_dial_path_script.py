@@ -1,6 +1,5 @@
 """scripts/dial_path_monotonicity.py: the table behind "Why some knobs are not monotone" in docs/engine.md."""
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -8,21 +7,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _script():
-    path = ROOT / "scripts" / "dial_path_monotonicity.py"
-    spec = importlib.util.spec_from_file_location("dial_path_monotonicity", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _path(judge, arcface, views_monotone=8):
     return {"judge": judge, "arcface": arcface, "arcface_views_monotone": views_monotone, "encoder": arcface,
             "distance": 2.0}
 
 
-def test_a_judge_curve_that_comes_back_is_counted_and_cutting_at_arcface_unrelated_removes_the_rebound():
-    m = _script()
+def test_a_judge_curve_that_comes_back_is_counted_and_cutting_at_arcface_unrelated_removes_the_rebound(load_script):
+    m = load_script("dial_path_monotonicity")
     falls = [1.0 - i / (m.POINTS - 1) for i in range(m.POINTS)]  # 1 -> 0, evenly
     arcface = [1.0 - 1.2 * i / (m.POINTS - 1) for i in range(m.POINTS)]  # crosses 0 at 5/6 of the way
     rebound = [*falls[:-4], 0.05, 0.08, 0.11, 0.14]  # the judge finds the substitute more like the person

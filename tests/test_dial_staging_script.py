@@ -1,6 +1,5 @@
 """scripts/dial_path_staging.py: staged ways to the substitute (categories first, one by one, last) and their table."""
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -11,16 +10,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _script():
-    path = ROOT / "scripts" / "dial_path_staging.py"
-    spec = importlib.util.spec_from_file_location("dial_path_staging", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_points_along_a_polyline_are_evenly_spaced_and_end_at_its_ends():
-    m = _script()
+def test_points_along_a_polyline_are_evenly_spaced_and_end_at_its_ends(load_script):
+    m = load_script("dial_path_staging")
     points = [torch.tensor([0.0, 0.0]), torch.tensor([3.0, 0.0]), torch.tensor([3.0, 1.0])]
     lat, length = m.along(points, 9)
     assert length == pytest.approx(4.0)
@@ -30,11 +21,11 @@ def test_points_along_a_polyline_are_evenly_spaced_and_end_at_its_ends():
     assert torch.allclose(lat[6], torch.tensor([3.0, 0.0]))  # the corner is 3/4 of the way
 
 
-def test_categories_switch_at_the_waypoints_and_only_those_that_differ(embedded):
+def test_categories_switch_at_the_waypoints_and_only_those_that_differ(embedded, load_script):
     from legato_core.faceworld import sample_identities
     from legato_core.faceworld.factors import identity_vector
 
-    m = _script()
+    m = load_script("dial_path_staging")
     sl = m.category_slices()
     e = identity_vector(sample_identities(list(range(100_600, 100_640))))
     hair = e[:, sl["hair_style"]].argmax(1)
@@ -59,8 +50,8 @@ def test_categories_switch_at_the_waypoints_and_only_those_that_differ(embedded)
     assert torch.allclose(first[1], gen.map_identity(hybrid[None])[0], atol=1e-5)
 
 
-def test_the_table_counts_paths_that_stay_on_the_manifold_by_each_reading():
-    m = _script()
+def test_the_table_counts_paths_that_stay_on_the_manifold_by_each_reading(load_script):
+    m = load_script("dial_path_staging")
 
     def row(lowest, from_quarter, at_dial):
         return {"manifold_db_min": lowest, "manifold_db_min_arc": from_quarter, "manifold_db_min_pixel_dial": at_dial,
