@@ -7,9 +7,10 @@ somewhere on u = 1/4 ... 1) where the straight latent path blends two faces whos
 of glasses, a fading beard). The face world's identity is a factor vector (scalars, colours, one-hot categories)
 that the generator's mapping turns into the latent w, so a path can be staged in factor space instead: first the
 categories switch (one waypoint, or one waypoint per category), then the rest moves. Each waypoint is the mapping
-of a hybrid factor vector plus the person's inversion residual (w_u - mapping(encoder's factor guess)), fading
-out along the way. For each validation person (view-0 photo, inverted as the CLI does) and the default substitute,
-each path is drawn at 33 points (equal latent arc length) in 8 canonical views and scored: the base model's
+of a hybrid factor vector plus the person's residual (w_u - mapping(their factors)), fading out along the way
+(``EmbeddedFaceBackend.staged_waypoints``; the engine pins its solver states to the same paths with
+``weights.reference_path``). For each validation person (view-0 photo, inverted as the CLI does) and the default
+substitute, each path is drawn at 33 points (equal latent arc length) in 8 canonical views and scored: the base model's
 re-render PSNR (``metrics.manifold_psnr``) at 1/16 ... 1 of the way, the judge's and arcface's curves (monotone:
 never up by more than 0.01), and the judge's and the pixels' evenness at 17 points by arc length. The adapters
 are trained to follow the path their trajectory term is given, so the base model's render of a path is what a
@@ -32,72 +33,6 @@ import legato_core.openmp  # noqa: E402, F401 - the CLI's OpenMP wait policy, be
 
 POINTS, VIEWS = 33, 8
 DIAL_AT = (0.25, 0.5, 0.75, 0.875, 1.0)  # issue 27's on-manifold positions
-PATHS = ("straight", "categories_first", "categories_one_by_one", "categories_last")
-
-
-def category_slices() -> dict[str, slice]:
-    """Where each categorical factor (and what only shows with it) sits in the factor vector."""
-    from legato_core.faceworld.factors import CATEGORY_SIZES, COLOR_KEYS, SCALAR_RANGES
-
-    names = list(SCALAR_RANGES)
-    start = len(names) + 3 * len(COLOR_KEYS)
-    out = {}
-    for name, n in CATEGORY_SIZES.items():
-        out[name] = slice(start, start + n)
-        start += n
-    out["mole"] = slice(names.index("mole"), names.index("mole_y") + 1)  # mole, mole_x, mole_y are adjacent
-    g = len(names) + 3 * COLOR_KEYS.index("glasses_color")
-    out["glasses_color"] = slice(g, g + 3)
-    return out
-
-
-def waypoints(backend, w_u, e_u, e_s, w_s, kind: str) -> list:
-    """Latent waypoints from w_u to w_s (each (D,)) for a path ``kind``; the person's residual fades with the
-    fraction of factor-space distance covered."""
-    if kind == "straight":
-        return [w_u, w_s]
-    sl = category_slices()
-    groups = [["hair_style"], ["facial_hair"], ["glasses", "glasses_color"], ["mole"]]
-
-    def shown(e, name):  # the category a factor vector shows (the encoder's guess is soft); a mole: present or not
-        return int(e[sl[name]].argmax()) if name != "mole" else int(e[sl[name]][0] > 0)
-
-    differ = [g for g in groups if shown(e_u, g[0]) != shown(e_s, g[0])]
-    if kind in ("categories_first", "categories_last"):
-        differ = [[name for g in differ for name in g]] if differ else []
-    residual = w_u - backend.generator.map_identity(e_u[None])[0]
-    hybrids, e = [], e_u.clone()
-    if kind == "categories_last":  # everything else moves first, then the categories switch at once
-        e = e_s.clone()
-        for g in differ:
-            for name in g:
-                e[sl[name]] = e_u[sl[name]]
-        hybrids.append(e.clone())
-    else:
-        for g in differ:
-            for name in g:
-                e[sl[name]] = e_s[sl[name]]
-            hybrids.append(e.clone())
-    total = float((e_s - e_u).norm()) or 1.0
-    points = [w_u]
-    for h in hybrids:
-        fade = 1 - float((h - e_u).norm()) / total
-        points.append(backend.generator.map_identity(h[None])[0] + max(fade, 0.0) * residual)
-    return [*points, w_s]
-
-
-def along(points: list, n: int):
-    """``n`` latents at equal arc length along the polyline through ``points``."""
-    import torch
-
-    seg = torch.stack([(b - a).norm() for a, b in itertools.pairwise(points)])
-    cum = torch.cat([torch.zeros(1), seg.cumsum(0)])
-    out = []
-    for s in torch.linspace(0, float(cum[-1]), n):
-        i = int(torch.searchsorted(cum, s, right=True).clamp(1, len(points) - 1)) - 1
-        f = float((s - cum[i]) / seg[i].clamp(min=1e-8))
-        out.append(points[i] + min(max(f, 0.0), 1.0) * (points[i + 1] - points[i]))
-    return torch.stack(out), float(cum[-1])
 
 
 def score_path(backend, judge, arcface, lat) -> dict:
@@ -130,6 +65,8 @@ def score_path(backend, judge, arcface, lat) -> dict:
 
 
 def summarise(people: list[dict]) -> dict:
+    from legato_core.unlearning.paths import PATHS
+
     out = {}
     for kind in PATHS:
         rows = [p["paths"][kind] for p in people]
@@ -180,6 +117,7 @@ def main() -> int:
     from legato_core.identity.model import load_identity_model
     from legato_core.ranges import check_validation_ids
     from legato_core.unlearning.engine import ForgetConfig
+    from legato_core.unlearning.paths import PATHS, arc_lengths, polyline_at, waypoints
     from legato_core.unlearning.targets import make_target
 
     ids = range(args.first_identity, args.first_identity + args.count)
@@ -191,7 +129,6 @@ def main() -> int:
     backend = EmbeddedFaceBackend.from_pretrained()
     judge, arcface = load_identity_model("judge"), backend.loss_identity_model()
     cfg = ForgetConfig().target
-    pool_e = backend.generator.sample_embeddings(cfg.pool_size, torch.Generator().manual_seed(cfg.pool_seed))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     partial = out / "results.partial.json"  # each person as they finish: a rerun resumes after the last one kept
@@ -201,16 +138,13 @@ def main() -> int:
             continue
         photo = faceworld.render([i], 0)
         w_u, _ = backend.invert(photo)
-        with torch.no_grad():
-            e_u = backend.view_encoder(photo)[0, :backend.factor_dim]
-            w_s, desc = make_target(backend, w_u, cfg)
-            e_s = pool_e[desc["pool_index"][0]]
-            paths = {}
-            for kind in PATHS:
-                points = waypoints(backend, w_u[0], e_u, e_s, w_s[0], kind)
-                lat, length = along(points, POINTS)
-                paths[kind] = {**score_path(backend, judge, arcface, lat), "length": round(length, 3),
-                               "waypoints": len(points)}
+        w_s, desc = make_target(backend, w_u, cfg)
+        paths = {}
+        for kind in PATHS:
+            points = waypoints(backend, w_u[0], w_s[0], kind, desc)
+            lat = polyline_at(points, torch.linspace(0, 1, POINTS))  # equal latent arc length
+            paths[kind] = {**score_path(backend, judge, arcface, lat), "length": round(arc_lengths(points), 3),
+                           "waypoints": len(points)}
         people.append({"identity": i, "pool_index": desc["pool_index"][0], "paths": paths})
         partial.write_text(json.dumps({"people": people}))
         print(f"{i}: " + ", ".join(f"{k} {p['manifold_db_min']:.1f} dB{'' if p['judge_monotone'] else ' (up)'}"

@@ -11,6 +11,7 @@ that its face encoder reads the identity factors and the view from the image in 
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -170,6 +171,81 @@ class EmbeddedFaceBackend(nn.Module):
     @torch.no_grad()
     def encode_view(self, images: torch.Tensor) -> torch.Tensor:
         return self.view_encoder(images)[:, self.factor_dim:]
+
+    @torch.no_grad()
+    def staged_waypoints(self, w_u: torch.Tensor, w_target: torch.Tensor, kind: str,
+                         target: dict | None = None, row: int = 0) -> list[torch.Tensor]:
+        """Latent waypoints (each (D,)) of a staged way from w_u to w_target (D,) (unlearning/paths.py): the
+        categories a viewer sees (hair style, facial hair, glasses, mole) switch in factor space, all at once
+        (``categories_first``, ``categories_last``) or a group at a time (``categories_one_by_one``), instead of
+        blending half way. Each waypoint is the mapping of a hybrid factor vector plus the person's residual
+        (w_u - mapping(their factors)), fading with the factor distance covered. The person's factors are
+        ``identity_factors(w_u)``; the target's its pool face's (``target``: a substitute's description, row
+        ``row``), else ``identity_factors(w_target)``."""
+        from ..faceworld.factors import CATEGORY_GROUPS, category_slices, shown_category
+
+        if not self.factor_dim:
+            raise ValueError("staged paths switch face-world factors: they need a factor-conditioned generator")
+        if kind not in ("categories_first", "categories_one_by_one", "categories_last"):
+            raise ValueError(f"unknown staged path {kind!r}")
+        e_u = self.identity_factors(w_u)
+        if target and target.get("pool_index") is not None and target.get("kind") in ("substitute", "proximity") \
+                and "substitute_skipped" not in target:
+            pool = self.generator.sample_embeddings(target["pool_size"],
+                                                    torch.Generator().manual_seed(target["pool_seed"]))
+            e_s = pool[target["pool_index"][row]]
+        else:
+            e_s = self.identity_factors(w_target)
+        sl = category_slices()
+        differ = [g for g in CATEGORY_GROUPS if shown_category(e_u, g[0]) != shown_category(e_s, g[0])]
+        if kind != "categories_one_by_one":
+            differ = [tuple(name for g in differ for name in g)] if differ else []
+        hybrids, e = [], (e_s if kind == "categories_last" else e_u).clone()
+        for g in differ:  # first: e_u with the target's categories; last: e_s with the person's
+            for name in g:
+                e[sl[name]] = (e_u if kind == "categories_last" else e_s)[sl[name]]
+            hybrids.append(e.clone())
+        residual = w_u - self.generator.map_identity(e_u[None])[0]
+        total = float((e_s - e_u).norm()) or 1.0
+        points = [w_u]
+        for h in hybrids:
+            fade = max(1 - float((h - e_u).norm()) / total, 0.0)
+            points.append(self.generator.map_identity(h[None])[0] + fade * residual)
+        return [*points, w_target]
+
+    def identity_factors(self, w: torch.Tensor, steps: int = 150) -> torch.Tensor:
+        """The face-world factor vector (D_f,) whose mapping comes nearest the latent w (D,), with one-hot
+        categories: every combination of categories is tried, the rest fitted by gradient descent from the face
+        encoder's reading of the frontal render. The encoder alone misreads some categories at 64 px (a faint
+        beard, two frame shapes), and a way built on a misread category would switch the wrong thing."""
+        from ..faceworld.factors import CATEGORY_SIZES, category_slices
+
+        with torch.no_grad():
+            start = self.view_encoder(self.render(w[None], self.canonical_views(1)))[0, :self.factor_dim]
+        sl = category_slices()
+        parts = [sl[name] for name in CATEGORY_SIZES]
+        combos = list(itertools.product(*(range(p.stop - p.start) for p in parts)))
+        fixed = torch.zeros(len(combos), self.factor_dim)
+        free = torch.ones(self.factor_dim)
+        for p in parts:
+            free[p] = 0
+        for c, combo in enumerate(combos):
+            for p, k in zip(parts, combo, strict=True):
+                fixed[c, p.start + k] = 1
+        x = (start * free).repeat(len(combos), 1).requires_grad_(True)
+        opt = torch.optim.Adam([x], lr=0.05)
+        with torch.enable_grad():
+            for _ in range(steps):
+                err = (self.generator.map_identity(x * free + fixed) - w).square().mean(1)
+                opt.zero_grad()
+                err.sum().backward()
+                opt.step()
+                with torch.no_grad():
+                    x.clamp_(-1, 1)  # every factor's range: past it the mapping was never trained
+        with torch.no_grad():
+            e = x * free + fixed
+            best = int((self.generator.map_identity(e) - w).square().mean(1).argmin())
+        return e[best].detach()
 
     def face_crop(self):
         """Uploads are aligned to the face world's framing at 64 px (see ``legato_core.faces``)."""

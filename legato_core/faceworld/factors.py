@@ -46,3 +46,32 @@ def identity_vector(identity: dict[str, torch.Tensor]) -> torch.Tensor:
     out = torch.cat(cols, dim=1)
     assert out.shape[1] == FACTOR_DIM
     return out
+
+
+def category_slices() -> dict[str, slice]:
+    """Where each categorical factor sits in the factor vector, plus what only shows with one: the mole's presence
+    and position (``mole``), the glasses' frame colour (``glasses_color``). A staged path to another face switches
+    these a group at a time (``CATEGORY_GROUPS``) instead of blending them."""
+    names = list(SCALAR_RANGES)
+    start = len(names) + 3 * len(COLOR_KEYS)
+    out = {}
+    for name, n in CATEGORY_SIZES.items():
+        out[name] = slice(start, start + n)
+        start += n
+    out["mole"] = slice(names.index("mole"), names.index("mole_y") + 1)  # mole, mole_x, mole_y are adjacent
+    g = len(names) + 3 * COLOR_KEYS.index("glasses_color")
+    out["glasses_color"] = slice(g, g + 3)
+    return out
+
+
+# the categories a viewer sees switch, each group at once: hair style, facial hair, glasses (with their colour), mole
+CATEGORY_GROUPS: tuple[tuple[str, ...], ...] = (("hair_style",), ("facial_hair",), ("glasses", "glasses_color"),
+                                                ("mole",))
+
+
+def shown_category(factors: torch.Tensor, name: str) -> int:
+    """The category a factor vector (D,) shows for ``name`` (an encoder's guess is soft: its largest entry); for
+    the mole, 1 if present."""
+    part = factors[category_slices()[name]]
+    return int(part[0] > 0) if name == "mole" else int(part.argmax())
+

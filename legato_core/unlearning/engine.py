@@ -17,11 +17,13 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from ..adapters import ODEAdapter, ODEConfig, active
+from ..adapters.ode import time_grid
 from ..adapters.scope import Scope
 from ..backends.base import renders_fast
 from .anchors import view_anchors
 from .calibration import CalibrationConfig, calibrate_dial
 from .objectives import LossWeights, trajectory_consistency
+from .paths import path_pinning, reference_displacements
 from .robust import RobustConfig, make_gate
 from .step_objectives import make_objective
 from .targets import TargetConfig, make_target, typical_radius
@@ -176,6 +178,9 @@ def train_adapter(backend, w_u: torch.Tensor, config: ForgetConfig,
             getattr(backend.adapter_sites[s], "adapter_kind", "conv") == "latent" for s in sites):
         raise ValueError(f"robust mode gates a latent site, and this run adapts none (sites: {sites})")
     w_target, target_desc = target if target is not None else make_target(backend, w_u, config.target)
+    offsets, pinned_sites = None, []
+    if config.weights.reference_path:
+        offsets, pinned_sites = _reference_path(backend, sites, w_u, w_target, target_desc, config)
     if config.view_anchors and renders_fast(backend):
         # each anchor is the person seen through another photo: it goes where its photo's latent goes, moved by
         # the same offset (one substitute for the person, not one per anchor)
@@ -183,6 +188,8 @@ def train_adapter(backend, w_u: torch.Tensor, config: ForgetConfig,
         rows = torch.arange(len(w_u)).repeat_interleave(config.view_anchors)
         w_target = torch.cat([w_target, w_target[rows] + anchors - w_u[rows]])
         w_u = torch.cat([w_u, anchors])
+        if offsets is not None:  # an anchor takes its person's way, in parallel
+            offsets = torch.cat([offsets, offsets[rows]])
     description = {"target": target_desc, "method": "legato", "steps": config.steps, "seed": config.seed}
     adapter = ODEAdapter.for_model(backend, sites, config.ode, description)
     traj_sites = sites if config.trajectory_sites == "all" else list(config.trajectory_sites)
@@ -207,6 +214,12 @@ def train_adapter(backend, w_u: torch.Tensor, config: ForgetConfig,
                 traj = torch.stack([trajectory_consistency([s[:k_l] for s in states[name]])
                                     for name in traj_sites]).mean()
                 total = parts["forget"] + parts["retain"] + config.weights.trajectory * traj
+                if offsets is not None:
+                    rows = objective.local_rows
+                    parts["reference_path"] = torch.stack([
+                        path_pinning([s[:k_l] for s in states[name]], states[name][0][:k_l], offsets[rows])
+                        for name in pinned_sites]).mean()
+                    total = total + config.weights.reference_path * parts["reference_path"]
                 opt.zero_grad(set_to_none=True)
                 total.backward()
             opt.step()
@@ -233,6 +246,22 @@ def train_adapter(backend, w_u: torch.Tensor, config: ForgetConfig,
         adapter.set_gate(gate)
         adapter.description["robust"] = info
     return ForgetResult(adapter, w_u, w_target, history, time.time() - t0, config)
+
+
+def _reference_path(backend, sites: list[str], w_u: torch.Tensor, w_target: torch.Tensor, target_desc: dict,
+                    config: ForgetConfig) -> tuple[torch.Tensor, list[str]]:
+    """The reference-path term's offsets (B, K, D), one per solver state, and the latent sites it pins."""
+    pinned = [s for s in sites if getattr(backend.adapter_sites[s], "adapter_kind", "conv") == "latent"]
+    if not pinned or backend.objective != "image":
+        raise ValueError("the reference path pins the solver states of a latent site under the image objective; "
+                         f"this run adapts {sites} with objective {backend.objective!r} (set weights.reference_path=0)")
+    if len(w_target) != len(w_u):
+        raise ValueError("the reference path needs one target latent per person")
+    if config.ode.method != "euler":
+        raise ValueError("the reference path pins the states of the euler solver (ode.method='euler')")
+    grid = time_grid(config.ode.t_end, config.ode.step_size)
+    offsets = reference_displacements(backend, w_u, w_target, config.target.path, grid[1:] / grid[-1], target_desc)
+    return offsets, pinned
 
 
 def forget(backend, image_or_latent: torch.Tensor, config: ForgetConfig | None = None,

@@ -45,6 +45,10 @@ class LossWeights:
     # latent line the target search scanned, instead of a path pinned only at T that can overshoot and come
     # back (the judge's rebounds near T); the same image loss as the local term
     path: float = 0.0
+    # reference path (not in the reference method): each solver state of a latent site held to the point of the
+    # way to the target (``target.path``: straight, or staged through waypoints; unlearning/paths.py) at the same
+    # fraction of its arc length; the units of the trajectory term (mean squared latent difference). 0: off
+    reference_path: float = 0.0
 
 
 class ImageLoss(nn.Module):

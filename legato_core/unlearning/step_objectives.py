@@ -42,6 +42,7 @@ class StepBatch:
     views: torch.Tensor
     k_l: int
     k_a: int
+    rows: torch.Tensor | None = None  # which rows of w_u the local and adjacency latents start from
 
 
 def sample_step(backend, w_u: torch.Tensor, w_target: torch.Tensor, config: ForgetConfig, gen: torch.Generator,
@@ -72,7 +73,7 @@ def sample_step(backend, w_u: torch.Tensor, w_target: torch.Tensor, config: Forg
         keep = torch.cat([anchor + lam * (keep[:k_n] - anchor), keep[k_n:]])
     src = torch.cat([u[:k_l], u[k_l:] + delta, keep])
     dst = torch.cat([tgt[:k_l], tgt[k_l:] + delta, keep])
-    return StepBatch(src, dst, views, k_l, k_a)
+    return StepBatch(src, dst, views, k_l, k_a, pick)
 
 
 def step_losses(loss_fn: ImageLoss, batch: StepBatch, img, feat, ref_img, ref_feat) -> dict[str, torch.Tensor]:
@@ -112,11 +113,13 @@ class ImageObjective:
         self.backend, self.w_u, self.w_target, self.config, self.gen = backend, w_u, w_target, config, gen
         self.radius = config.adjacency_radius * typical_radius(backend)
         self.loss_fn = ImageLoss(backend.loss_identity_model(), config.weights)
+        self.local_rows: torch.Tensor | None = None  # the last step's local rows of w_u (the reference path's)
 
     def losses(self, adapter: ODEAdapter) -> tuple[dict[str, torch.Tensor], int]:
         backend, config, gen, loss_fn = self.backend, self.config, self.gen, self.loss_fn
         batch = sample_step(backend, self.w_u, self.w_target, config, gen, self.radius)
         k_l, n = batch.k_l, len(batch.dst)
+        self.local_rows = batch.rows[:k_l]
         w_sched, w_mono, w_path = (config.weights.intensity_schedule, config.weights.monotone,
                                    config.weights.path)
         shape_path = bool(w_sched or w_mono or w_path)  # terms on a render at a random t' < T

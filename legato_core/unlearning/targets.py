@@ -10,6 +10,7 @@ import torch
 from ..adapters import active
 from ..backends.base import renders_fast
 from ..metrics import central_change, manifold_psnr
+from .paths import PATHS
 
 TARGETS = ("average", "extrapolated", "proximity", "substitute")
 
@@ -47,6 +48,9 @@ class TargetConfig:
     # the best is taken. 0 or 1: the nearest (off: the faces it picks are judged closer to the person)
     path_candidates: int = 0
     path_positions: tuple[float, ...] = (0.5,)  # half way is where two faces blend most; 3.3 s for 6 candidates
+    # the way there, for the reference-path term (weights.reference_path; unlearning/paths.py): "straight", or a
+    # staged path that switches the face's categories first, one by one, or last (face-world backends)
+    path: str = "straight"
 
     def __post_init__(self):
         if self.kind not in TARGETS:
@@ -56,6 +60,8 @@ class TargetConfig:
         if self.path_candidates < 0 or not all(0 < p < 1 for p in self.path_positions):
             raise ValueError("path_candidates must be >= 0 and path_positions fractions strictly inside (0, 1)")
         self.path_positions = tuple(self.path_positions)
+        if self.path not in PATHS:
+            raise ValueError(f"unknown target path {self.path!r}; choose from {PATHS}")
         if self.min_central_change < 0:
             raise ValueError(f"min_central_change is a mean absolute pixel change, >= 0; got {self.min_central_change}")
 

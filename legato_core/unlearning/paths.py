@@ -1,0 +1,74 @@
+"""The way from the person to their target, as a reference the adapter's solver states can be pinned to.
+
+With the adapter on the identity latent the dial is the solver's path in latent space, and every point of it is
+a face the frozen generator draws. The straight line to a substitute blends two faces half way, which is where
+the dial leaves the model's manifold when the faces' categories differ (half a pair of glasses, a fading beard).
+A staged path (a backend's ``staged_waypoints``; the face world switches categories in factor space) is a
+polyline through waypoints instead. ``reference_displacements`` samples a path at the solver's state times, at
+equal arc length, as offsets from the person; ``path_pinning`` is the loss that holds the states to them. An
+offset, not a point: a view anchor or an adjacency sample moves in parallel with its person (same offset).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+
+PATHS = ("straight", "categories_first", "categories_one_by_one", "categories_last")
+
+
+def polyline_at(points: list[torch.Tensor], fractions: torch.Tensor) -> torch.Tensor:
+    """Points (F, D) at ``fractions`` (F,) in [0, 1] of the arc length of the polyline through ``points`` (each
+    (D,)); repeated points (zero-length segments) are fine."""
+    p = torch.stack(points)
+    seg = (p[1:] - p[:-1]).norm(dim=1)
+    cum = torch.cat([seg.new_zeros(1), seg.cumsum(0)])
+    if float(cum[-1]) == 0:
+        return p[:1].expand(len(fractions), -1).clone()
+    s = fractions.to(p).clamp(0, 1) * cum[-1]
+    i = (torch.searchsorted(cum, s, right=True) - 1).clamp(0, len(seg) - 1)
+    f = ((s - cum[i]) / seg[i].clamp(min=1e-12)).clamp(0, 1)
+    return p[i] + f[:, None] * (p[i + 1] - p[i])
+
+
+def waypoints(backend, w_u: torch.Tensor, w_target: torch.Tensor, kind: str, target: dict | None = None,
+              row: int = 0) -> list[torch.Tensor]:
+    """The waypoints from w_u to w_target (D,) of a path ``kind`` (PATHS): the two ends, or the backend's
+    staged waypoints (only backends whose identity has categories a path can switch offer them)."""
+    if kind not in PATHS:
+        raise ValueError(f"unknown path {kind!r}; choose from {PATHS}")
+    if kind == "straight":
+        return [w_u, w_target]
+    staged = getattr(backend, "staged_waypoints", None)
+    if staged is None:
+        raise ValueError(f"path {kind!r} needs a backend with staged waypoints; {type(backend).__name__} has none "
+                         "(use path 'straight')")
+    return staged(w_u, w_target, kind, target, row)
+
+
+@torch.no_grad()
+def reference_displacements(backend, w_u: torch.Tensor, w_target: torch.Tensor, kind: str,
+                            fractions: torch.Tensor, target: dict | None = None) -> torch.Tensor:
+    """Per row of w_u (B, D) and its target (B, D), the path ``kind`` at ``fractions`` (K,) of its arc length,
+    as offsets from the row's w_u -> (B, K, D)."""
+    out = []
+    for r in range(len(w_u)):
+        points = waypoints(backend, w_u[r], w_target[r], kind, target, r)
+        out.append(polyline_at(points, fractions) - w_u[r])
+    return torch.stack(out)
+
+
+def path_pinning(states: list[torch.Tensor], starts: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """mean over states s_1 ... s_K of mean((s_k - (start + offset_k))^2): how far the solver's states (each
+    (N, D); s_0 is the start itself) are from the reference path (``offsets`` (N, K, D)) started at ``starts``
+    (N, D). The units of ``objectives.trajectory_consistency``."""
+    if len(states) - 1 != offsets.shape[1]:
+        raise ValueError(f"{len(states) - 1} solver states after the start, {offsets.shape[1]} reference points")
+    ref = starts[:, None] + offsets
+    return torch.stack([(s - ref[:, k]).square().mean() for k, s in enumerate(states[1:])]).mean()
+
+
+def arc_lengths(points: list[torch.Tensor]) -> float:
+    """The polyline's length (latent units)."""
+    return float(sum((b - a).norm() for a, b in itertools.pairwise(points)))
