@@ -37,6 +37,8 @@ VARIANTS = {
     "blends and envelopes, cos^1.5, pixel tolerance 1.5": CalibrationConfig(identity_power=1.5, pixel_tolerance=1.5),
     "blends and envelopes, cos^1.75 (default)": CalibrationConfig(),
     "blends and envelopes, cos^2": CalibrationConfig(identity_power=2.0),
+    "blends and envelopes, cos^1.75, pixel tolerance 1.6": CalibrationConfig(pixel_tolerance=1.6),
+    "blends and envelopes, cos^1.75, pixel tolerance 2": CalibrationConfig(pixel_tolerance=2.0),
 }
 
 
