@@ -23,7 +23,7 @@ from ..adapters.dial import DialMap
 from ..attacks import AttackConfig, attack_model
 from ..identity.model import load_identity_model
 from ..metrics import dial_report, identity_similarity, judge_embeddings, unlearning_report
-from ..unlearning.calibration import knob_knots, profile_knob
+from ..unlearning.calibration import CalibrationConfig, knob_knots, profile_knob
 from ..unlearning.engine import ForgetConfig
 from .methods import METHODS, run_method
 
@@ -65,7 +65,9 @@ def run_benchmark(backend, methods: list[str], identities: list[int], config: Fo
                   dial_views: int = 8) -> dict:
     """Every method on every target. With ``work``, each (method, target) record and each base-model attack is
     kept there as it finishes, and a rerun skips what is there; a folder made with other settings is refused.
-    ``dial_views``: canonical views the dial measures are taken in (fewer only for quick checks)."""
+    ``dial_views``: canonical views the dial measures are taken in, and seeded views its calibration measures
+    in (8, as the engine calibrates; fewer only for quick checks). The retention curve follows 64 prior identities
+    (fewer when ``n_retain`` is smaller)."""
     lrs = {**default_learning_rates(), **(lrs or {})}
     work = None if work is None else Path(work)
     if work is not None:
@@ -82,7 +84,7 @@ def run_benchmark(backend, methods: list[str], identities: list[int], config: Fo
     views4 = backend.canonical_views(4)
     curve_s = np.linspace(0, 1, 9)
     results = []
-    retain_lat = backend.sample_latents(64, torch.Generator().manual_seed(4321))
+    retain_lat = backend.sample_latents(min(64, n_retain), torch.Generator().manual_seed(4321))
     retain_views = backend.canonical_views(2)
     base_attacks = []
     bar = tqdm(total=len(methods) * len(identities), desc="benchmark", disable=not progress)
@@ -145,9 +147,10 @@ def run_benchmark(backend, methods: list[str], identities: list[int], config: Fo
 def knob_dial(backend, knob, w_u: torch.Tensor, target_latent: torch.Tensor, judge, views: int = 8) -> dict:
     """A method's knob s in [0, 1] as a slider, raw (u = s) and calibrated the way the engine calibrates LEGATO's
     adapters (loss network and pixels, never the judge; ``unlearning.calibration``), scored by the judge."""
+    calibration = CalibrationConfig(views=views)  # 8, the engine's, unless a quick check asks for fewer
     views = backend.canonical_views(views)
     raw = dial_report(backend, knob, w_u, target_latent, float, views, judge)
-    knots, _ = knob_knots(profile_knob(backend, knob, w_u, 1.0))
+    knots, _ = knob_knots(profile_knob(backend, knob, w_u, 1.0, calibration), calibration)
     position = DialMap(tuple(knots), "loss network and pixels", "").t_at
     cal = dial_report(backend, knob, w_u, target_latent, position, views, judge, manifold_positions=())
     return {"dial_raw": raw, "dial_calibrated": cal, "evenness_raw": raw["evenness"],
