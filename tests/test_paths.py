@@ -19,6 +19,16 @@ def test_points_sit_at_equal_arc_length_along_the_polyline():
     assert torch.equal(still, torch.ones(2, 3)), "a path of no length stays put"
 
 
+def test_paced_by_segments_each_waypoint_to_waypoint_takes_an_equal_share():
+    corner = [torch.tensor([0.0, 0.0]), torch.tensor([1.0, 0.0]), torch.tensor([1.0, 3.0])]
+    got = polyline_at(corner, torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0]), pace="segments")
+    torch.testing.assert_close(got, torch.tensor([[0.0, 0.0], [0.5, 0.0], [1.0, 0.0], [1.0, 1.5], [1.0, 3.0]]))
+    with pytest.raises(ValueError, match="unknown pace"):
+        polyline_at(corner, torch.tensor([0.5]), pace="time")
+    with pytest.raises(ValueError, match="unknown path pace"):
+        TargetConfig(path_pace="time")
+
+
 def test_a_straight_reference_is_the_fraction_of_the_way(tiny_backend):
     w_u, w_t = tiny_backend.sample_latents(2, torch.Generator().manual_seed(1)).split(1)
     fr = torch.tensor([0.25, 0.5, 1.0])

@@ -260,7 +260,8 @@ def _reference_path(backend, sites: list[str], w_u: torch.Tensor, w_target: torc
     if config.ode.method != "euler":
         raise ValueError("the reference path pins the states of the euler solver (ode.method='euler')")
     grid = time_grid(config.ode.t_end, config.ode.step_size)
-    offsets = reference_displacements(backend, w_u, w_target, config.target.path, grid[1:] / grid[-1], target_desc)
+    offsets = reference_displacements(backend, w_u, w_target, config.target.path, grid[1:] / grid[-1], target_desc,
+                                      config.target.path_pace)
     return offsets, pinned
 
 

@@ -16,12 +16,21 @@ import itertools
 import torch
 
 PATHS = ("straight", "categories_first", "categories_one_by_one", "categories_last")
+PACES = ("arc", "segments")  # equal latent arc length per step, or an equal share of the way per segment
 
 
-def polyline_at(points: list[torch.Tensor], fractions: torch.Tensor) -> torch.Tensor:
-    """Points (F, D) at ``fractions`` (F,) in [0, 1] of the arc length of the polyline through ``points`` (each
-    (D,)); repeated points (zero-length segments) are fine."""
+def polyline_at(points: list[torch.Tensor], fractions: torch.Tensor, pace: str = "arc") -> torch.Tensor:
+    """Points (F, D) at ``fractions`` (F,) in [0, 1] of the polyline through ``points`` (each (D,)): of its arc
+    length (``pace`` "arc"; repeated points, zero-length segments, are fine), or with each segment an equal share
+    of the way ("segments": a short segment, such as one category switching, takes as long as a long one)."""
+    if pace not in PACES:
+        raise ValueError(f"unknown pace {pace!r}; choose from {PACES}")
     p = torch.stack(points)
+    if pace == "segments":
+        n = len(p) - 1
+        x = fractions.to(p).clamp(0, 1) * n
+        i = x.floor().long().clamp(max=n - 1)
+        return p[i] + (x - i)[:, None] * (p[i + 1] - p[i])
     seg = (p[1:] - p[:-1]).norm(dim=1)
     cum = torch.cat([seg.new_zeros(1), seg.cumsum(0)])
     if float(cum[-1]) == 0:
@@ -49,13 +58,13 @@ def waypoints(backend, w_u: torch.Tensor, w_target: torch.Tensor, kind: str, tar
 
 @torch.no_grad()
 def reference_displacements(backend, w_u: torch.Tensor, w_target: torch.Tensor, kind: str,
-                            fractions: torch.Tensor, target: dict | None = None) -> torch.Tensor:
-    """Per row of w_u (B, D) and its target (B, D), the path ``kind`` at ``fractions`` (K,) of its arc length,
-    as offsets from the row's w_u -> (B, K, D)."""
+                            fractions: torch.Tensor, target: dict | None = None, pace: str = "arc") -> torch.Tensor:
+    """Per row of w_u (B, D) and its target (B, D), the path ``kind`` at ``fractions`` (K,) of the way (``pace``:
+    see ``polyline_at``), as offsets from the row's w_u -> (B, K, D)."""
     out = []
     for r in range(len(w_u)):
         points = waypoints(backend, w_u[r], w_target[r], kind, target, r)
-        out.append(polyline_at(points, fractions) - w_u[r])
+        out.append(polyline_at(points, fractions, pace) - w_u[r])
     return torch.stack(out)
 
 

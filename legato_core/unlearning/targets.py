@@ -10,7 +10,7 @@ import torch
 from ..adapters import active
 from ..backends.base import renders_fast
 from ..metrics import central_change, manifold_psnr
-from .paths import PATHS
+from .paths import PACES, PATHS
 
 TARGETS = ("average", "extrapolated", "proximity", "substitute")
 
@@ -51,6 +51,7 @@ class TargetConfig:
     # the way there, for the reference-path term (weights.reference_path; unlearning/paths.py): "straight", or a
     # staged path that switches the face's categories first, one by one, or last (face-world backends)
     path: str = "straight"
+    path_pace: str = "arc"  # equal arc length per solver step, or "segments": each waypoint-to-waypoint an equal share
 
     def __post_init__(self):
         if self.kind not in TARGETS:
@@ -62,6 +63,8 @@ class TargetConfig:
         self.path_positions = tuple(self.path_positions)
         if self.path not in PATHS:
             raise ValueError(f"unknown target path {self.path!r}; choose from {PATHS}")
+        if self.path_pace not in PACES:
+            raise ValueError(f"unknown path pace {self.path_pace!r}; choose from {PACES}")
         if self.min_central_change < 0:
             raise ValueError(f"min_central_change is a mean absolute pixel change, >= 0; got {self.min_central_change}")
 
