@@ -144,3 +144,8 @@ def test_a_staged_way_switches_the_face_worlds_categories_a_group_at_a_time(embe
         assert [shown_category(embedded.identity_factors(point), g) for g in differ] == want, f"waypoint {k}"
         assert shown_category(read[k], "hair_style") == want[differ.index("hair_style")], f"render {k}"
     assert len(embedded.staged_waypoints(w[0], w[1], "categories_first")) == 3, "all switch at one waypoint"
+    hair = embedded.staged_waypoints(w[0], w[1], "hair_first")
+    assert len(hair) == 3 and shown_category(embedded.identity_factors(hair[1]), "hair_style") == \
+        shown_category(e[b], "hair_style"), "only the hair style is staged"
+    assert [shown_category(embedded.identity_factors(hair[1]), g) for g in differ if g != "hair_style"] == \
+        [shown_category(e[a], g) for g in differ if g != "hair_style"]

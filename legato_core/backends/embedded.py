@@ -177,16 +177,17 @@ class EmbeddedFaceBackend(nn.Module):
                          target: dict | None = None, row: int = 0) -> list[torch.Tensor]:
         """Latent waypoints (each (D,)) of a staged way from w_u to w_target (D,) (unlearning/paths.py): the
         categories a viewer sees (hair style, facial hair, glasses, mole) switch in factor space, all at once
-        (``categories_first``, ``categories_last``) or a group at a time (``categories_one_by_one``), instead of
-        blending half way. Each waypoint is the mapping of a hybrid factor vector plus the person's residual
-        (w_u - mapping(their factors)), fading with the factor distance covered. The person's factors are
+        (``categories_first``, ``categories_last``), a group at a time (``categories_one_by_one``) or only the hair
+        style (``hair_first``: the rest blends), instead of blending half way. Each waypoint is the mapping of a
+        hybrid factor vector plus the person's residual (w_u - mapping(their factors)), fading with the factor
+        distance covered. The person's factors are
         ``identity_factors(w_u)``; the target's its pool face's (``target``: a substitute's description, row
         ``row``), else ``identity_factors(w_target)``."""
         from ..faceworld.factors import CATEGORY_GROUPS, category_slices, shown_category
 
         if not self.factor_dim:
             raise ValueError("staged paths switch face-world factors: they need a factor-conditioned generator")
-        if kind not in ("categories_first", "categories_one_by_one", "categories_last"):
+        if kind not in ("categories_first", "categories_one_by_one", "categories_last", "hair_first"):
             raise ValueError(f"unknown staged path {kind!r}")
         e_u = self.identity_factors(w_u)
         if target and target.get("pool_index") is not None and target.get("kind") in ("substitute", "proximity") \
@@ -197,7 +198,8 @@ class EmbeddedFaceBackend(nn.Module):
         else:
             e_s = self.identity_factors(w_target)
         sl = category_slices()
-        differ = [g for g in CATEGORY_GROUPS if shown_category(e_u, g[0]) != shown_category(e_s, g[0])]
+        differ = [g for g in CATEGORY_GROUPS if shown_category(e_u, g[0]) != shown_category(e_s, g[0])
+                  and (kind != "hair_first" or g[0] == "hair_style")]
         if kind != "categories_one_by_one":
             differ = [tuple(name for g in differ for name in g)] if differ else []
         hybrids, e = [], (e_s if kind == "categories_last" else e_u).clone()

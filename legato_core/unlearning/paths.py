@@ -15,7 +15,7 @@ import itertools
 
 import torch
 
-PATHS = ("straight", "categories_first", "categories_one_by_one", "categories_last")
+PATHS = ("straight", "categories_first", "categories_one_by_one", "categories_last", "hair_first")
 PACES = ("arc", "segments")  # equal latent arc length per step, or an equal share of the way per segment
 
 
