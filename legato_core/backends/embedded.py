@@ -175,14 +175,11 @@ class EmbeddedFaceBackend(nn.Module):
     @torch.no_grad()
     def staged_waypoints(self, w_u: torch.Tensor, w_target: torch.Tensor, kind: str,
                          target: dict | None = None, row: int = 0) -> list[torch.Tensor]:
-        """Latent waypoints (each (D,)) of a staged way from w_u to w_target (D,) (unlearning/paths.py): the
-        categories a viewer sees (hair style, facial hair, glasses, mole) switch in factor space, all at once
-        (``categories_first``, ``categories_last``), a group at a time (``categories_one_by_one``) or only the hair
-        style (``hair_first``: the rest blends), instead of blending half way. Each waypoint is the mapping of a
-        hybrid factor vector plus the person's residual (w_u - mapping(their factors)), fading with the factor
-        distance covered. The person's factors are
-        ``identity_factors(w_u)``; the target's its pool face's (``target``: a substitute's description, row
-        ``row``), else ``identity_factors(w_target)``."""
+        """Latent waypoints (each (D,)) of a staged way from w_u to w_target (unlearning/paths.py): the categories a
+        viewer sees switch whole, all at once (``categories_first``/``_last``), a group at a time
+        (``categories_one_by_one``) or only the hair style (``hair_first``). A waypoint: the mapping of a hybrid
+        factor vector plus the person's residual (w_u - mapping(their factors)), fading with the factor distance
+        covered. Factors: ``identity_factors``, or the pool face's for a substitute (``target``, row ``row``)."""
         from ..faceworld.factors import CATEGORY_GROUPS, category_slices, shown_category
 
         if not self.factor_dim:
