@@ -63,10 +63,6 @@ def _states(backend, adapter, w):
     return states["w"]
 
 
-def _distance_from(states, w, offsets):
-    return float(path_pinning(states, w, offsets))
-
-
 def test_the_reference_path_holds_the_solver_states_on_a_staged_way(tiny_backend, monkeypatch):
     """A made-up staged path with a corner half way: pinned, the adapter's states follow it; unpinned, they do not."""
     w = tiny_backend.sample_latents(1, torch.Generator().manual_seed(5))
@@ -89,8 +85,8 @@ def test_the_reference_path_holds_the_solver_states_on_a_staged_way(tiny_backend
     states = _states(tiny_backend, pinned.adapter, w)
     fr = torch.arange(1, len(states)) / (len(states) - 1)
     offsets = reference_displacements(tiny_backend, w, pinned.target_latent[:1], "categories_first", fr)
-    d_pinned = _distance_from(states, w, offsets)
-    d_plain = _distance_from(_states(tiny_backend, plain.adapter, w), w, offsets)
+    d_pinned = float(path_pinning(states, w, offsets))
+    d_plain = float(path_pinning(_states(tiny_backend, plain.adapter, w), w, offsets))
     assert d_pinned < 0.5 * d_plain, (d_pinned, d_plain)
 
 
