@@ -58,11 +58,12 @@ def path_curves(backend, judge, arcface, w_u, w_target) -> tuple[list[float], li
     return curves[0].mean(-1).tolist(), curves[1].mean(-1).tolist(), per_view, encoder
 
 
-def summarise(people: list[dict]) -> dict:
+def summarise(people: list[dict], ceilings: tuple[float, ...] = CEILINGS) -> dict:
+    """Per ceiling, and for the default ceiling (the first of ``ceilings``) the other readings and the cuts."""
     from legato_core.metrics import is_monotone
 
-    out = {"people": len(people), "ceilings": {}, "cut_default_ceiling": {}}
-    for c in CEILINGS:
+    out = {"people": len(people), "ceilings": {}, "cut_default_ceiling": {}, "default_ceiling": ceilings[0]}
+    for c in ceilings:
         rows = [p["paths"][str(c)] for p in people]
         out["ceilings"][str(c)] = {
             "judge_monotone": sum(is_monotone(r["judge"]) for r in rows),
@@ -70,7 +71,7 @@ def summarise(people: list[dict]) -> dict:
             "judge_end_mean": statistics.mean(r["judge"][-1] for r in rows),
             "judge_end_max": max(r["judge"][-1] for r in rows),
             "latent_distance_mean": statistics.mean(r["distance"] for r in rows)}
-    rows = [p["paths"][str(CEILINGS[0])] for p in people]
+    rows = [p["paths"][str(ceilings[0])] for p in people]
     every_view = [r["arcface_views_monotone"] == VIEWS for r in rows]
     judged = [is_monotone(r["judge"]) for r in rows]
     encoder = [is_monotone(r["encoder"]) for r in rows]
@@ -107,8 +108,8 @@ def markdown(summary: dict, command: str) -> str:
                         ("encoder_monotone", "the face encoder's identity guess (cosine about the average face)")):
         e = summary[name]
         lines.append(f"| {label} | {e['of_paths']}/{n} | {e['judge_monotone']} | {e['judge_not_monotone']} |")
-    lines += ["", f"The path to the default substitute (ceiling {CEILINGS[0]}) cut where arcface first reaches a "
-              "level:",
+    lines += ["", f"The path to the default substitute (ceiling {summary['default_ceiling']}) cut where arcface first "
+              "reaches a level:",
               "", "| cut at arcface ≤ | judge monotone | judge at the cut, mean / max | path fraction |",
               "|---|---|---|---|"]
     for level, s in summary["cut_default_ceiling"].items():
@@ -123,7 +124,10 @@ def main() -> int:
     ap.add_argument("--count", type=int, default=100)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="docs/dial_paths")
+    ap.add_argument("--ceilings", default=",".join(str(c) for c in CEILINGS),
+                    help="substitute ceilings (arcface cosines), comma separated; the first is read as the default")
     args = ap.parse_args()
+    ceilings = tuple(float(c) for c in args.ceilings.split(","))
 
     import torch
 
@@ -149,7 +153,7 @@ def main() -> int:
     for i in ids:
         w_u, _ = backend.invert(faceworld.render([i], 0))
         paths = {}
-        for c in CEILINGS:
+        for c in ceilings:
             w_t, desc = make_target(backend, w_u, replace(target, stop_similarity=c))
             jc, ac, per_view, ec = path_curves(backend, judge, arcface, w_u, w_t)
             paths[str(c)] = {"judge": [round(x, 4) for x in jc], "arcface": [round(x, 4) for x in ac],
@@ -157,9 +161,9 @@ def main() -> int:
                              "distance": round(float((w_t - w_u).norm()), 4),
                              "pool_index": desc["pool_index"][0]}
         people.append({"identity": i, "paths": paths})
-        print(f"{i}: judge at the default substitute {paths[str(CEILINGS[0])]['judge'][-1]:+.3f}", flush=True)
+        print(f"{i}: judge at the default substitute {paths[str(ceilings[0])]['judge'][-1]:+.3f}", flush=True)
     command = "python scripts/dial_path_monotonicity.py " + " ".join(sys.argv[1:])
-    summary = summarise(people)
+    summary = summarise(people, ceilings)
     (out / "results.json").write_text(json.dumps({"made_by": command, "summary": summary, "people": people}))
     (out / "results.md").write_text(markdown(summary, command))
     print(markdown(summary, command))
