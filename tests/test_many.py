@@ -99,3 +99,25 @@ def test_a_stopped_batch_resumes_with_the_substitutes_and_adapters_of_one_run(em
         forget_many(embedded, people + people[:1], cfg, "batch", log, resume_from=4)
     with pytest.raises(ValueError, match="between 0 and the 3 people"):
         forget_many(embedded, people, cfg, "batch", log, resume_from=5)
+
+
+def test_a_rerun_given_scored_records_trains_nothing_for_them(embedded, tmp_path):
+    """bench-many resumes from earlier results: a sequential k already scored is not trained again (a rerun that
+    only adds, say, a batch row must not retrain the whole stream)."""
+    from safetensors.torch import save_file
+
+    from legato_core.baselines.many_benchmark import run_many
+
+    out, work = tmp_path / "out", tmp_path / "work"
+    out.mkdir()
+    work.mkdir()
+    w = embedded.sample_latents(6, torch.Generator().manual_seed(3))
+    save_file({"ids": torch.tensor([1_000_000]), "w": w[:1], "ow": w[1:].unsqueeze(0),
+               "ov": embedded.canonical_views(5).unsqueeze(0)}, str(work / "people.safetensors"))
+    scored = [{"method": m, "mode": "sequential", "k": 1, "forgotten": 1} for m in ("legato", "legato-composed")]
+    (out / "results.json").write_text(json.dumps({"records": scored}))
+    said: list[str] = []
+    data = run_many(embedded, ManyConfig(ks=(1,), methods=("legato", "legato-composed"), batch=False), out, work,
+                    log=said.append)
+    assert data["records"] == scored and said == []
+    assert not (work / "legato-sequential.requests.safetensors").exists()

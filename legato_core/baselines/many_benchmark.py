@@ -218,6 +218,8 @@ def run_many(backend, config: ManyConfig, out: str | Path, work: str | Path,
         stream = RequestLog.load(path, backend) if path.exists() else RequestLog.for_model(backend)
         secs = seconds.get("legato-sequential", [])[:len(stream)]
         for k in config.ks:
+            if all(record.has(m, "sequential", k) for m in want & {"legato", "legato-composed"}):
+                continue  # scored already (a rerun given earlier results): nothing to train for it
             saved = checkpoint("legato-sequential", secs, stream, path, "legato", k_max)
             while len(stream) < k:
                 forget_many(backend, [person(len(stream))], forget_cfg, "sequential", stream, saved)
