@@ -36,6 +36,16 @@ def test_a_straight_reference_is_the_fraction_of_the_way(tiny_backend):
     torch.testing.assert_close(off, fr[None, :, None] * (w_t - w_u)[:, None])
 
 
+def test_the_way_around_the_average_face_ends_where_the_straight_one_does_and_stays_as_far_from_it(tiny_backend):
+    w_u, w_t = tiny_backend.sample_latents(2, torch.Generator().manual_seed(1)).split(1)
+    off = reference_displacements(tiny_backend, w_u, w_t, "around_average", torch.tensor([0.5, 1.0]))
+    torch.testing.assert_close(off[0, 1], (w_t - w_u)[0])
+    avg = tiny_backend.w_avg.reshape(-1)
+    r_u, r_t, r_mid = ((w - avg).norm() for w in (w_u[0], w_t[0], w_u[0] + off[0, 0]))
+    assert float(r_mid) > float(((w_u[0] + w_t[0]) / 2 - avg).norm())  # the chord's midpoint lies nearer
+    assert min(r_u, r_t) - 0.05 <= r_mid <= max(r_u, r_t) + 0.05
+
+
 def test_staged_paths_need_a_backend_that_offers_them(tiny_backend):
     w = tiny_backend.sample_latents(2, torch.Generator().manual_seed(1))
     with pytest.raises(ValueError, match="staged waypoints"):

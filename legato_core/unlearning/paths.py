@@ -4,9 +4,11 @@ With the adapter on the identity latent the dial is the solver's path in latent 
 a face the frozen generator draws. The straight line to a substitute blends two faces half way, which is where
 the dial leaves the model's manifold when the faces' categories differ (half a pair of glasses, a fading beard).
 A staged path (a backend's ``staged_waypoints``; the face world switches categories in factor space) is a
-polyline through waypoints instead. ``reference_displacements`` samples a path at the solver's state times, at
-equal arc length, as offsets from the person; ``path_pinning`` is the loss that holds the states to them. An
-offset, not a point: a view anchor or an adjacency sample moves in parallel with its person (same offset).
+polyline through waypoints instead; ``around_average`` follows the great circle about the average latent (the
+chord dips toward the average face, nearer it than the prior draws anyone). ``reference_displacements`` samples a
+path at the solver's state times, at equal arc length, as offsets from the person; ``path_pinning`` is the loss
+that holds the states to them. An offset, not a point: a view anchor or an adjacency sample moves in parallel with
+its person (same offset).
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ import itertools
 
 import torch
 
-PATHS = ("straight", "categories_first", "categories_one_by_one", "categories_last", "hair_first")
+PATHS = ("straight", "around_average", "categories_first", "categories_one_by_one", "categories_last", "hair_first")
+ARC_WAYPOINTS = 33  # points of the polyline that stands for the great circle of ``around_average``
 PACES = ("arc", "segments")  # equal latent arc length per step, or an equal share of the way per segment
 
 
@@ -41,6 +44,24 @@ def polyline_at(points: list[torch.Tensor], fractions: torch.Tensor, pace: str =
     return p[i] + f[:, None] * (p[i + 1] - p[i])
 
 
+def around_average(w_avg: torch.Tensor, w_u: torch.Tensor, w_target: torch.Tensor,
+                   points: int = ARC_WAYPOINTS) -> list[torch.Tensor]:
+    """Waypoints (each (D,)) from w_u to w_target along the great circle about ``w_avg``, the distance from it
+    changing linearly: every point as far from the average face as the ends are."""
+    a, b = w_u - w_avg, w_target - w_avg
+    ra, rb = a.norm(), b.norm()
+    ua, ub = a / ra.clamp(min=1e-12), b / rb.clamp(min=1e-12)
+    angle = torch.arccos((ua * ub).sum().clamp(-1, 1))
+    out = [w_u.clone()]
+    for s in torch.linspace(0, 1, points)[1:-1]:
+        if float(angle) < 1e-6:
+            d = ua
+        else:
+            d = (torch.sin((1 - s) * angle) * ua + torch.sin(s * angle) * ub) / torch.sin(angle)
+        out.append(w_avg + ((1 - s) * ra + s * rb) * d)
+    return [*out, w_target.clone()]
+
+
 def waypoints(backend, w_u: torch.Tensor, w_target: torch.Tensor, kind: str, target: dict | None = None,
               row: int = 0) -> list[torch.Tensor]:
     """The waypoints from w_u to w_target (D,) of a path ``kind`` (PATHS): the two ends, or the backend's
@@ -49,6 +70,8 @@ def waypoints(backend, w_u: torch.Tensor, w_target: torch.Tensor, kind: str, tar
         raise ValueError(f"unknown path {kind!r}; choose from {PATHS}")
     if kind == "straight":
         return [w_u, w_target]
+    if kind == "around_average":
+        return around_average(backend.w_avg.reshape(-1).to(w_u), w_u, w_target)
     staged = getattr(backend, "staged_waypoints", None)
     if staged is None:
         raise ValueError(f"path {kind!r} needs a backend with staged waypoints; {type(backend).__name__} has none "

@@ -1,0 +1,179 @@
+"""What dial does each way to the substitute give at best? The base model moved along it, validation ids.
+
+    python scripts/ideal_dials.py --first-identity 100600 --count 40 --out docs/ideal_dials
+
+An adapter on the identity latent that followed a path perfectly would draw, at each knob value, the base model's
+render of the person's latent moved that far along the path. This script draws exactly that, for each way in
+``WAYS``, calibrates it with the library's calibration (the loss network and pixels, as after training) and scores
+it with the library's dial measures (``metrics.dial_report``: the judge's evenness at 17 slider positions,
+monotone, pixel evenness, on-manifold PSNR, sharpness). No adapter is trained, so many people can be compared:
+what is left over here is the path's own doing, not training's. Validation ids only: this chooses defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import legato_core.openmp  # noqa: E402, F401 - the CLI's OpenMP wait policy, before torch loads
+
+# name -> (path kind of unlearning/paths.py, pace, what the table calls it)
+WAYS = {
+    "straight": ("straight", "arc", "straight (default)"),
+    "around_average": ("around_average", "arc", "around the average face"),
+    "one_by_one": ("categories_one_by_one", "segments", "categories one by one, by segments"),
+    "categories_first": ("categories_first", "arc", "categories first"),
+}
+
+
+class PathKnob:
+    """The base model drawing latents moved along a path: knob value s in [0, 1] is the fraction of the way
+    (``polyline_at`` with ``pace``), applied as the same offset to every latent rendered (s=None: the base)."""
+
+    def __init__(self, backend, points: list, pace: str):
+        self.backend, self.points, self.pace = backend, points, pace
+
+    @contextmanager
+    def at(self, s: float | None):
+        import torch
+
+        from legato_core.unlearning.paths import polyline_at
+
+        if s is None:
+            yield self.backend
+            return
+        offset = polyline_at(self.points, torch.tensor([float(s)]), self.pace)[0] - self.points[0]
+        backend = self.backend
+
+        class Moved:
+            def render(self, latents, views):
+                return backend.render(latents + offset, views)
+
+        yield Moved()
+
+
+def summarise(people: list[dict]) -> dict:
+    out = {"people": len(people), "ways": {}}
+    for name in WAYS:
+        rows = [p["ways"][name] for p in people if name in p["ways"]]
+        if not rows:
+            continue
+        ev = [r["evenness"] for r in rows]
+        out["ways"][name] = {
+            "people": len(rows),
+            "judge_evenness_median": statistics.median(ev),
+            "judge_evenness_le_1_5": sum(e <= 1.5 for e in ev),
+            "judge_evenness_le_2_0": sum(e <= 2.0 for e in ev),
+            "pixel_evenness_le_2_0": sum(r["pixel_evenness"] <= 2.0 for r in rows),
+            "monotone": sum(r["monotone"] for r in rows),
+            "manifold_ge_36": sum(min(r["manifold_db"].values()) >= 36 for r in rows),
+            "manifold_min_median": statistics.median(min(r["manifold_db"].values()) for r in rows),
+            "sharpness_ge_0_85": sum(r["sharpness_min"] >= 0.85 for r in rows),
+            "judge_end_mean": statistics.mean(r["judge_curve"][-1] for r in rows),
+            "length_mean": statistics.mean(r["length"] for r in rows)}
+    return out
+
+
+def markdown(summary: dict, command: str) -> str:
+    n = summary["people"]
+    lines = [f"`{command}`", "", f"{n} validation people; each way drawn by the base model, calibrated by the "
+             "loss network and pixels, scored at 17 slider positions in the 8 canonical views (judge).", "",
+             "| way to the substitute | judge evenness median | ≤ 1.5 | ≤ 2.0 | pixel evenness ≤ 2.0 | monotone "
+             "| on-manifold ≥ 36 dB (lowest position, median dB) | sharpness ≥ 0.85 | judge at the end | length |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, s in summary["ways"].items():
+        k = s["people"]
+        lines.append(f"| {WAYS[name][2]} | {s['judge_evenness_median']:.2f} | {s['judge_evenness_le_1_5']}/{k} | "
+                     f"{s['judge_evenness_le_2_0']}/{k} | {s['pixel_evenness_le_2_0']}/{k} | {s['monotone']}/{k} | "
+                     f"{s['manifold_ge_36']}/{k} ({s['manifold_min_median']:.1f}) | {s['sharpness_ge_0_85']}/{k} | "
+                     f"{s['judge_end_mean']:+.3f} | {s['length_mean']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--first-identity", type=int, default=100_600)
+    ap.add_argument("--count", type=int, default=40)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--ways", default=",".join(WAYS), help="which of the ways, comma separated")
+    ap.add_argument("--out", default="docs/ideal_dials")
+    args = ap.parse_args()
+    ways = [w.strip() for w in args.ways.split(",")]
+    if unknown := [w for w in ways if w not in WAYS]:
+        raise SystemExit(f"unknown ways {unknown}; choose from {list(WAYS)}")
+
+    import numpy as np
+    import torch
+
+    from legato_core import faceworld
+    from legato_core.backends.embedded import EmbeddedFaceBackend
+    from legato_core.backends.registry import load_judge
+    from legato_core.metrics import dial_report
+    from legato_core.ranges import check_validation_ids
+    from legato_core.unlearning.calibration import CalibrationConfig, knob_knots, profile_knob
+    from legato_core.unlearning.engine import ForgetConfig
+    from legato_core.unlearning.paths import arc_lengths, waypoints
+    from legato_core.unlearning.targets import make_target
+
+    ids = range(args.first_identity, args.first_identity + args.count)
+    try:
+        check_validation_ids(ids)
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
+    torch.set_num_threads(args.threads)
+    backend = EmbeddedFaceBackend.from_pretrained()
+    judge = load_judge("embedded", None, backend)
+    views = backend.canonical_views(8)
+    cfg = CalibrationConfig()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    partial = out / "people.jsonl"  # one line per person: a stopped run resumes where it was
+    done = {}
+    if partial.exists():
+        for line in partial.read_text().splitlines():
+            rec = json.loads(line)
+            done[rec["identity"]] = rec
+    command = "python scripts/ideal_dials.py " + " ".join(sys.argv[1:])
+    for i in ids:
+        if i in done and all(w in done[i]["ways"] for w in ways):
+            continue
+        w_u, _ = backend.invert(faceworld.render([i], 0))
+        w_t, desc = make_target(backend, w_u, ForgetConfig().target)
+        rec = done.get(i, {"identity": i, "ways": {}})
+        for name in ways:
+            if name in rec["ways"]:
+                continue
+            kind, pace, _ = WAYS[name]
+            points = waypoints(backend, w_u[0], w_t[0], kind, desc)
+            knob = PathKnob(backend, points, pace)
+            knots, chosen = knob_knots(profile_knob(backend, knob, w_u, 1.0, cfg), cfg)
+            grid = np.linspace(0, 1, len(knots))
+
+            def position(u: float, grid=grid, knots=knots) -> float:
+                return float(np.interp(u, grid, knots))
+
+            rep = dial_report(backend, knob, w_u, w_t, position, views, judge)
+            rep = {k: rep[k] for k in ("judge_curve", "evenness", "monotone", "pixel_evenness", "manifold_db",
+                                       "sharpness_min", "reach_db")}
+            rec["ways"][name] = {**rep, "pace": chosen, "length": arc_lengths(points)}
+            print(f"{i} {name}: evenness {rep['evenness']:.2f}, monotone {rep['monotone']}, on-manifold "
+                  f"{min(rep['manifold_db'].values()):.1f} dB", flush=True)
+        done[i] = rec
+        partial.write_text("".join(json.dumps(done[k]) + "\n" for k in sorted(done)))
+    people = [done[i] for i in ids]
+    summary = summarise(people)
+    (out / "results.json").write_text(json.dumps({"made_by": command, "summary": summary, "people": people}))
+    (out / "results.md").write_text(markdown(summary, command))
+    print(markdown(summary, command))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
