@@ -81,11 +81,19 @@ def summarise(people: list[dict]) -> dict:
     return out
 
 
-def markdown(summary: dict, command: str) -> str:
+def markdown(summary: dict, command: str, every_way: dict | None = None) -> str:
+    """The table; with ``every_way`` (the summary of only the people drawn every way), that table too."""
     n = summary["people"]
     lines = [f"`{command}`", "", f"{n} validation people; each way drawn by the base model, calibrated by the "
              "loss network and pixels, scored at 17 slider positions in the 8 canonical views (judge).", "",
-             "| way to the substitute | judge evenness median | ≤ 1.5 | ≤ 2.0 | pixel evenness ≤ 2.0 | monotone "
+             *_table(summary)]
+    if every_way is not None:
+        lines += ["", f"The {every_way['people']} people drawn every way:", "", *_table(every_way)]
+    return "\n".join(lines) + "\n"
+
+
+def _table(summary: dict) -> list[str]:
+    lines = ["| way to the substitute | judge evenness median | ≤ 1.5 | ≤ 2.0 | pixel evenness ≤ 2.0 | monotone "
              "| on-manifold ≥ 36 dB (lowest position, median dB) | sharpness ≥ 0.85 | judge at the end | length |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for name, s in summary["ways"].items():
@@ -94,7 +102,7 @@ def markdown(summary: dict, command: str) -> str:
                      f"{s['judge_evenness_le_2_0']}/{k} | {s['pixel_evenness_le_2_0']}/{k} | {s['monotone']}/{k} | "
                      f"{s['manifold_ge_36']}/{k} ({s['manifold_min_median']:.1f}) | {s['sharpness_ge_0_85']}/{k} | "
                      f"{s['judge_end_mean']:+.3f} | {s['length_mean']:.2f} |")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def main() -> int:
@@ -141,6 +149,12 @@ def main() -> int:
             rec = json.loads(line)
             done[rec["identity"]] = rec
     command = "python scripts/ideal_dials.py " + " ".join(sys.argv[1:])
+    made_by = []  # every command that drew into this folder: a resumed run adds people or ways
+    if (out / "results.json").exists():
+        earlier = json.loads((out / "results.json").read_text()).get("made_by", [])
+        made_by = [earlier] if isinstance(earlier, str) else list(earlier)
+    if command not in made_by:
+        made_by.append(command)
     for i in ids:
         if i in done and all(w in done[i]["ways"] for w in ways):
             continue
@@ -169,9 +183,13 @@ def main() -> int:
         partial.write_text("".join(json.dumps(done[k]) + "\n" for k in sorted(done)))
     people = [done[i] for i in ids]
     summary = summarise(people)
-    (out / "results.json").write_text(json.dumps({"made_by": command, "summary": summary, "people": people}))
-    (out / "results.md").write_text(markdown(summary, command))
-    print(markdown(summary, command))
+    complete = [p for p in people if len(p["ways"]) == len(WAYS)]
+    every_way = summarise(complete) if complete and len(complete) < len(people) else None
+    (out / "results.json").write_text(json.dumps({"made_by": made_by, "summary": summary, "every_way": every_way,
+                                                  "people": people}))
+    text = markdown(summary, "`, then `".join(made_by), every_way)
+    (out / "results.md").write_text(text)
+    print(text)
     return 0
 
 
