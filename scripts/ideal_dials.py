@@ -16,7 +16,6 @@ import argparse
 import json
 import statistics
 import sys
-from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,32 +30,6 @@ WAYS = {
     "one_by_one": ("categories_one_by_one", "segments", "categories one by one, by segments"),
     "categories_first": ("categories_first", "arc", "categories first"),
 }
-
-
-class PathKnob:
-    """The base model drawing latents moved along a path: knob value s in [0, 1] is the fraction of the way
-    (``polyline_at`` with ``pace``), applied as the same offset to every latent rendered (s=None: the base)."""
-
-    def __init__(self, backend, points: list, pace: str):
-        self.backend, self.points, self.pace = backend, points, pace
-
-    @contextmanager
-    def at(self, s: float | None):
-        import torch
-
-        from legato_core.unlearning.paths import polyline_at
-
-        if s is None:
-            yield self.backend
-            return
-        offset = polyline_at(self.points, torch.tensor([float(s)]), self.pace)[0] - self.points[0]
-        backend = self.backend
-
-        class Moved:
-            def render(self, latents, views):
-                return backend.render(latents + offset, views)
-
-        yield Moved()
 
 
 def summarise(people: list[dict]) -> dict:
@@ -127,7 +100,7 @@ def main() -> int:
     from legato_core.ranges import check_validation_ids
     from legato_core.unlearning.calibration import CalibrationConfig, knob_knots, profile_knob
     from legato_core.unlearning.engine import ForgetConfig
-    from legato_core.unlearning.paths import arc_lengths, waypoints
+    from legato_core.unlearning.paths import DrawnPath, arc_lengths, waypoints
     from legato_core.unlearning.targets import make_target
 
     ids = range(args.first_identity, args.first_identity + args.count)
@@ -166,7 +139,7 @@ def main() -> int:
                 continue
             kind, pace, _ = WAYS[name]
             points = waypoints(backend, w_u[0], w_t[0], kind, desc)
-            knob = PathKnob(backend, points, pace)
+            knob = DrawnPath(backend, points, pace)
             knots, chosen = knob_knots(profile_knob(backend, knob, w_u, 1.0, cfg), cfg)
             grid = np.linspace(0, 1, len(knots))
 

@@ -21,22 +21,6 @@ def test_the_way_around_the_average_face_keeps_its_distance_from_it_where_the_ch
     assert float(((a + b) / 2).norm()) < 1.5  # the straight line's midpoint falls inside
 
 
-def test_the_path_knob_moves_every_latent_by_the_same_offset_and_none_is_the_base(load_script):
-    m = load_script("ideal_dials")
-
-    class Echo:
-        def render(self, latents, views):
-            return latents
-
-    base = Echo()
-    knob = m.PathKnob(base, [torch.zeros(2), torch.tensor([1.0, 0]), torch.tensor([1.0, 1.0])], "arc")
-    with knob.at(None) as model:
-        assert model is base
-    with knob.at(0.75) as model:  # three quarters of the arc length 2: along the second segment
-        out = model.render(torch.tensor([[0.0, 0], [5.0, 5]]), None)
-    assert torch.allclose(out, torch.tensor([[1.0, 0.5], [6.0, 5.5]]))
-
-
 def test_the_summary_counts_each_bar_per_way(load_script):
     m = load_script("ideal_dials")
 

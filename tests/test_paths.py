@@ -6,7 +6,7 @@ import torch
 
 from legato_core.adapters import active
 from legato_core.unlearning import ForgetConfig, TargetConfig, train_adapter
-from legato_core.unlearning.paths import path_pinning, polyline_at, reference_displacements, waypoints
+from legato_core.unlearning.paths import DrawnPath, path_pinning, polyline_at, reference_displacements, waypoints
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -155,3 +155,17 @@ def test_a_staged_way_switches_the_face_worlds_categories_a_group_at_a_time(embe
         shown_category(e[b], "hair_style"), "only the hair style is staged"
     assert [shown_category(embedded.identity_factors(hair[1]), g) for g in differ if g != "hair_style"] == \
         [shown_category(e[a], g) for g in differ if g != "hair_style"]
+
+
+def test_a_drawn_path_moves_every_latent_by_the_same_offset_and_none_is_the_base():
+    class Echo:
+        def render(self, latents, views):
+            return latents
+
+    base = Echo()
+    knob = DrawnPath(base, [torch.zeros(2), torch.tensor([1.0, 0]), torch.tensor([1.0, 1.0])], "arc")
+    with knob.at(None) as model:
+        assert model is base
+    with knob.at(0.75) as model:  # three quarters of the arc length 2: along the second segment
+        out = model.render(torch.tensor([[0.0, 0], [5.0, 5]]), None)
+    assert torch.allclose(out, torch.tensor([[1.0, 0.5], [6.0, 5.5]]))

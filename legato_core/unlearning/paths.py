@@ -14,6 +14,7 @@ its person (same offset).
 from __future__ import annotations
 
 import itertools
+from contextlib import contextmanager
 
 import torch
 
@@ -104,3 +105,28 @@ def path_pinning(states: list[torch.Tensor], starts: torch.Tensor, offsets: torc
 def arc_lengths(points: list[torch.Tensor]) -> float:
     """The polyline's length (latent units)."""
     return float(sum((b - a).norm() for a, b in itertools.pairwise(points)))
+
+
+class DrawnPath:
+    """A knob (``metrics.Knob``) for a path no adapter was trained on: the base model drawing every latent moved
+    the same offset along ``points`` (knob value s in [0, 1]: the fraction of the way, ``polyline_at`` with
+    ``pace``; s=None: the base). What an adapter that followed the path perfectly would draw."""
+
+    def __init__(self, backend, points: list[torch.Tensor], pace: str = "arc"):
+        self.backend, self.points, self.pace = backend, points, pace
+
+    @contextmanager
+    def at(self, s: float | None):
+        if s is None:
+            yield self.backend
+            return
+        offset = polyline_at(self.points, torch.tensor([float(s)]), self.pace)[0] - self.points[0]
+        yield _Moved(self.backend, offset)
+
+
+class _Moved:
+    def __init__(self, backend, offset: torch.Tensor):
+        self.backend, self.offset = backend, offset
+
+    def render(self, latents: torch.Tensor, views: torch.Tensor) -> torch.Tensor:
+        return self.backend.render(latents + self.offset, views)
