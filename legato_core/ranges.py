@@ -24,3 +24,14 @@ def check_validation_ids(ids) -> None:
     """Refuse to choose a default on ids outside the validation range (evaluation ids above all)."""
     if min(ids) not in VALIDATION or max(ids) not in VALIDATION:
         raise ValueError(f"this chooses defaults: validation ids only ({VALIDATION.start:,}-{VALIDATION.stop - 1:,})")
+
+
+def validation_ids_or_exit(first: int, count: int) -> range:
+    """For a script that chooses defaults: ids ``first`` .. ``first + count - 1``, or exit with the reason when any
+    lies outside the validation range (``check_validation_ids``)."""
+    ids = range(first, first + count)
+    try:
+        check_validation_ids(ids)
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
+    return ids

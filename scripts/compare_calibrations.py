@@ -32,7 +32,7 @@ from legato_core.adapters import ODEAdapter  # noqa: E402
 from legato_core.backends.embedded import EmbeddedFaceBackend  # noqa: E402
 from legato_core.backends.registry import load_judge  # noqa: E402
 from legato_core.metrics import AdapterKnob, dial_report  # noqa: E402
-from legato_core.ranges import EVALUATION_START, check_validation_ids  # noqa: E402
+from legato_core.ranges import EVALUATION_START, validation_ids_or_exit  # noqa: E402
 from legato_core.unlearning.calibration import (  # noqa: E402
     CalibrationConfig,
     KnobProfile,
@@ -105,20 +105,17 @@ def main() -> None:
     judge = load_judge("embedded", None, backend)
     views = backend.canonical_views(8)
     rows = {name: [] for name in VARIANTS}
-    cases = []  # (id, knob, person latent, target latent, s_max), made one at a time
+    cases = []  # (id, a function that makes (knob, person latent, target latent, s_max)): one at a time
     if args.drawn:
         first, last = (int(x) for x in args.drawn.split("-"))
-        try:
-            check_validation_ids(range(first, last + 1))
-        except ValueError as e:
-            raise SystemExit(str(e)) from None
+        ids = validation_ids_or_exit(first, last - first + 1)
 
         def drawn(ident: int):
             w_u, _ = backend.invert(faceworld.render([ident], 0))
             w_t, _ = make_target(backend, w_u, ForgetConfig().target)
             return DrawnPath(backend, waypoints(backend, w_u[0], w_t[0], "straight")), w_u, w_t, 1.0
 
-        cases = [(i, lambda i=i: drawn(i)) for i in range(first, last + 1)]
+        cases = [(i, lambda i=i: drawn(i)) for i in ids]
     for path in map(Path, args.adapters):
         ident = int(path.stem.rsplit("-", 1)[-1])
         if ident >= EVALUATION_START:

@@ -19,32 +19,30 @@ from pathlib import Path
 
 import numpy as np
 
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from legato_core.metrics import evenness  # noqa: E402
+from legato_core.unlearning.calibration import CalibrationConfig, identity_fraction  # noqa: E402
+
 POSITIONS = 17
 POWERS = (1.0, 1.5, 1.75, 2.0)
 FLOORS = (0.0, None)
 
 
-def _fraction(rising: np.ndarray) -> np.ndarray:
-    total = rising[-1] - rising[0]
-    return (rising - rising[0]) / total if total > 1e-9 else np.linspace(0, 1, len(rising))
+def pace_of(curve, power: float = 1.0, floor: float | None = None) -> np.ndarray:
+    """A dial's position along the path (0 -> 1, never decreasing), paced by ``curve`` falling as the calibration
+    paces by arcface's (``identity_fraction``: floored, raised to ``power``, running minimum)."""
+    return identity_fraction(list(curve), CalibrationConfig(identity_power=power, identity_floor=floor))
 
 
 def judge_on_dial(pace: np.ndarray, judge: np.ndarray) -> np.ndarray:
-    """The judge's curve at POSITIONS slider positions of a dial whose position is ``pace`` (0 -> 1, never
-    decreasing) along the path: each position at the first path point where the pace reaches it."""
+    """The judge's curve at POSITIONS slider positions of a dial whose position is ``pace`` along the path: each
+    position at the first path point where the pace reaches it, so a floored pace ends the dial where it first
+    reaches 1 (arcface's floor), not at the path's end as the calibration's ``invert`` does."""
     s = np.linspace(0, 1, len(judge))
     pace = np.maximum.accumulate(pace) + np.arange(len(pace)) * 1e-12  # strictly rising for interpolation
     return np.interp(np.interp(np.linspace(0, 1, POSITIONS), pace, s), s, judge)
-
-
-def evenness(curve: np.ndarray) -> float:
-    drops = -np.diff(curve)
-    return float(drops.max() / max((curve[0] - curve[-1]) / (len(curve) - 1), 1e-12))
-
-
-def arcface_pace(arcface: np.ndarray, power: float, floor: float | None) -> np.ndarray:
-    a = np.maximum(arcface, floor) if floor is not None else arcface
-    return _fraction(-np.minimum.accumulate(np.sign(a) * np.abs(a) ** power))
 
 
 def pooled_map(paths: list[dict], bins: int = 32) -> tuple[np.ndarray, np.ndarray]:
@@ -71,11 +69,11 @@ def table(paths: list[dict]) -> list[dict]:
     for floor in FLOORS:
         for power in POWERS:
             label = f"arcface, 1 - cos^{power:g}" + (f", floored at {floor:g}" if floor is not None else "")
-            row(label, [arcface_pace(np.asarray(p["arcface"]), power, floor) for p in paths])
+            row(label, [pace_of(p["arcface"], power, floor) for p in paths])
     centres, values = pooled_map(paths)
     row("arcface through the judge's mean response to it (fitted on these paths)",
-        [_fraction(-np.minimum.accumulate(np.interp(p["arcface"], centres, values))) for p in paths])
-    row("the judge's own curve (oracle)", [_fraction(-np.minimum.accumulate(np.asarray(p["judge"]))) for p in paths])
+        [pace_of(np.interp(p["arcface"], centres, values)) for p in paths])
+    row("the judge's own curve (oracle)", [pace_of(p["judge"]) for p in paths])
     return rows
 
 

@@ -97,17 +97,13 @@ def main() -> int:
     from legato_core.backends.embedded import EmbeddedFaceBackend
     from legato_core.backends.registry import load_judge
     from legato_core.metrics import dial_report
-    from legato_core.ranges import check_validation_ids
+    from legato_core.ranges import validation_ids_or_exit
     from legato_core.unlearning.calibration import CalibrationConfig, knob_knots, profile_knob
     from legato_core.unlearning.engine import ForgetConfig
     from legato_core.unlearning.paths import DrawnPath, arc_lengths, waypoints
     from legato_core.unlearning.targets import make_target
 
-    ids = range(args.first_identity, args.first_identity + args.count)
-    try:
-        check_validation_ids(ids)
-    except ValueError as e:
-        raise SystemExit(str(e)) from None
+    ids = validation_ids_or_exit(args.first_identity, args.count)
     torch.set_num_threads(args.threads)
     backend = EmbeddedFaceBackend.from_pretrained()
     judge = load_judge("embedded", None, backend)

@@ -9,7 +9,7 @@ def test_a_dial_paced_by_a_curve_is_even_for_that_curve_and_not_for_a_curve_that
     late = 1 - s**3  # falls mostly at the end of the path
     assert m.evenness(m.judge_on_dial(s, 1 - s)) < 1.01  # the raw knob on a linear curve
     assert m.evenness(m.judge_on_dial(s, late)) > 2.0
-    assert m.evenness(m.judge_on_dial(m._fraction(1 - late), late)) < 1.1  # paced by the curve itself
+    assert m.evenness(m.judge_on_dial(m.pace_of(late), late)) < 1.1  # paced by the curve itself
 
 
 def test_the_table_has_the_raw_knob_the_arcface_paces_and_the_two_references(load_script):
