@@ -256,7 +256,7 @@ def attach_scope(identity: int, out: Path, model_path: str | None) -> dict:
     seed = adapter.description.get("seed", cfg.seed)
     centres = torch.cat([w, view_anchors(backend, w, cfg.view_anchors, torch.Generator().manual_seed(seed))])
     unit = typical_radius(backend)
-    adapter.set_scope(Scope(centres, cfg.scope.inner * unit, cfg.scope.outer * unit))
+    adapter.set_scope(Scope(centres, cfg.scope.inner * unit, cfg.scope.outer * unit, cfg.scope.carry))
     tmp = adapter_path.with_suffix(".tmp.safetensors")
     adapter.save(tmp)
     os.replace(tmp, adapter_path)

@@ -56,7 +56,7 @@ def main() -> None:
             for p in a.parameters():
                 p.copy_(torch.randn(p.shape, generator=g) * 0.05)
         a.set_scope(Scope(torch.cat([people["w"][i:i + 1], people["ow"][i]]), cfg.scope.inner * unit,
-                          cfg.scope.outer * unit))
+                          cfg.scope.outer * unit, cfg.scope.carry))
         adapters.append(a)
     batch = torch.cat([people["w"][:4], backend.sample_latents(4, torch.Generator().manual_seed(1))])
     views = backend.canonical_views(len(batch))

@@ -32,8 +32,10 @@ from legato_core.ranges import EVALUATION_START  # noqa: E402
 from legato_core.unlearning.anchors import view_anchors  # noqa: E402
 from legato_core.unlearning.targets import typical_radius  # noqa: E402
 
-SETTINGS = [("none", None, None), ("upload", 0.55, 0.75), ("upload", 0.75, 1.0), ("anchors", 0.55, 0.75),
-            ("anchors", 0.75, 1.0), ("anchors", 0.95, 1.2)]
+SETTINGS = [("none", None, None, "field"), ("upload", 0.55, 0.75, "field"), ("upload", 0.75, 1.0, "field"),
+            ("anchors", 0.55, 0.75, "field"), ("anchors", 0.75, 1.0, "field"), ("anchors", 0.95, 1.2, "field"),
+            ("anchors", 0.6, 0.85, "parallel"), ("anchors", 0.65, 0.85, "parallel"), ("anchors", 0.6, 0.9, "parallel"),
+            ("anchors", 0.65, 0.9, "parallel"), ("anchors", 0.7, 0.9, "parallel"), ("anchors", 0.75, 1.0, "parallel")]
 
 
 class Knob:
@@ -67,13 +69,13 @@ def main() -> None:
     with torch.no_grad(), active(backend, []):
         before = backend.render(lat, vw)
     print(f"typical radius {unit:.3f}; {len(files)} adapters: {', '.join(Path(f).stem for f in files)}")
-    print("| centres | inner | outer | other photos, each adapter alone (judge, per id) | mean | "
+    print("| centres | inner | outer | carry | other photos, each adapter alone (judge, per id) | mean | "
           "all composed: retention mean / p5 | others' PSNR dB |")
-    print("|---|---|---|---|---|---|---|")
-    for centres, inner, outer in SETTINGS:
+    print("|---|---|---|---|---|---|---|---|")
+    for centres, inner, outer, carry in SETTINGS:
         for a, s, anc in zip(adapters, saved, anchors, strict=True):
             a.set_scope(None if centres == "none" else Scope(s["w"] if centres == "upload" else anc, inner * unit,
-                                                            outer * unit))
+                                                            outer * unit, carry))
         acts = [(a, a.config.t_max) for a in adapters]
         with torch.no_grad():
             others = [float(identity_similarity(Knob(backend, [act]), s["ow"], views, 1.0, judge).mean())
@@ -82,7 +84,8 @@ def main() -> None:
             with active(backend, acts):
                 after = backend.render(lat, vw)
         db = psnr(before, after).clamp(max=100).mean()
-        print(f"| {centres} | {inner or '–'} | {outer or '–'} | {' / '.join(f'{o:.2f}' for o in others)} | "
+        how = carry if centres != "none" else "–"
+        print(f"| {centres} | {inner or '–'} | {outer or '–'} | {how} | {' / '.join(f'{o:.2f}' for o in others)} | "
               f"{sum(others) / len(others):.3f} | {ret.mean():.3f} / {torch.quantile(ret, 0.05):.3f} | {db:.1f} |")
 
 

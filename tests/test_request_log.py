@@ -64,6 +64,56 @@ def test_a_scope_is_saved_and_restored_with_its_adapter(tiny_backend, tmp_path):
     assert torch.equal(loaded.transform("w", people, 1.0), adapter.transform("w", people, 1.0))
 
 
+def test_a_parallel_scope_moves_everyone_near_the_person_by_the_persons_own_displacement(tiny_backend):
+    people = _people(tiny_backend, 3)
+    adapter = _person_adapter(tiny_backend, people[:1], seed=3)
+    adapter.set_scope(Scope(people[:1], 0.5, 1.0, carry="parallel"))
+    field_only = _person_adapter(tiny_backend, people[:1], seed=3)
+    field_only.set_scope(None)
+    direction = torch.randn(2, people.shape[1], generator=torch.Generator().manual_seed(0))
+    direction = direction / direction.norm(dim=1, keepdim=True)
+    near = people[:1] + torch.tensor([[0.3], [0.75]]) * direction  # full weight, and half way to the edge
+    x = torch.cat([people, near])
+    for t in (0.4, 1.6):
+        person_at_t = field_only.transform("w", people[:1], t)
+        moved = adapter.transform("w", x, t)
+        assert torch.equal(moved[0], person_at_t[0]), "the person: the field's path bit for bit"
+        assert torch.equal(moved[1:3], people[1:]), "everyone out of scope: exactly as they came in"
+        torch.testing.assert_close(moved[3:4] - near[:1], person_at_t - people[:1])  # carried along in parallel
+        weight = adapter.scope.weight(near[1:]).item()
+        assert 0 < weight < 1
+        torch.testing.assert_close(moved[4:] - near[1:], weight * (person_at_t - people[:1]))
+        # the field itself fades off the person: the same latent is not carried as far by it
+        assert (field_only.transform("w", near[:1], t) - near[:1] - (person_at_t - people[:1])).norm() > 1e-3
+
+
+def test_a_parallel_scope_records_the_states_of_the_path_each_row_takes(tiny_backend):
+    people = _people(tiny_backend, 1)
+    adapter = _person_adapter(tiny_backend, people, seed=4)
+    adapter.set_scope(Scope(people, 1.0, 2.0, carry="parallel"))
+    x = torch.cat([people, people + 0.1])  # 0.57 away: full weight
+    states, own = {}, {}
+    out = adapter.transform("w", x, 1.6, states)
+    adapter.set_scope(None)
+    adapter.transform("w", people, 1.6, own)
+    assert torch.equal(states["w"][0], x) and torch.equal(states["w"][-1], out)
+    assert len(states["w"]) == len(own["w"]) > 2
+    for s, o in zip(states["w"], own["w"], strict=True):
+        assert torch.equal(s[0], o[0]), "the person's states are the field's"
+        torch.testing.assert_close(s[1] - s[0], torch.full_like(s[0], 0.1))
+
+
+def test_a_scopes_carry_is_saved_and_a_file_without_one_means_the_field(tiny_backend, tmp_path):
+    people = _people(tiny_backend, 2)
+    adapter = _person_adapter(tiny_backend, people[:1], seed=5)
+    adapter.set_scope(Scope(people[:1], 0.7, 1.3, carry="parallel"))
+    loaded = ODEAdapter.load(adapter.save(tmp_path / "a.safetensors"), tiny_backend)
+    assert loaded.scope.carry == "parallel"
+    assert Scope.from_saved(people[:1], '{"inner": 0.7, "outer": 1.3}').carry == "field"
+    with pytest.raises(ValueError, match="carry"):
+        Scope(people[:1], 0.5, 1.0, carry="sideways")
+
+
 def test_a_scope_needs_a_latent_site(tiny_backend):
     conv_only = ODEAdapter.for_model(tiny_backend, ["b8"], ODEConfig(hidden=4))
     with pytest.raises(ValueError, match="latent sites"):

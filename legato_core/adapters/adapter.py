@@ -106,6 +106,9 @@ class ODEAdapter(nn.Module):
             return x
         field = self.fields[site]
         if self.scope is not None and self.site_kinds[site] == "latent":
+            if self.scope.carry == "parallel":
+                out = self._parallel(site, x, intensity, states)
+                return self._gate(site, x, out, intensity) if self.gate is not None else out
             field = WeightedField(field, self.scope.weight(x))
         if states is not None:
             out, states[site] = solve(field, x, intensity, self.config, return_states=True)
@@ -114,6 +117,17 @@ class ODEAdapter(nn.Module):
         if self.gate is not None and self.site_kinds[site] == "latent":
             out = self._gate(site, x, out, intensity)
         return out
+
+    def _parallel(self, site: str, x: torch.Tensor, intensity: float,
+                  states: dict[str, list[torch.Tensor]] | None) -> torch.Tensor:
+        """A parallel scope: every row moves by the upload's own path (scope.py); with ``states``, the solver's
+        states of each row are the upload's, moved the same way."""
+        upload = self.scope.centres[:1].to(device=x.device, dtype=x.dtype)
+        if states is None:
+            return self.scope.parallel(x, solve(self.fields[site], upload, intensity, self.config))
+        _, path = solve(self.fields[site], upload, intensity, self.config, return_states=True)
+        states[site] = [self.scope.parallel(x, s) for s in path]
+        return states[site][-1]
 
     def _gate(self, site: str, x: torch.Tensor, out: torch.Tensor, intensity: float) -> torch.Tensor:
         """Robust mode: rows the base model draws as the person follow the person's path (gate.py)."""

@@ -2,10 +2,13 @@
 
 A trained field moves every latent a little, not only the person's: invisible for one adapter, but composed over
 ten people those moves add up (judge retention 0.75, p5 0.27, others' PSNR 28.6 dB; docs/many.md). A
-:class:`Scope` scales the field, per sample, by a weight read
-from where the sample *starts*: 1 within ``inner`` of any of the person's latents (the upload and its view
-anchors), 0 beyond ``outer``, smooth between. The person's own path is the field's bit for bit, and a latent out of
-scope leaves the adapter exactly as it came in. The radii and the measurements that chose them: docs/many.md.
+:class:`Scope` weighs each sample by where it *starts*: 1 within ``inner`` of any of the person's latents (the
+upload and its view anchors), 0 beyond ``outer``, smooth between. How a weighted sample moves is its ``carry``:
+"parallel" (the default since session 27) moves it by the person's own displacement along the dial times its weight, so
+the person's other photos (0.5-0.8 typical radii away, where the trained field has faded) go where the person
+goes; "field" integrates the field at the sample, scaled by the weight. Either way the person's own path is the
+field's bit for bit and a latent out of scope leaves the adapter as it came in. Radii and measurements:
+docs/many.md.
 """
 
 from __future__ import annotations
@@ -16,20 +19,26 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+CARRIES = ("parallel", "field")
+
 
 @dataclass(frozen=True)
 class Scope:
-    """The person's latents (m, D) and two radii in latent units (inner < outer)."""
+    """The person's latents (m, D; the first is the upload, whose path "parallel" carries), two radii in latent
+    units (inner < outer), and how a sample in scope moves (``CARRIES``)."""
 
     centres: torch.Tensor
     inner: float
     outer: float
+    carry: str = "field"  # what a file saved before carries were named means
 
     def __post_init__(self):
         if self.centres.dim() != 2 or len(self.centres) == 0:
             raise ValueError(f"a scope needs centres of shape (m, D) with m >= 1, got {tuple(self.centres.shape)}")
         if not 0 <= self.inner < self.outer:
             raise ValueError(f"a scope needs 0 <= inner < outer, got inner={self.inner}, outer={self.outer}")
+        if self.carry not in CARRIES:
+            raise ValueError(f"a scope's carry is one of {CARRIES}, got {self.carry!r}")
         object.__setattr__(self, "centres", self.centres.detach().float().contiguous())
 
     def distance(self, x: torch.Tensor) -> torch.Tensor:
@@ -41,13 +50,21 @@ class Scope:
         s = ((self.outer - self.distance(x)) / (self.outer - self.inner)).clamp(0, 1)
         return (s * s * (3 - 2 * s))[:, None]
 
+    def parallel(self, x: torch.Tensor, upload_at_t: torch.Tensor) -> torch.Tensor:
+        """Rows of x (B, D) moved by the upload's displacement ``upload_at_t - centres[0]`` times their weight; a
+        row at full weight is ``upload_at_t + (x - upload)``, so the upload's own row is ``upload_at_t`` exactly."""
+        upload = self.centres[:1].to(x)
+        shift = upload_at_t - upload
+        weight = self.weight(x).to(x)
+        return torch.where(weight == 1, upload_at_t + (x - upload), x + weight * shift)
+
     def to_json(self) -> str:
-        return json.dumps({"inner": self.inner, "outer": self.outer})
+        return json.dumps({"inner": self.inner, "outer": self.outer, "carry": self.carry})
 
     @classmethod
     def from_saved(cls, centres: torch.Tensor, text: str) -> Scope:
         d = json.loads(text)
-        return cls(centres, float(d["inner"]), float(d["outer"]))
+        return cls(centres, float(d["inner"]), float(d["outer"]), d.get("carry", "field"))
 
 
 class WeightedField(nn.Module):

@@ -18,7 +18,7 @@ import torch
 
 from ..adapters import ODEAdapter, ODEConfig, active
 from ..adapters.ode import time_grid
-from ..adapters.scope import Scope
+from ..adapters.scope import CARRIES, Scope
 from ..backends.base import renders_fast
 from .anchors import view_anchors
 from .calibration import CalibrationConfig, calibrate_dial
@@ -31,17 +31,22 @@ from .targets import TargetConfig, make_target, typical_radius
 
 @dataclass
 class ScopeConfig:
-    """Radii of an adapter's scope (adapters/scope.py) in typical radii of the latent space (|w - w_avg|, 1.86 on
+    """Radii of an adapter's scope (adapters/scope.py) in typical radii of the latent space (|w - w_avg|, 1.87 on
     the embedded generator): full strength within ``inner`` of the person's latents, none beyond ``outer``.
-    0.75 / 1.0 held every other photo of 10 validation people as without a scope, and kept ten composed adapters
-    off 64 other people (judge retention 0.75 -> 1.00; docs/many.md)."""
+    Carried in parallel, 0.65 / 0.85 forgot the other photos of 10 of 10 validation people (the field at 0.75 /
+    1.0: 8 of 10) and kept ten composed adapters off 64 other people (retention 1.000; docs/many.md)."""
 
-    inner: float = 0.75
-    outer: float = 1.0
+    inner: float = 0.65
+    outer: float = 0.85
+    # "parallel": a latent in scope moves by the person's own displacement (their other photos go where they go);
+    # "field": the field at the latent, weighted (it fades a little way off the person's latents)
+    carry: str = "parallel"
 
     def __post_init__(self):
         if not 0 <= self.inner < self.outer:
             raise ValueError(f"scope radii need 0 <= inner < outer, got {self.inner}, {self.outer}")
+        if self.carry not in CARRIES:
+            raise ValueError(f"scope carry is one of {CARRIES}, got {self.carry!r}")
 
 
 @dataclass
@@ -238,7 +243,7 @@ def train_adapter(backend, w_u: torch.Tensor, config: ForgetConfig,
         p.requires_grad_(False)
     if config.scope is not None and "latent" in adapter.site_kinds.values():
         unit = typical_radius(backend)
-        adapter.set_scope(Scope(w_u, config.scope.inner * unit, config.scope.outer * unit))
+        adapter.set_scope(Scope(w_u, config.scope.inner * unit, config.scope.outer * unit, config.scope.carry))
     if config.calibration is not None and renders_fast(backend):
         adapter.set_dial(calibrate_dial(backend, adapter, w_u[:1], config.calibration))
     if config.robust is not None:
