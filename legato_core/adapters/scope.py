@@ -4,7 +4,7 @@ A trained field moves every latent a little, not only the person's: invisible fo
 ten people those moves add up (judge retention 0.75, p5 0.27, others' PSNR 28.6 dB; docs/many.md). A
 :class:`Scope` weighs each sample by where it *starts*: 1 within ``inner`` of any of the person's latents (the
 upload and its view anchors), 0 beyond ``outer``, smooth between. How a weighted sample moves is its ``carry``:
-"parallel" (the default since session 27) moves it by the person's own displacement along the dial times its weight, so
+"parallel" (an option: engine.ScopeConfig) moves it by the person's own displacement along the dial times its weight, so
 the person's other photos (0.5-0.8 typical radii away, where the trained field has faded) go where the person
 goes; "field" integrates the field at the sample, scaled by the weight. Either way the person's own path is the
 field's bit for bit and a latent out of scope leaves the adapter as it came in. Radii and measurements:

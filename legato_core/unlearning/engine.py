@@ -33,14 +33,16 @@ from .targets import TargetConfig, make_target, typical_radius
 class ScopeConfig:
     """Radii of an adapter's scope (adapters/scope.py) in typical radii of the latent space (|w - w_avg|, 1.87 on
     the embedded generator): full strength within ``inner`` of the person's latents, none beyond ``outer``.
-    Carried in parallel, 0.65 / 0.85 forgot the other photos of 10 of 10 validation people (the field at 0.75 /
-    1.0: 8 of 10) and kept ten composed adapters off 64 other people (retention 1.000; docs/many.md)."""
+    0.75 / 1.0 held every other photo of 10 validation people as without a scope, and kept ten composed adapters
+    off 64 other people (judge retention 0.83 -> 1.00). Carried in parallel, 0.65 / 0.85 forgot the other photos
+    of 10 of 10 (the field: 8 of 10) at the same retention; an option until the benchmarks that compose
+    adapters are measured with it (docs/many.md)."""
 
-    inner: float = 0.65
-    outer: float = 0.85
+    inner: float = 0.75
+    outer: float = 1.0
     # "parallel": a latent in scope moves by the person's own displacement (their other photos go where they go);
     # "field": the field at the latent, weighted (it fades a little way off the person's latents)
-    carry: str = "parallel"
+    carry: str = "field"
 
     def __post_init__(self):
         if not 0 <= self.inner < self.outer:
