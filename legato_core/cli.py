@@ -507,7 +507,8 @@ def _cmd_bench_many(args) -> int:
         raise ValueError(f"--backend {spec.kind} is not supported by bench-many: it runs on the embedded backend")
     torch.set_num_threads(args.threads)
     cfg = ManyConfig(ks=tuple(int(k) for k in args.k.split(",")), methods=tuple(args.methods.split(",")),
-                     batch=not args.no_batch, first_identity=args.first_identity,
+                     batch=not args.no_batch, sequential=not args.no_sequential, rescope=args.rescope,
+                     first_identity=args.first_identity,
                      forget={"steps": args.steps} if args.steps else {})
     spec.check()
     backend = spec.load()
@@ -705,6 +706,9 @@ def build_parser() -> argparse.ArgumentParser:
     bm.add_argument("--k", default="1,10,50,100", help="the k's to score at (comma separated)")
     bm.add_argument("--methods", default="legato,legato-composed,lora,guide")
     bm.add_argument("--no-batch", action="store_true", help="skip LEGATO's batch mode")
+    bm.add_argument("--no-sequential", action="store_true", help="skip LEGATO's sequential mode")
+    bm.add_argument("--rescope", action="store_true",
+                    help="give the LEGATO adapters already trained in --work today's scope before scoring them")
     bm.add_argument("--first-identity", type=int, default=1_000_000)
     bm.add_argument("--steps", type=int, help="training steps per request (default: the engine's 250)")
     bm.add_argument("--threads", type=int, default=2)

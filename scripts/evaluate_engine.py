@@ -237,13 +237,11 @@ def attach_scope(identity: int, out: Path, model_path: str | None) -> dict:
 
     from legato_core import faceworld
     from legato_core.adapters import ODEAdapter
-    from legato_core.adapters.scope import Scope
     from legato_core.backends.embedded import EmbeddedFaceBackend
     from legato_core.backends.registry import load_judge
     from legato_core.metrics import AdapterKnob, unlearning_report
     from legato_core.unlearning.anchors import view_anchors
-    from legato_core.unlearning.engine import ForgetConfig
-    from legato_core.unlearning.targets import typical_radius
+    from legato_core.unlearning.engine import ForgetConfig, make_scope
 
     torch.set_num_threads(2)
     report_path, adapter_path = out / f"{identity}.json", out / f"{identity}.safetensors"
@@ -255,8 +253,7 @@ def attach_scope(identity: int, out: Path, model_path: str | None) -> dict:
     cfg = ForgetConfig()
     seed = adapter.description.get("seed", cfg.seed)
     centres = torch.cat([w, view_anchors(backend, w, cfg.view_anchors, torch.Generator().manual_seed(seed))])
-    unit = typical_radius(backend)
-    adapter.set_scope(Scope(centres, cfg.scope.inner * unit, cfg.scope.outer * unit, cfg.scope.carry))
+    adapter.set_scope(make_scope(backend, centres, cfg.scope))
     tmp = adapter_path.with_suffix(".tmp.safetensors")
     adapter.save(tmp)
     os.replace(tmp, adapter_path)

@@ -28,10 +28,8 @@ from safetensors.torch import load_file  # noqa: E402
 
 from legato_core.adapters import ODEAdapter, active  # noqa: E402
 from legato_core.adapters.request_log import RequestLog  # noqa: E402
-from legato_core.adapters.scope import Scope  # noqa: E402
 from legato_core.backends.embedded import EmbeddedFaceBackend  # noqa: E402
-from legato_core.unlearning.engine import ForgetConfig  # noqa: E402
-from legato_core.unlearning.targets import typical_radius  # noqa: E402
+from legato_core.unlearning.engine import ForgetConfig, make_scope  # noqa: E402
 
 
 def main() -> None:
@@ -47,7 +45,7 @@ def main() -> None:
     ks = [int(k) for k in args.k.split(",")]
     if max(ks) > len(people["w"]):
         raise SystemExit(f"{args.people} holds {len(people['w'])} people; --k asks for {max(ks)}")
-    cfg, unit = ForgetConfig(), typical_radius(backend)
+    cfg = ForgetConfig()
     g = torch.Generator().manual_seed(0)
     adapters = []
     for i in range(max(ks)):
@@ -55,8 +53,7 @@ def main() -> None:
         with torch.no_grad():
             for p in a.parameters():
                 p.copy_(torch.randn(p.shape, generator=g) * 0.05)
-        a.set_scope(Scope(torch.cat([people["w"][i:i + 1], people["ow"][i]]), cfg.scope.inner * unit,
-                          cfg.scope.outer * unit, cfg.scope.carry))
+        a.set_scope(make_scope(backend, torch.cat([people["w"][i:i + 1], people["ow"][i]]), cfg.scope))
         adapters.append(a)
     batch = torch.cat([people["w"][:4], backend.sample_latents(4, torch.Generator().manual_seed(1))])
     views = backend.canonical_views(len(batch))

@@ -24,18 +24,24 @@ import legato_core.openmp  # noqa: E402, F401 - the CLI's OpenMP wait policy, be
 import torch  # noqa: E402
 # isort: on
 from legato_core.adapters import ODEAdapter, active  # noqa: E402
-from legato_core.adapters.scope import Scope  # noqa: E402
 from legato_core.backends.embedded import EmbeddedFaceBackend  # noqa: E402
 from legato_core.identity.model import load_identity_model  # noqa: E402
 from legato_core.metrics import identity_similarity, psnr  # noqa: E402
 from legato_core.ranges import EVALUATION_START  # noqa: E402
 from legato_core.unlearning.anchors import view_anchors  # noqa: E402
+from legato_core.unlearning.engine import ScopeConfig, make_scope  # noqa: E402
 from legato_core.unlearning.targets import typical_radius  # noqa: E402
 
-SETTINGS = [("none", None, None, "field"), ("upload", 0.55, 0.75, "field"), ("upload", 0.75, 1.0, "field"),
-            ("anchors", 0.55, 0.75, "field"), ("anchors", 0.75, 1.0, "field"), ("anchors", 0.95, 1.2, "field"),
-            ("anchors", 0.6, 0.85, "parallel"), ("anchors", 0.65, 0.85, "parallel"), ("anchors", 0.6, 0.9, "parallel"),
-            ("anchors", 0.65, 0.9, "parallel"), ("anchors", 0.7, 0.9, "parallel"), ("anchors", 0.75, 1.0, "parallel")]
+SETTINGS = [("none", None, None, "field", "latent"), ("upload", 0.55, 0.75, "field", "latent"),
+            ("upload", 0.75, 1.0, "field", "latent"), ("anchors", 0.55, 0.75, "field", "latent"),
+            ("anchors", 0.75, 1.0, "field", "latent"), ("anchors", 0.95, 1.2, "field", "latent"),
+            ("anchors", 0.6, 0.85, "parallel", "latent"), ("anchors", 0.65, 0.85, "parallel", "latent"),
+            ("anchors", 0.6, 0.9, "parallel", "latent"), ("anchors", 0.65, 0.9, "parallel", "latent"),
+            ("anchors", 0.7, 0.9, "parallel", "latent"), ("anchors", 0.75, 1.0, "parallel", "latent")]
+# with the inversion scatter's whitening (radii in typical radii through it); only where the generator has one
+WHITENED = [("anchors", 0.7, 0.8, "field", "inversion_scatter")] + [
+    ("anchors", inner, outer, "parallel", "inversion_scatter")
+    for inner, outer in ((0.6, 0.72), (0.65, 0.75), (0.7, 0.8), (0.75, 0.85))]
 
 
 class Knob:
@@ -69,13 +75,14 @@ def main() -> None:
     with torch.no_grad(), active(backend, []):
         before = backend.render(lat, vw)
     print(f"typical radius {unit:.3f}; {len(files)} adapters: {', '.join(Path(f).stem for f in files)}")
-    print("| centres | inner | outer | carry | other photos, each adapter alone (judge, per id) | mean | "
+    print("| centres | inner | outer | carry | metric | other photos, each adapter alone (judge, per id) | mean | "
           "all composed: retention mean / p5 | others' PSNR dB |")
-    print("|---|---|---|---|---|---|---|---|")
-    for centres, inner, outer, carry in SETTINGS:
+    print("|---|---|---|---|---|---|---|---|---|")
+    settings = SETTINGS + (WHITENED if backend.inversion_whitening is not None else [])
+    for centres, inner, outer, carry, metric in settings:
         for a, s, anc in zip(adapters, saved, anchors, strict=True):
-            a.set_scope(None if centres == "none" else Scope(s["w"] if centres == "upload" else anc, inner * unit,
-                                                            outer * unit, carry))
+            a.set_scope(None if centres == "none" else make_scope(
+                backend, s["w"] if centres == "upload" else anc, ScopeConfig(inner, outer, carry, metric)))
         acts = [(a, a.config.t_max) for a in adapters]
         with torch.no_grad():
             others = [float(identity_similarity(Knob(backend, [act]), s["ow"], views, 1.0, judge).mean())
@@ -84,7 +91,7 @@ def main() -> None:
             with active(backend, acts):
                 after = backend.render(lat, vw)
         db = psnr(before, after).clamp(max=100).mean()
-        how = carry if centres != "none" else "–"
+        how = f"{carry} | {metric}" if centres != "none" else "– | –"
         print(f"| {centres} | {inner or '–'} | {outer or '–'} | {how} | {' / '.join(f'{o:.2f}' for o in others)} | "
               f"{sum(others) / len(others):.3f} | {ret.mean():.3f} / {torch.quantile(ret, 0.05):.3f} | {db:.1f} |")
 

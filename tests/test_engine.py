@@ -288,7 +288,29 @@ def test_a_parallel_scope_carries_the_persons_neighbourhood_along_their_own_path
     nearby = w + 0.5 * scope.inner * direction / direction.norm()  # within the scope's full weight
     t = res.adapter.config.t_max
     torch.testing.assert_close(res.adapter.transform("w", nearby, t) - nearby, res.adapter.transform("w", w, t) - w)
-    assert train_adapter(tiny_backend, w, ForgetConfig(steps=1, sites=["w"])).adapter.scope.carry == "field", \
-        "the default, for now"
+    assert train_adapter(tiny_backend, w, ForgetConfig(steps=1, sites=["w"])).adapter.scope.carry == "parallel", \
+        "the default"
     with pytest.raises(ValueError, match="carry"):
         ScopeConfig(carry="sideways")
+
+
+def test_a_scope_measures_through_the_backends_inversion_scatter_when_asked_and_it_has_one(tiny_backend):
+    from legato_core.unlearning.engine import ScopeConfig
+    from legato_core.unlearning.targets import typical_radius
+
+    w = _latent(tiny_backend)
+    asked = ForgetConfig(steps=1, sites=["w"], scope=ScopeConfig(metric="inversion_scatter"))
+    plain = train_adapter(tiny_backend, w, asked).adapter
+    assert plain.scope.metric is None and plain.description["scope_metric"] == "latent", "none to measure with"
+    metric = torch.diag(torch.linspace(0.5, 2.0, w.shape[1]))
+    tiny_backend.inversion_whitening = metric
+    whitened = train_adapter(tiny_backend, w, asked).adapter
+    assert torch.equal(whitened.scope.metric, metric) and whitened.description["scope_metric"] == "whitened"
+    unit = typical_radius(tiny_backend, metric=metric)
+    assert unit != typical_radius(tiny_backend)
+    radii = ScopeConfig()
+    assert (whitened.scope.inner, whitened.scope.outer) == pytest.approx((radii.inner * unit, radii.outer * unit))
+    plain_cfg = ForgetConfig(steps=1, sites=["w"], scope=ScopeConfig(metric="latent"))
+    assert train_adapter(tiny_backend, w, plain_cfg).adapter.scope.metric is None
+    with pytest.raises(ValueError, match="metric"):
+        ScopeConfig(metric="manhattan")

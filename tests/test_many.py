@@ -121,3 +121,49 @@ def test_a_rerun_given_scored_records_trains_nothing_for_them(embedded, tmp_path
                     log=said.append)
     assert data["records"] == scored and said == []
     assert not (work / "legato-sequential.requests.safetensors").exists()
+
+
+def test_rescope_scores_trained_adapters_with_todays_scope_and_trains_nothing(embedded, tmp_path, monkeypatch):
+    """bench-many --rescope --no-sequential: the batch log already in the work folder is scored with the scope
+    today's ForgetConfig makes around each adapter's saved centres (a scope is set after training)."""
+    from safetensors.torch import save_file
+
+    from legato_core.adapters import ODEAdapter, ODEConfig
+    from legato_core.adapters.request_log import RequestLog
+    from legato_core.adapters.scope import Scope
+    from legato_core.baselines import many_benchmark
+    from legato_core.unlearning.engine import ForgetConfig
+
+    out, work = tmp_path / "out", tmp_path / "work"
+    work.mkdir()
+    w = embedded.sample_latents(6, torch.Generator().manual_seed(3))
+    save_file({"ids": torch.tensor([1_000_000]), "w": w[:1], "ow": w[1:].unsqueeze(0),
+               "ov": embedded.canonical_views(5).unsqueeze(0)}, str(work / "people.safetensors"))
+    adapter = ODEAdapter.for_model(embedded, ["w"], ODEConfig(hidden=8))
+    adapter.set_scope(Scope(w[:1], 1.0, 1.5))  # a file of the time before carries: the field, plain distance
+    log = RequestLog.for_model(embedded)
+    log.add(adapter, label="identity 1000000")
+    log.save(work / "legato-batch-k1.requests.safetensors")
+    (work / "seconds.json").write_text(json.dumps({"legato-batch-k1": [3.0]}))
+    made, scored = [], []
+    real_make_scope = many_benchmark.make_scope
+
+    def scope_spy(backend, centres, config):
+        made.append(real_make_scope(backend, centres, config))
+        return made[-1]
+
+    def evaluate_spy(backend, knob, one, people, k, judge, repeats, seed=4321):
+        scored.append(k)
+        return {"forgotten": 0, "first10_forgotten": 0, "retention_mean": 1.0, "retention_p5": 1.0,
+                "others_psnr_db_mean": 100.0, "render_ratio": 1.0}
+
+    monkeypatch.setattr(many_benchmark, "make_scope", scope_spy)
+    monkeypatch.setattr(many_benchmark, "evaluate", evaluate_spy)
+    cfg = ManyConfig(ks=(1,), methods=("legato",), sequential=False, rescope=True)
+    data = many_benchmark.run_many(embedded, cfg, out, work, log=lambda _: None)
+    assert [(r["method"], r["mode"]) for r in data["records"]] == [("legato", "batch")] and scored == [1]
+    (scope,) = made
+    today = ForgetConfig().scope
+    assert scope.carry == today.carry and (scope.metric is not None) == (today.metric == "inversion_scatter")
+    assert torch.equal(scope.centres, w[:1])
+    assert not (work / "legato-sequential.requests.safetensors").exists(), "nothing trained"

@@ -114,6 +114,37 @@ def test_a_scopes_carry_is_saved_and_a_file_without_one_means_the_field(tiny_bac
         Scope(people[:1], 0.5, 1.0, carry="sideways")
 
 
+def test_a_scope_with_a_metric_measures_distance_after_its_linear_map_and_keeps_it_in_the_file(tiny_backend, tmp_path):
+    people = _people(tiny_backend, 3)
+    d = people.shape[1]
+    metric = torch.diag(torch.linspace(0.2, 3.0, d))  # short along the first axes, long along the last
+    scope = Scope(people[:1], 0.5, 1.0, "parallel", metric)
+    torch.testing.assert_close(scope.distance(people), (people @ metric.T - people[:1] @ metric.T).norm(dim=1))
+    step = torch.zeros(2, d)
+    step[0, 0], step[1, -1] = 1.0, 1.0  # the same latent step, along a short and along a long axis
+    near = scope.distance(people[:1] + step)
+    assert near[0] < 0.5 < 1.0 < near[1], "inside along the short axis, outside along the long one"
+    adapter = _person_adapter(tiny_backend, people[:1], seed=6)
+    adapter.set_scope(scope)
+    loaded = ODEAdapter.load(adapter.save(tmp_path / "a.safetensors"), tiny_backend)
+    assert torch.equal(loaded.scope.metric, metric) and loaded.scope.carry == "parallel"
+    assert torch.equal(loaded.transform("w", people[:1] + step, 1.0), adapter.transform("w", people[:1] + step, 1.0))
+    with pytest.raises(ValueError, match="metric"):
+        Scope(people[:1], 0.5, 1.0, metric=torch.eye(d + 1))
+    with pytest.raises(ValueError, match="metric"):
+        Scope.from_saved(people[:1], scope.to_json())  # the file says whitened, and no matrix came with it
+
+
+def test_routed_requests_with_metric_scopes_draw_exactly_the_plain_composition(embedded):
+    log, people = _log(embedded, 4)
+    metric = torch.diag(torch.linspace(0.5, 1.5, people.shape[1]))
+    for r in log.requests:
+        s = r.adapter.scope
+        r.adapter.set_scope(Scope(s.centres, s.inner, s.outer, "parallel", metric))
+    latents = torch.cat([people, people + 0.05, embedded.sample_latents(3, torch.Generator().manual_seed(8))])
+    assert torch.equal(_draw(embedded, log, latents), _draw(embedded, log.activations(), latents))
+
+
 def test_a_scope_needs_a_latent_site(tiny_backend):
     conv_only = ODEAdapter.for_model(tiny_backend, ["b8"], ODEConfig(hidden=4))
     with pytest.raises(ValueError, match="latent sites"):

@@ -27,6 +27,7 @@ from .scope import Scope, WeightedField
 
 FORMAT_VERSION = "1"
 SCOPE_KEY = "scope.centres"  # the scope's centres, stored beside the fields' tensors (not part of their digest)
+SCOPE_METRIC_KEY = "scope.metric"  # the scope's distance metric, where it has one
 GATE_KEYS = ("gate.centres", "gate.anchor")  # robust mode's identity gate (gate.py), likewise
 HELD_CACHE = 4096  # latents whose gate answer an adapter remembers (1 KB each on the embedded generator)
 
@@ -274,6 +275,8 @@ class ODEAdapter(nn.Module):
         tensors = {k: v.detach().contiguous().cpu() for k, v in self.fields.state_dict().items()}
         if self.scope is not None:
             tensors[SCOPE_KEY] = self.scope.centres.cpu().clone()
+            if self.scope.metric is not None:
+                tensors[SCOPE_METRIC_KEY] = self.scope.metric.cpu().clone()
         if self.gate is not None:
             # copies: the anchor is the upload's latent, which the scope's centres may share memory with
             tensors[GATE_KEYS[0]] = self.gate.centres.cpu().clone()
@@ -310,7 +313,7 @@ class ODEAdapter(nn.Module):
         adapter = cls(json.loads(meta["sites"]), ODEConfig(**json.loads(meta["ode"])), meta["base_model_id"],
                       meta["base_weight_hash"], json.loads(meta.get("description", "{}")),
                       json.loads(meta.get("site_kinds", "{}")))
-        centres = tensors.pop(SCOPE_KEY, None)
+        centres, metric = tensors.pop(SCOPE_KEY, None), tensors.pop(SCOPE_METRIC_KEY, None)
         gate = [tensors.pop(k, None) for k in GATE_KEYS]
         adapter.fields.load_state_dict(tensors)
         if "dial" in meta:
@@ -323,7 +326,7 @@ class ODEAdapter(nn.Module):
             raise ValueError(f"{name} has half a scope (its centres or its radii, not both)")
         if centres is not None:
             try:
-                adapter.set_scope(Scope.from_saved(centres, meta["scope"]))
+                adapter.set_scope(Scope.from_saved(centres, meta["scope"], metric))
             except (ValueError, KeyError, TypeError) as e:
                 raise ValueError(f"{name} has an unreadable scope ({e})") from e
         if any(g is None for g in gate) != ("gate" not in meta) or (gate[0] is None) != (gate[1] is None):

@@ -206,19 +206,32 @@ class RoutedRequests:
         return self
 
     def _in_scope(self, x: torch.Tensor) -> set[int]:
-        """ids of the adapters with a scope that may hold a row of x, in one distance pass. A margin over the
-        outer radius keeps the routing conservative: an adapter it keeps whose weight is 0 changes nothing, so
-        the result is the plain composition's whatever rounding the batched distances have."""
+        """ids of the adapters with a scope that may hold a row of x, in one distance pass per metric (the scopes
+        of one base model share theirs). A margin over the outer radius keeps the routing conservative: an
+        adapter it keeps whose weight is 0 changes nothing, so the result is the plain composition's whatever
+        rounding the batched distances have."""
         if not self._scoped:
             return set()
-        if "all" not in self._centres:
-            centres = torch.cat([a.scope.centres for a in self._scoped])
-            owner = torch.cat([torch.full((len(a.scope.centres),), i) for i, a in enumerate(self._scoped)])
-            outer = torch.tensor([a.scope.outer * (1 + 1e-3) + 1e-4 for a in self._scoped])
-            self._centres["all"] = (centres, owner, outer)
-        centres, owner, outer = self._centres["all"]
-        near = torch.cdist(x.detach().float(), centres.to(x.device)) < outer.to(x.device)[owner]
-        return {id(self._scoped[i]) for i in owner[near.any(0).cpu()].unique().tolist()}
+        if "groups" not in self._centres:
+            groups: list[tuple[torch.Tensor | None, list[int]]] = []
+            for i, a in enumerate(self._scoped):
+                m = a.scope.metric
+                same = [g for g in groups if (g[0] is None and m is None) or
+                        (g[0] is not None and m is not None and g[0].shape == m.shape and torch.equal(g[0], m))]
+                if same:
+                    same[0][1].append(i)
+                else:
+                    groups.append((m, [i]))
+            self._centres["groups"] = [
+                (m, _mapped(torch.cat([self._scoped[i].scope.centres for i in members]), m),
+                 torch.cat([torch.full((len(self._scoped[i].scope.centres),), i) for i in members]),
+                 torch.tensor([self._scoped[i].scope.outer * (1 + 1e-3) + 1e-4 for i in range(len(self._scoped))]))
+                for m, members in groups]
+        held: set[int] = set()
+        for metric, centres, owner, outer in self._centres["groups"]:
+            near = torch.cdist(_mapped(x.detach().float(), metric), centres.to(x.device)) < outer.to(x.device)[owner]
+            held |= {id(self._scoped[i]) for i in owner[near.any(0).cpu()].unique().tolist()}
+        return held
 
     def transform(self, site: str, x: torch.Tensor, intensity: float,
                   states: dict[str, list[torch.Tensor]] | None = None) -> torch.Tensor:
@@ -237,3 +250,8 @@ class RoutedRequests:
             if latent:
                 in_scope = self._in_scope(x)
         return x
+
+
+def _mapped(x: torch.Tensor, metric: torch.Tensor | None) -> torch.Tensor:
+    """Rows of x as a scope with ``metric`` measures them."""
+    return x if metric is None else x @ metric.to(x.device).T

@@ -1,14 +1,15 @@
 """Where a latent adapter acts: a ball around the person's latents, so that many adapters can share one model.
 
 A trained field moves every latent a little, not only the person's: invisible for one adapter, but composed over
-ten people those moves add up (judge retention 0.75, p5 0.27, others' PSNR 28.6 dB; docs/many.md). A
+ten people those moves add up (docs/many.md, the first row of the scope table). A
 :class:`Scope` weighs each sample by where it *starts*: 1 within ``inner`` of any of the person's latents (the
 upload and its view anchors), 0 beyond ``outer``, smooth between. How a weighted sample moves is its ``carry``:
-"parallel" (an option: engine.ScopeConfig) moves it by the person's own displacement along the dial times its weight, so
+"parallel" (the engine's default) moves it by the person's own displacement along the dial times its weight, so
 the person's other photos (0.5-0.8 typical radii away, where the trained field has faded) go where the person
 goes; "field" integrates the field at the sample, scaled by the weight. Either way the person's own path is the
-field's bit for bit and a latent out of scope leaves the adapter as it came in. Radii and measurements:
-docs/many.md.
+field's bit for bit and a latent out of scope leaves the adapter as it came in. Distances are latent distances,
+or taken after a linear map (``metric``: the inversion scatter's whitening, along which another photo of the same
+person is a short step). Radii and measurements: docs/many.md.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ class Scope:
     inner: float
     outer: float
     carry: str = "field"  # what a file saved before carries were named means
+    # (D, D): distances are measured after this linear map (a whitening of where a person's other photos invert,
+    # scripts/inversion_scatter.py); None: plain latent distance
+    metric: torch.Tensor | None = None
 
     def __post_init__(self):
         if self.centres.dim() != 2 or len(self.centres) == 0:
@@ -40,10 +44,21 @@ class Scope:
         if self.carry not in CARRIES:
             raise ValueError(f"a scope's carry is one of {CARRIES}, got {self.carry!r}")
         object.__setattr__(self, "centres", self.centres.detach().float().contiguous())
+        if self.metric is not None:
+            d = self.centres.shape[1]
+            if tuple(self.metric.shape) != (d, d):
+                raise ValueError(f"a scope's metric must be ({d}, {d}) for {d}-d centres, "
+                                 f"got {tuple(self.metric.shape)}")
+            object.__setattr__(self, "metric", self.metric.detach().float().contiguous())
+        object.__setattr__(self, "_mapped", self._map(self.centres))
+
+    def _map(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.float()
+        return x if self.metric is None else x @ self.metric.to(x.device).T
 
     def distance(self, x: torch.Tensor) -> torch.Tensor:
-        """Distance of each row of x (B, D) to the nearest centre -> (B,)."""
-        return torch.cdist(x.float(), self.centres.to(x.device)).min(1).values
+        """Distance of each row of x (B, D) to the nearest centre (through the metric, if any) -> (B,)."""
+        return torch.cdist(self._map(x), self._mapped.to(x.device)).min(1).values
 
     def weight(self, x: torch.Tensor) -> torch.Tensor:
         """Per-row weight in [0, 1] (B, 1): 1 within ``inner``, 0 beyond ``outer``, a smoothstep between."""
@@ -59,12 +74,16 @@ class Scope:
         return torch.where(weight == 1, upload_at_t + (x - upload), x + weight * shift)
 
     def to_json(self) -> str:
-        return json.dumps({"inner": self.inner, "outer": self.outer, "carry": self.carry})
+        """The radii, the carry and whether a metric is stored (its matrix goes beside the centres)."""
+        return json.dumps({"inner": self.inner, "outer": self.outer, "carry": self.carry,
+                           "metric": "whitened" if self.metric is not None else "latent"})
 
     @classmethod
-    def from_saved(cls, centres: torch.Tensor, text: str) -> Scope:
+    def from_saved(cls, centres: torch.Tensor, text: str, metric: torch.Tensor | None = None) -> Scope:
         d = json.loads(text)
-        return cls(centres, float(d["inner"]), float(d["outer"]), d.get("carry", "field"))
+        if (d.get("metric", "latent") == "whitened") != (metric is not None):
+            raise ValueError("the scope's metric and its matrix do not match (one without the other)")
+        return cls(centres, float(d["inner"]), float(d["outer"]), d.get("carry", "field"), metric)
 
 
 class WeightedField(nn.Module):

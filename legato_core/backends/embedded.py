@@ -75,6 +75,9 @@ class EmbeddedFaceBackend(nn.Module):
         self.perceptual_weight = perceptual_weight
         self._hash: str | None = None
         self._perceptual = ArcFaceFeatureDistance(arcface)
+        # where a person's other photos invert around one of them, as a whitening matrix (D, D), for adapter scopes
+        # that measure distance through it (scripts/inversion_scatter.py); None: not made for this generator
+        self.inversion_whitening: torch.Tensor | None = None
 
     @classmethod
     def from_pretrained(cls, directory: str | Path | None = None, **kwargs) -> EmbeddedFaceBackend:
@@ -84,7 +87,9 @@ class EmbeddedFaceBackend(nn.Module):
         encoder = ViewEncoder.from_pretrained(directory, "face_encoder" if generator.factor_conditioned else
                                               "view_encoder")
         inversion = json.loads((directory / "config.json").read_text()).get("inversion", {})
-        return cls(generator, encoder, load_identity_model("arcface"), **{**inversion, **kwargs})
+        backend = cls(generator, encoder, load_identity_model("arcface"), **{**inversion, **kwargs})
+        backend.inversion_whitening = _inversion_whitening(directory / "inversion_scatter.safetensors", backend)
+        return backend
 
     # -- latent space --------------------------------------------------------------------------------------
     @property
@@ -304,3 +309,15 @@ class EmbeddedFaceBackend(nn.Module):
             if on_step is not None:
                 on_step(step, w.detach(), v.detach().clamp(-1.05, 1.05))
         return w.detach(), v.detach().clamp(-1.05, 1.05)
+
+
+def _inversion_whitening(path: Path, backend: EmbeddedFaceBackend) -> torch.Tensor | None:
+    """The generator folder's inversion scatter whitening, if it was made for these very weights."""
+    if not path.is_file():
+        return None
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        if f.metadata().get("generator_hash") != backend.weight_hash():
+            return None
+        return f.get_tensor("whitening").float()

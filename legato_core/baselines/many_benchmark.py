@@ -30,7 +30,7 @@ from ..adapters.request_log import RequestLog
 from ..identity.model import load_identity_model
 from ..metrics import identity_similarity, judge_embeddings, judge_similarity, psnr
 from ..ranges import check_evaluation_ids
-from ..unlearning.engine import ForgetConfig
+from ..unlearning.engine import ForgetConfig, make_scope
 from ..unlearning.many import Person, forget_many
 from .methods import METHODS, run_method
 
@@ -42,6 +42,10 @@ class ManyConfig:
     ks: tuple[int, ...] = (1, 10, 50, 100)
     methods: tuple[str, ...] = MANY_METHODS
     batch: bool = True  # also legato in batch mode, one run per k
+    sequential: bool = True  # legato (and legato-composed) one request after another
+    # give every LEGATO adapter found trained in the work folder the scope today's ForgetConfig makes around its
+    # saved centres, before scoring (the training does not depend on the scope: a change of scope alone)
+    rescope: bool = False
     first_identity: int = 1_000_000
     retained: int = 64  # never-forgotten prior identities (seeded), 4 views each
     render_repeats: int = 15
@@ -213,9 +217,16 @@ def run_many(backend, config: ManyConfig, out: str | Path, work: str | Path,
             f"PSNR {rec['others_psnr_db_mean']:.1f} dB, render x{rec['render_ratio']:.2f}")
 
     want = {m for m in config.methods}
-    if want & {"legato", "legato-composed"}:
+    def rescoped(requests: RequestLog) -> RequestLog:
+        if config.rescope:
+            for r in requests.requests:
+                if r.adapter.scope is not None:
+                    r.adapter.set_scope(make_scope(backend, r.adapter.scope.centres, forget_cfg.scope))
+        return requests
+
+    if want & {"legato", "legato-composed"} and config.sequential:
         path = work / "legato-sequential.requests.safetensors"
-        stream = RequestLog.load(path, backend) if path.exists() else RequestLog.for_model(backend)
+        stream = rescoped(RequestLog.load(path, backend)) if path.exists() else RequestLog.for_model(backend)
         secs = seconds.get("legato-sequential", [])[:len(stream)]
         for k in config.ks:
             if all(record.has(m, "sequential", k) for m in want & {"legato", "legato-composed"}):
@@ -236,13 +247,14 @@ def run_many(backend, config: ManyConfig, out: str | Path, work: str | Path,
                 one_free = _Knob(backend, lambda a=acts[0]: active(backend, [a]))
                 score("legato-composed", "sequential", k, _Knob(backend, lambda a=acts: active(backend, a)),
                       one_free, secs, {})
+    if want & {"legato", "legato-composed"}:
         if config.batch and "legato" in want:
             for k in config.ks:
                 if record.has("legato", "batch", k):
                     continue
                 path_k = work / f"legato-batch-k{k}.requests.safetensors"
                 if path_k.exists():
-                    batch_log, total = RequestLog.load(path_k, backend), seconds[f"legato-batch-k{k}"]
+                    batch_log, total = rescoped(RequestLog.load(path_k, backend)), seconds[f"legato-batch-k{k}"]
                 else:  # each request is saved as it lands: a stopped batch resumes with the same substitutes
                     part = work / f"legato-batch-k{k}.partial.requests.safetensors"
                     batch_log = RequestLog.load(part, backend) if part.exists() else RequestLog.for_model(backend)

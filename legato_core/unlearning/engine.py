@@ -28,27 +28,33 @@ from .robust import RobustConfig, make_gate
 from .step_objectives import make_objective
 from .targets import TargetConfig, make_target, typical_radius
 
+SCOPE_METRICS = ("latent", "inversion_scatter")
+
 
 @dataclass
 class ScopeConfig:
-    """Radii of an adapter's scope (adapters/scope.py) in typical radii of the latent space (|w - w_avg|, 1.87 on
-    the embedded generator): full strength within ``inner`` of the person's latents, none beyond ``outer``.
-    0.75 / 1.0 held every other photo of 10 validation people as without a scope, and kept ten composed adapters
-    off 64 other people (judge retention 0.83 -> 1.00). Carried in parallel, 0.65 / 0.85 forgot the other photos
-    of 10 of 10 (the field: 8 of 10) at the same retention; an option until the benchmarks that compose
-    adapters are measured with it (docs/many.md)."""
+    """An adapter's scope (adapters/scope.py): full strength within ``inner`` of the person's latents (the upload
+    and its view anchors), none beyond ``outer``, in typical radii of the prior as the scope's metric measures
+    them. The default measures through the generator's inversion scatter and carries every latent in scope along
+    the person's own path: on 10 validation people the other photos of all 10 are forgotten (the field, in plain
+    latent distance at 0.75 / 1.0: 8 of 10), and ten composed adapters change no one else (docs/many.md)."""
 
-    inner: float = 0.75
-    outer: float = 1.0
+    inner: float = 0.6
+    outer: float = 0.72
     # "parallel": a latent in scope moves by the person's own displacement (their other photos go where they go);
     # "field": the field at the latent, weighted (it fades a little way off the person's latents)
-    carry: str = "field"
+    carry: str = "parallel"
+    # "inversion_scatter": distance through the backend's whitening of where a person's other photos invert
+    # (backends without one measure plain distance, and the adapter's description says so); "latent": plain
+    metric: str = "inversion_scatter"
 
     def __post_init__(self):
         if not 0 <= self.inner < self.outer:
             raise ValueError(f"scope radii need 0 <= inner < outer, got {self.inner}, {self.outer}")
         if self.carry not in CARRIES:
             raise ValueError(f"scope carry is one of {CARRIES}, got {self.carry!r}")
+        if self.metric not in SCOPE_METRICS:
+            raise ValueError(f"scope metric is one of {SCOPE_METRICS}, got {self.metric!r}")
 
 
 @dataclass
@@ -244,8 +250,8 @@ def train_adapter(backend, w_u: torch.Tensor, config: ForgetConfig,
     for p in adapter.parameters():
         p.requires_grad_(False)
     if config.scope is not None and "latent" in adapter.site_kinds.values():
-        unit = typical_radius(backend)
-        adapter.set_scope(Scope(w_u, config.scope.inner * unit, config.scope.outer * unit, config.scope.carry))
+        adapter.set_scope(make_scope(backend, w_u, config.scope))
+        adapter.description["scope_metric"] = "whitened" if adapter.scope.metric is not None else "latent"
     if config.calibration is not None and renders_fast(backend):
         adapter.set_dial(calibrate_dial(backend, adapter, w_u[:1], config.calibration))
     if config.robust is not None:
@@ -253,6 +259,14 @@ def train_adapter(backend, w_u: torch.Tensor, config: ForgetConfig,
         adapter.set_gate(gate)
         adapter.description["robust"] = info
     return ForgetResult(adapter, w_u, w_target, history, time.time() - t0, config)
+
+
+def make_scope(backend, centres: torch.Tensor, config: ScopeConfig) -> Scope:
+    """The scope ``config`` asks for around ``centres`` (the upload first), its radii in typical radii of the
+    metric it measures with."""
+    metric = getattr(backend, "inversion_whitening", None) if config.metric == "inversion_scatter" else None
+    unit = typical_radius(backend, metric=metric)
+    return Scope(centres, config.inner * unit, config.outer * unit, config.carry, metric)
 
 
 def _reference_path(backend, sites: list[str], w_u: torch.Tensor, w_target: torch.Tensor, target_desc: dict,

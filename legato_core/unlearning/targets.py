@@ -70,10 +70,13 @@ class TargetConfig:
 
 
 @torch.no_grad()
-def typical_radius(backend, n: int = 1024) -> float:
-    """Median distance of prior latents from w_avg: the natural unit for GUIDE's d in this latent space."""
-    w = backend.sample_latents(n, torch.Generator().manual_seed(1))
-    return float((w - backend.w_avg).norm(dim=1).median())
+def typical_radius(backend, n: int = 1024, metric: torch.Tensor | None = None) -> float:
+    """Median distance of prior latents from w_avg: the natural unit for GUIDE's d in this latent space (with
+    ``metric`` (D, D), the distance after that linear map, as a scope with that metric measures it)."""
+    d = backend.sample_latents(n, torch.Generator().manual_seed(1)) - backend.w_avg
+    if metric is not None:
+        d = d @ metric.to(d).T
+    return float(d.norm(dim=1).median())
 
 
 @torch.no_grad()
