@@ -240,7 +240,7 @@ def attach_scope(identity: int, out: Path, model_path: str | None) -> dict:
     from legato_core.backends.embedded import EmbeddedFaceBackend
     from legato_core.backends.registry import load_judge
     from legato_core.metrics import AdapterKnob, unlearning_report
-    from legato_core.unlearning.anchors import view_anchors
+    from legato_core.unlearning.anchors import person_latents
     from legato_core.unlearning.engine import ForgetConfig, make_scope
 
     torch.set_num_threads(2)
@@ -252,8 +252,7 @@ def attach_scope(identity: int, out: Path, model_path: str | None) -> dict:
     ow, ov = backend.invert(faceworld.render([identity] * 5, [1, 2, 3, 4, 5]))
     cfg = ForgetConfig()
     seed = adapter.description.get("seed", cfg.seed)
-    centres = torch.cat([w, view_anchors(backend, w, cfg.view_anchors, torch.Generator().manual_seed(seed))])
-    adapter.set_scope(make_scope(backend, centres, cfg.scope))
+    adapter.set_scope(make_scope(backend, person_latents(backend, w, cfg.view_anchors, seed), cfg.scope))
     tmp = adapter_path.with_suffix(".tmp.safetensors")
     adapter.save(tmp)
     os.replace(tmp, adapter_path)

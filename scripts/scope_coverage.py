@@ -24,9 +24,10 @@ import legato_core.openmp  # noqa: E402, F401 - the CLI's OpenMP wait policy, be
 import torch  # noqa: E402
 # isort: on
 from legato_core import faceworld  # noqa: E402
+from legato_core.adapters.scope import Scope  # noqa: E402
 from legato_core.backends.embedded import EmbeddedFaceBackend  # noqa: E402
 from legato_core.ranges import validation_ids_or_exit  # noqa: E402
-from legato_core.unlearning.anchors import view_anchors  # noqa: E402
+from legato_core.unlearning.anchors import person_latents  # noqa: E402
 from legato_core.unlearning.engine import ForgetConfig  # noqa: E402
 from legato_core.unlearning.targets import typical_radius  # noqa: E402
 
@@ -35,10 +36,8 @@ PRIOR, PRIOR_PEOPLE = 20_000, 40
 
 
 def nearest(x: torch.Tensor, centres: torch.Tensor, metric: torch.Tensor | None) -> torch.Tensor:
-    """Each row's distance to the nearest centre, through ``metric`` if given (as ``adapters.scope.Scope``)."""
-    if metric is not None:
-        x, centres = x @ metric.T, centres @ metric.T
-    return torch.cdist(x, centres).min(1).values
+    """Each row's distance to the nearest centre, as a scope around ``centres`` with ``metric`` measures it."""
+    return Scope(centres, 0.0, 1.0, metric=metric).distance(x)
 
 
 def coverage(photos: torch.Tensor, prior: torch.Tensor, radius: float) -> dict:
@@ -82,8 +81,7 @@ def main() -> None:
     for k, ident in enumerate(ids):
         w, _ = backend.invert(faceworld.render([ident], 0))
         others, _ = backend.invert(faceworld.render([ident] * 5, [1, 2, 3, 4, 5]))
-        anchors = view_anchors(backend, w, config.view_anchors, torch.Generator().manual_seed(config.seed))
-        centres = torch.cat([w, anchors])
+        centres = person_latents(backend, w, config.view_anchors, config.seed)
         for name, m in metrics.items():
             photos[name].append(nearest(others, centres, m) / units[name])
             if k < PRIOR_PEOPLE:

@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     from legato_core.backends.embedded import EmbeddedFaceBackend
     from legato_core.identity.model import load_identity_model
     from legato_core.ranges import EVALUATION_START
-    from legato_core.unlearning.anchors import view_anchors
+    from legato_core.unlearning.anchors import person_latents
     from legato_core.unlearning.engine import ForgetConfig, train_adapter
     from legato_core.unlearning.robust import RobustConfig, make_gate
 
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         if not path.exists():
             train_adapter(backend, w, ForgetConfig()).adapter.save(path)
         adapter = ODEAdapter.load(path, backend)
-        w_u = torch.cat([w, view_anchors(backend, w, ForgetConfig().view_anchors, torch.Generator().manual_seed(0))])
+        w_u = person_latents(backend, w, ForgetConfig().view_anchors, 0)
         unseen = faceworld.render([pid] * 5, list(range(1, 6)))
         with torch.no_grad():
             e_photo = judge.embed(photo)[0]

@@ -28,7 +28,7 @@ from legato_core.backends.embedded import EmbeddedFaceBackend  # noqa: E402
 from legato_core.identity.model import load_identity_model  # noqa: E402
 from legato_core.metrics import identity_similarity, psnr  # noqa: E402
 from legato_core.ranges import EVALUATION_START  # noqa: E402
-from legato_core.unlearning.anchors import view_anchors  # noqa: E402
+from legato_core.unlearning.anchors import person_latents  # noqa: E402
 from legato_core.unlearning.engine import ScopeConfig, make_scope  # noqa: E402
 from legato_core.unlearning.targets import typical_radius  # noqa: E402
 
@@ -67,8 +67,8 @@ def main() -> None:
             raise SystemExit("validation adapters only")
         adapters.append(adapter)
         saved.append(torch.load(Path(f).with_suffix(".pt"), weights_only=True))
-    anchors = [torch.cat([s["w"], view_anchors(backend, s["w"], 8, torch.Generator().manual_seed(a.description.get(
-        "seed", 0)))]) for s, a in zip(saved, adapters, strict=True)]
+    anchors = [person_latents(backend, s["w"], 8, a.description.get("seed", 0)) for s, a in zip(saved, adapters,
+                                                                                                 strict=True)]
     keep = backend.sample_latents(64, torch.Generator().manual_seed(99))
     views = backend.canonical_views(4)
     lat, vw = keep.repeat_interleave(4, 0), views.repeat(len(keep), 1)

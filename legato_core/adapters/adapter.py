@@ -106,15 +106,16 @@ class ODEAdapter(nn.Module):
                 states[site] = [x]
             return x
         field = self.fields[site]
-        if self.scope is not None and self.site_kinds[site] == "latent":
-            if self.scope.carry == "parallel":
-                out = self._parallel(site, x, intensity, states)
-                return self._gate(site, x, out, intensity) if self.gate is not None else out
-            field = WeightedField(field, self.scope.weight(x))
-        if states is not None:
-            out, states[site] = solve(field, x, intensity, self.config, return_states=True)
+        scoped = self.scope is not None and self.site_kinds[site] == "latent"
+        if scoped and self.scope.carry == "parallel":
+            out = self._parallel(site, x, intensity, states)
         else:
-            out = solve(field, x, intensity, self.config)
+            if scoped:
+                field = WeightedField(field, self.scope.weight(x))
+            if states is not None:
+                out, states[site] = solve(field, x, intensity, self.config, return_states=True)
+            else:
+                out = solve(field, x, intensity, self.config)
         if self.gate is not None and self.site_kinds[site] == "latent":
             out = self._gate(site, x, out, intensity)
         return out

@@ -28,6 +28,7 @@ from safetensors.torch import save_file
 
 from .activation import active
 from .adapter import AdaptableModel, AdapterMismatchError, ODEAdapter, read_safetensors
+from .scope import measured, same_metric
 
 LOG_FORMAT = "legato-request-log"
 LOG_FORMAT_VERSION = "1"
@@ -213,23 +214,22 @@ class RoutedRequests:
         if not self._scoped:
             return set()
         if "groups" not in self._centres:
-            groups: list[tuple[torch.Tensor | None, list[int]]] = []
+            groups: list[tuple[torch.Tensor | None, list[int]]] = []  # (metric, the scopes that measure with it)
             for i, a in enumerate(self._scoped):
-                m = a.scope.metric
-                same = [g for g in groups if (g[0] is None and m is None) or
-                        (g[0] is not None and m is not None and g[0].shape == m.shape and torch.equal(g[0], m))]
-                if same:
-                    same[0][1].append(i)
+                group = next((g for g in groups if same_metric(g[0], a.scope.metric)), None)
+                if group is None:
+                    groups.append((a.scope.metric, [i]))
                 else:
-                    groups.append((m, [i]))
+                    group[1].append(i)
+            self._centres["outer"] = torch.tensor([a.scope.outer * (1 + 1e-3) + 1e-4 for a in self._scoped])
             self._centres["groups"] = [
-                (m, _mapped(torch.cat([self._scoped[i].scope.centres for i in members]), m),
-                 torch.cat([torch.full((len(self._scoped[i].scope.centres),), i) for i in members]),
-                 torch.tensor([self._scoped[i].scope.outer * (1 + 1e-3) + 1e-4 for i in range(len(self._scoped))]))
+                (m, torch.cat([self._scoped[i].scope.mapped_centres for i in members]),
+                 torch.cat([torch.full((len(self._scoped[i].scope.centres),), i) for i in members]))
                 for m, members in groups]
+        outer = self._centres["outer"].to(x.device)
         held: set[int] = set()
-        for metric, centres, owner, outer in self._centres["groups"]:
-            near = torch.cdist(_mapped(x.detach().float(), metric), centres.to(x.device)) < outer.to(x.device)[owner]
+        for metric, centres, owner in self._centres["groups"]:
+            near = torch.cdist(measured(x.detach().float(), metric), centres.to(x.device)) < outer[owner]
             held |= {id(self._scoped[i]) for i in owner[near.any(0).cpu()].unique().tolist()}
         return held
 
@@ -250,8 +250,3 @@ class RoutedRequests:
             if latent:
                 in_scope = self._in_scope(x)
         return x
-
-
-def _mapped(x: torch.Tensor, metric: torch.Tensor | None) -> torch.Tensor:
-    """Rows of x as a scope with ``metric`` measures them."""
-    return x if metric is None else x @ metric.to(x.device).T

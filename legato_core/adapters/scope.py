@@ -23,6 +23,16 @@ from torch import nn
 CARRIES = ("parallel", "field")
 
 
+def measured(x: torch.Tensor, metric: torch.Tensor | None) -> torch.Tensor:
+    """Rows of x (B, D) as a scope with ``metric`` (D, D) measures them: mapped through it, or as they are."""
+    return x if metric is None else x @ metric.to(x).T
+
+
+def same_metric(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
+    """Whether two scopes measure distance alike (both plain, or the same matrix)."""
+    return a is b or (a is not None and b is not None and a.shape == b.shape and torch.equal(a, b))
+
+
 @dataclass(frozen=True)
 class Scope:
     """The person's latents (m, D; the first is the upload, whose path "parallel" carries), two radii in latent
@@ -50,15 +60,11 @@ class Scope:
                 raise ValueError(f"a scope's metric must be ({d}, {d}) for {d}-d centres, "
                                  f"got {tuple(self.metric.shape)}")
             object.__setattr__(self, "metric", self.metric.detach().float().contiguous())
-        object.__setattr__(self, "_mapped", self._map(self.centres))
-
-    def _map(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.float()
-        return x if self.metric is None else x @ self.metric.to(x.device).T
+        object.__setattr__(self, "mapped_centres", measured(self.centres, self.metric))
 
     def distance(self, x: torch.Tensor) -> torch.Tensor:
         """Distance of each row of x (B, D) to the nearest centre (through the metric, if any) -> (B,)."""
-        return torch.cdist(self._map(x), self._mapped.to(x.device)).min(1).values
+        return torch.cdist(measured(x.float(), self.metric), self.mapped_centres.to(x.device)).min(1).values
 
     def weight(self, x: torch.Tensor) -> torch.Tensor:
         """Per-row weight in [0, 1] (B, 1): 1 within ``inner``, 0 beyond ``outer``, a smoothstep between."""

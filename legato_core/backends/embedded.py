@@ -315,9 +315,7 @@ def _inversion_whitening(path: Path, backend: EmbeddedFaceBackend) -> torch.Tens
     """The generator folder's inversion scatter whitening, if it was made for these very weights."""
     if not path.is_file():
         return None
-    from safetensors import safe_open
+    from ..adapters.adapter import read_safetensors
 
-    with safe_open(str(path), "pt") as f:
-        if f.metadata().get("generator_hash") != backend.weight_hash():
-            return None
-        return f.get_tensor("whitening").float()
+    tensors, meta = read_safetensors(path, "inversion scatter")
+    return tensors["whitening"].float() if meta.get("generator_hash") == backend.weight_hash() else None

@@ -247,34 +247,33 @@ def run_many(backend, config: ManyConfig, out: str | Path, work: str | Path,
                 one_free = _Knob(backend, lambda a=acts[0]: active(backend, [a]))
                 score("legato-composed", "sequential", k, _Knob(backend, lambda a=acts: active(backend, a)),
                       one_free, secs, {})
-    if want & {"legato", "legato-composed"}:
-        if config.batch and "legato" in want:
-            for k in config.ks:
-                if record.has("legato", "batch", k):
-                    continue
-                path_k = work / f"legato-batch-k{k}.requests.safetensors"
-                if path_k.exists():
-                    batch_log, total = rescoped(RequestLog.load(path_k, backend)), seconds[f"legato-batch-k{k}"]
-                else:  # each request is saved as it lands: a stopped batch resumes with the same substitutes
-                    part = work / f"legato-batch-k{k}.partial.requests.safetensors"
-                    batch_log = RequestLog.load(part, backend) if part.exists() else RequestLog.for_model(backend)
-                    done_secs = seconds.get(f"legato-batch-k{k}-requests", [])[:len(batch_log)]
-                    landed = checkpoint(f"legato-batch-k{k}-requests", done_secs, batch_log, part,
-                                        f"legato batch k={k}:", k)
-                    forget_many(backend, [person(i) for i in range(k)], forget_cfg, "batch", batch_log, landed,
-                                resume_from=len(batch_log))
-                    total = [sum(done_secs)]  # each request's training and its share of the joint target search
-                    batch_log.save(path_k)
-                    save_seconds(f"legato-batch-k{k}", total)
-                    part.unlink(missing_ok=True)
-                first = batch_log.requests[0]
-                one = _Knob(backend, lambda f=first: active(backend, [(f.adapter, f.t)]))
-                # the median request (each with its share of the joint target search); runs before per-request
-                # checkpoints kept only the total: its mean
-                per_request = seconds.get(f"legato-batch-k{k}-requests") or [total[0] / k]
-                score("legato", "batch", k, _Knob(backend, lambda b=batch_log: b.active(backend)), one,
-                      per_request, {"batch_seconds_total": total[0],
-                                       "people_in_another_scope": in_another_scope(batch_log, people["w"][:k])})
+    if config.batch and "legato" in want:
+        for k in config.ks:
+            if record.has("legato", "batch", k):
+                continue
+            path_k = work / f"legato-batch-k{k}.requests.safetensors"
+            if path_k.exists():
+                batch_log, total = rescoped(RequestLog.load(path_k, backend)), seconds[f"legato-batch-k{k}"]
+            else:  # each request is saved as it lands: a stopped batch resumes with the same substitutes
+                part = work / f"legato-batch-k{k}.partial.requests.safetensors"
+                batch_log = RequestLog.load(part, backend) if part.exists() else RequestLog.for_model(backend)
+                done_secs = seconds.get(f"legato-batch-k{k}-requests", [])[:len(batch_log)]
+                landed = checkpoint(f"legato-batch-k{k}-requests", done_secs, batch_log, part,
+                                    f"legato batch k={k}:", k)
+                forget_many(backend, [person(i) for i in range(k)], forget_cfg, "batch", batch_log, landed,
+                            resume_from=len(batch_log))
+                total = [sum(done_secs)]  # each request's training and its share of the joint target search
+                batch_log.save(path_k)
+                save_seconds(f"legato-batch-k{k}", total)
+                part.unlink(missing_ok=True)
+            first = batch_log.requests[0]
+            one = _Knob(backend, lambda f=first: active(backend, [(f.adapter, f.t)]))
+            # the median request (each with its share of the joint target search); runs before per-request
+            # checkpoints kept only the total: its mean
+            per_request = seconds.get(f"legato-batch-k{k}-requests") or [total[0] / k]
+            score("legato", "batch", k, _Knob(backend, lambda b=batch_log: b.active(backend)), one,
+                  per_request, {"batch_seconds_total": total[0],
+                                   "people_in_another_scope": in_another_scope(batch_log, people["w"][:k])})
     if "lora" in want:
         adapters: list[LowRankAdapter] = []
         secs = seconds.get("lora-sequential", [])

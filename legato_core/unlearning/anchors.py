@@ -19,3 +19,9 @@ def view_anchors(backend, w_u: torch.Tensor, n: int, generator: torch.Generator)
     with torch.no_grad():
         images = backend.render(w_u.repeat_interleave(n, 0), views)
     return backend.invert(images)[0].detach()
+
+
+def person_latents(backend, w: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    """The upload's latent w (1, D) and its n view anchors, as a forget run with this seed makes them (the anchors
+    are its generator's first draws): the centres of that run's scope, made again for a saved adapter."""
+    return torch.cat([w, view_anchors(backend, w, n, torch.Generator().manual_seed(seed))])

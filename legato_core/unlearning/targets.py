@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, fields
 import torch
 
 from ..adapters import active
+from ..adapters.scope import measured
 from ..backends.base import renders_fast
 from ..metrics import central_change, manifold_psnr
 from .paths import PACES, PATHS
@@ -74,9 +75,7 @@ def typical_radius(backend, n: int = 1024, metric: torch.Tensor | None = None) -
     """Median distance of prior latents from w_avg: the natural unit for GUIDE's d in this latent space (with
     ``metric`` (D, D), the distance after that linear map, as a scope with that metric measures it)."""
     d = backend.sample_latents(n, torch.Generator().manual_seed(1)) - backend.w_avg
-    if metric is not None:
-        d = d @ metric.to(d).T
-    return float(d.norm(dim=1).median())
+    return float(measured(d, metric).norm(dim=1).median())
 
 
 @torch.no_grad()
