@@ -297,7 +297,8 @@ def _cmd_forget(args) -> int:
     res.adapter.description.update(desc)
     res.adapter.save(args.out)
     knob = AdapterKnob(backend, [res.adapter])
-    rep = unlearning_report(backend, knob, w, cfg.ode.t_end, ow, ov, judge=judge,
+    # at the slider's end (u = 1), where a dial that ends at the loss network's floor stops short of t_end
+    rep = unlearning_report(backend, knob, w, res.adapter.t_at(1.0), ow, ov, judge=judge,
                             **backend.report_sizes(args.eval_samples))
     if renders_fast(backend):  # the slider as a user meets it (calibrated u), and the raw knob t = u T
         views = backend.canonical_views(8)

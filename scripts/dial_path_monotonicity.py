@@ -142,7 +142,7 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     backend = EmbeddedFaceBackend.from_pretrained()
     judge, arcface = load_identity_model("judge"), backend.loss_identity_model()
-    target = ForgetConfig().target
+    target = replace(ForgetConfig().target, path_candidates=0)  # the nearest substitute, as the table says
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     people = []

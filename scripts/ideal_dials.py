@@ -16,6 +16,7 @@ import argparse
 import json
 import statistics
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,12 +24,32 @@ sys.path.insert(0, str(ROOT))
 
 import legato_core.openmp  # noqa: E402, F401 - the CLI's OpenMP wait policy, before torch loads
 
-# name -> (path kind of unlearning/paths.py, pace, what the table calls it)
+# name -> (path kind of unlearning/paths.py, pace, what the table calls it, {"target": TargetConfig fields of its
+# substitute, "calibration": CalibrationConfig fields of its dial}); every way names what the defaults changed, so
+# that its rows do not change meaning when they do
+NEAREST = {"path_candidates": 0}  # the nearest qualifying substitute: the default to session 27
+WHOLE = {"end_at_floor": False}  # the dial over the whole knob: the default to session 27
+CHECKED = {"path_candidates": 4, "path_positions": (0.25, 0.5, 0.75), "path_min_db": 38.0,
+           "path_min_sharpness": 0.0}
+EARLY = {**CHECKED, "path_positions": (0.2, 0.35, 0.5, 0.7)}
+SHARP = {**EARLY, "path_min_sharpness": 0.9}  # today's default
 WAYS = {
-    "straight": ("straight", "arc", "straight (default)"),
-    "around_average": ("around_average", "arc", "around the average face"),
-    "one_by_one": ("categories_one_by_one", "segments", "categories one by one, by segments"),
-    "categories_first": ("categories_first", "arc", "categories first"),
+    "straight": ("straight", "arc", "straight to the nearest substitute, the whole knob (the default to session 27)",
+                 {"target": NEAREST, "calibration": WHOLE}),
+    "around_average": ("around_average", "arc", "around the average face", {"target": NEAREST, "calibration": WHOLE}),
+    "one_by_one": ("categories_one_by_one", "segments", "categories one by one, by segments",
+                   {"target": NEAREST, "calibration": WHOLE}),
+    "categories_first": ("categories_first", "arc", "categories first", {"target": NEAREST, "calibration": WHOLE}),
+    "straight_checked": ("straight", "arc", "straight, to the nearest of 4 substitutes whose path re-renders at "
+                         "38 dB at 0.25, 0.5, 0.75 of the way", {"target": CHECKED, "calibration": WHOLE}),
+    "straight_checked_early": ("straight", "arc", "the same at 0.2, 0.35, 0.5, 0.7 of the way",
+                               {"target": EARLY, "calibration": WHOLE}),
+    "straight_checked_sharp": ("straight", "arc", "the same, also keeping 0.9 of the ends' sharpness",
+                               {"target": SHARP, "calibration": WHOLE}),
+    "straight_to_floor": ("straight", "arc", "straight to the nearest substitute, the dial ending at arcface's floor",
+                          {"target": NEAREST, "calibration": {"end_at_floor": True}}),
+    "checked_sharp_to_floor": ("straight", "arc", "the checked sharp substitute, the dial ending at arcface's floor "
+                               "(default)", {"target": SHARP, "calibration": {"end_at_floor": True}}),
 }
 
 
@@ -128,15 +149,20 @@ def main() -> int:
         if i in done and all(w in done[i]["ways"] for w in ways):
             continue
         w_u, _ = backend.invert(faceworld.render([i], 0))
-        w_t, desc = make_target(backend, w_u, ForgetConfig().target)
+        targets = {}  # TargetConfig changes -> the substitute they choose
         rec = done.get(i, {"identity": i, "ways": {}})
         for name in ways:
             if name in rec["ways"]:
                 continue
-            kind, pace, _ = WAYS[name]
+            kind, pace, _, changes = WAYS[name]
+            key = json.dumps(changes.get("target", {}), sort_keys=True)
+            if key not in targets:
+                targets[key] = make_target(backend, w_u, replace(ForgetConfig().target, **changes.get("target", {})))
+            w_t, desc = targets[key]
+            way_cfg = replace(cfg, **changes.get("calibration", {}))
             points = waypoints(backend, w_u[0], w_t[0], kind, desc)
             knob = DrawnPath(backend, points, pace)
-            knots, chosen = knob_knots(profile_knob(backend, knob, w_u, 1.0, cfg), cfg)
+            knots, chosen = knob_knots(profile_knob(backend, knob, w_u, 1.0, way_cfg), way_cfg)
             grid = np.linspace(0, 1, len(knots))
 
             def position(u: float, grid=grid, knots=knots) -> float:
@@ -145,7 +171,8 @@ def main() -> int:
             rep = dial_report(backend, knob, w_u, w_t, position, views, judge)
             rep = {k: rep[k] for k in ("judge_curve", "evenness", "monotone", "pixel_evenness", "manifold_db",
                                        "sharpness_min", "reach_db")}
-            rec["ways"][name] = {**rep, "pace": chosen, "length": arc_lengths(points)}
+            rec["ways"][name] = {**rep, "pace": chosen, "length": arc_lengths(points),
+                                 "pool_index": desc.get("pool_index", [None])[0]}
             print(f"{i} {name}: evenness {rep['evenness']:.2f}, monotone {rep['monotone']}, on-manifold "
                   f"{min(rep['manifold_db'].values()):.1f} dB", flush=True)
         done[i] = rec

@@ -20,6 +20,8 @@ from legato_core.unlearning.calibration import (
     identity_fraction,
     invert,
     knob_knots,
+    profile_knob,
+    up_to_floor,
 )
 from legato_core.unlearning.targets import TargetConfig, make_target, recorded_target
 
@@ -114,8 +116,10 @@ def test_the_map_is_saved_with_the_adapter_and_tied_to_its_weights(tiny_backend,
     other.dial = dial
     with pytest.raises(AdapterMismatchError, match="measured on adapter"):
         ODEAdapter.load(other.save(tmp_path / "b.safetensors"))
-    with pytest.raises(ValueError, match="must end at t_max"):
-        adapter.set_dial(DialMap((0.0, 1.0), "test", adapter.digest()))
+    with pytest.raises(ValueError, match="must end in"):
+        adapter.set_dial(DialMap((0.0, 2.0), "test", adapter.digest()))  # past what the adapter offers
+    adapter.set_dial(DialMap((0.0, 1.0), "test", adapter.digest()))  # a dial that ends early (at the floor)
+    assert adapter.t_at(1.0) == 1.0 and adapter.u_at(1.4) == 1.0
 
 
 def test_inverting_a_flat_then_falling_curve_spends_the_slider_where_the_change_is():
@@ -178,14 +182,33 @@ def test_identity_is_the_fall_of_the_powered_cosine_down_to_unrelated_and_never_
     np.testing.assert_allclose(unfloored, np.array([0, 0.19, 0.75, 0.75, 1, 1.09]) / 1.09)
 
 
+def test_a_dial_that_ends_at_the_floor_stops_where_the_person_is_first_unrelated():
+    values = list(np.linspace(0, 1.6, 65))
+    sims = list(np.linspace(1, -0.6, 65))  # unrelated (0) at t = 1.0, grid point 40
+    profile = KnobProfile(values, sims, identity_fraction(sims, CalibrationConfig()), np.linspace(0, 1, 65))
+    whole, _ = knob_knots(profile, CalibrationConfig(end_at_floor=False))
+    ending, _ = knob_knots(profile)  # the default
+    assert whole[-1] == pytest.approx(1.6) and ending[-1] == pytest.approx(1.0)
+    cut = up_to_floor(profile)
+    assert len(cut.values) == 41 and cut.pixels[-1] == 1.0 and cut.pixels[20] == pytest.approx(0.5)
+    assert list(ending) == sorted(ending)  # still a monotone map, now over [0, 1.0]
+
+
 def test_calibrate_dial_measures_the_adapter_and_attaches(varied_backend):
     tiny_backend = varied_backend
     adapter = _randomise(ODEAdapter.for_model(tiny_backend, ["w"], ODEConfig(hidden=8)), scale=0.2)
     w = tiny_backend.sample_latents(1, torch.Generator().manual_seed(2))
+    whole = calibrate_dial(tiny_backend, adapter, w, CalibrationConfig(grid=9, knots=5, views=2, end_at_floor=False))
+    adapter.set_dial(whole)
+    assert len(whole.t) == 5 and whole.t[0] == 0 and whole.t[-1] == pytest.approx(1.6)
+    assert "loss network" in whole.measured_by
+    # by default the dial ends where the loss network's cosine first reaches its floor (or its lowest point)
     dial = calibrate_dial(tiny_backend, adapter, w, CalibrationConfig(grid=9, knots=5, views=2))
+    profile = profile_knob(tiny_backend, AdapterKnob(tiny_backend, [adapter]), w, 1.6,
+                           CalibrationConfig(grid=9, views=2))
+    assert dial.t[-1] == pytest.approx(up_to_floor(profile).values[-1]) and 0 < dial.t[-1] <= 1.6
     adapter.set_dial(dial)
-    assert len(dial.t) == 5 and dial.t[0] == 0 and dial.t[-1] == pytest.approx(1.6)
-    assert "loss network" in dial.measured_by
+    assert adapter.t_at(1.0) == pytest.approx(dial.t[-1])
 
 
 # -- where identity enters -------------------------------------------------------------------------------------
@@ -243,18 +266,34 @@ def test_the_substitute_target_is_the_nearest_prior_face_the_loss_network_calls_
     # with path candidates: of the 3 nearest qualifying faces, the one whose path scores best on the manifold
     scored = []
 
-    def fake_path_db(backend, w_a, w_b, positions, views):
+    blurred = set()  # paths whose midpoint is a smear: never taken while a sharp one clears the level
+
+    def fake_path_quality(backend, w_a, w_b, positions, views):
         score = -float(w_b[0])  # any score the real measure could give: here, prefer a small first coordinate
         scored.append((w_b.clone(), score))
-        return score
+        return score, 0.5 if round(score, 6) in blurred else 1.0
 
-    monkeypatch.setattr(targets, "path_manifold_db", fake_path_db)
+    monkeypatch.setattr(targets, "path_quality", fake_path_quality)
     target, desc = make_target(tiny_backend, w[:1], TargetConfig(**{**cfg.__dict__, "path_candidates": 3}))
     qualifying = (sims[0] <= ceiling + 1e-6).nonzero().flatten()
     three = qualifying[(pool[qualifying] - w[0]).norm(dim=1).argsort()[:3]]
     assert len(scored) == 3 and all(any(torch.equal(b, pool[j]) for b, _ in scored) for j in three.tolist())
     best = max(scored, key=lambda x: x[1])[0]
     assert torch.equal(target[0], best) and desc["path_db"][0] == pytest.approx(max(x[1] for x in scored), abs=0.01)
+    # with a level: the candidates are scored nearest first, and the first whose path clears it is taken
+    scored.clear()
+    level = sorted(-float(pool[j][0]) for j in three.tolist())[1]  # two of the three clear it
+    target, desc = make_target(tiny_backend, w[:1], TargetConfig(**{**cfg.__dict__, "path_candidates": 3,
+                                                                    "path_min_db": level}))
+    first = next(k for k, j in enumerate(three.tolist()) if -float(pool[j][0]) >= level)
+    assert len(scored) == first + 1 and torch.equal(target[0], pool[three[first]])
+    # the same level, but the first path that clears it blurs half way: the next that clears it and stays sharp
+    scored.clear()
+    blurred.add(round(-float(pool[three[first]][0]), 6))
+    target, desc = make_target(tiny_backend, w[:1], TargetConfig(**{**cfg.__dict__, "path_candidates": 3,
+                                                                    "path_min_db": level}))
+    other = next(k for k, j in enumerate(three.tolist()) if -float(pool[j][0]) >= level and k != first)
+    assert torch.equal(target[0], pool[three[other]])
     # a saved adapter's description names its target: re-measuring its dial needs no new search
     assert torch.equal(recorded_target(tiny_backend, w[:1], {"target": desc}), target)
 
@@ -266,14 +305,17 @@ def test_a_target_without_a_pool_face_is_found_again_by_the_same_search(varied_b
     torch.testing.assert_close(recorded_target(varied_backend, w, {"target": desc}), target)
 
 
-def test_path_manifold_db_is_high_for_a_path_the_model_draws_and_inverts(varied_backend):
+def test_path_quality_is_the_midpoints_manifold_psnr_and_its_sharpness_over_the_ends(varied_backend):
     tiny_backend = varied_backend
     w = tiny_backend.sample_latents(2, torch.Generator().manual_seed(3))
     views = tiny_backend.canonical_views(2)
-    db = targets.path_manifold_db(tiny_backend, w[0], w[1], (0.5,), views)
+    db, sharp = targets.path_quality(tiny_backend, w[0], w[1], (0.5,), views)
     with torch.no_grad():
         mid = tiny_backend.render(((w[0] + w[1]) / 2)[None].expand(2, -1), views)
+        ends = torch.minimum(sharpness(tiny_backend.render(w[:1].expand(2, -1), views)),
+                             sharpness(tiny_backend.render(w[1:].expand(2, -1), views)))
     assert db == pytest.approx(float(manifold_psnr(tiny_backend, mid).mean()), abs=1e-4)
+    assert sharp == pytest.approx(float((sharpness(mid) / ends).mean()), rel=1e-4)
 
 
 def test_u_at_inverts_t_at_and_picks_the_first_position_where_the_map_is_flat():

@@ -19,6 +19,7 @@ from legato_core.identity.model import load_identity_model
 from legato_core.metrics import AdapterKnob
 from legato_core.unlearning.engine import ForgetConfig, train_adapter
 from legato_core.unlearning.robust import RobustConfig, make_gate
+from legato_core.unlearning.targets import TargetConfig
 
 PERSON = 200_047  # a development id: unit tests never touch evaluation ids
 T = 1.6
@@ -186,3 +187,21 @@ def test_the_gate_reads_each_latent_once_whatever_t_the_slider_asks_for(world, m
     _latents_at(backend, gated, probe, T)
     assert torch.equal(_latents_at(backend, gated, probe, 0.8), first)
     assert calls == [4]  # one read of the 4 latents, then answers from memory
+
+
+def test_a_robust_dial_runs_the_whole_knob_because_its_gate_completes_only_there(world, monkeypatch):
+    from legato_core.adapters.dial import DialMap
+    from legato_core.unlearning import engine
+
+    backend, _, (w, _) = world
+    asked = []
+
+    def measured(backend, adapter, person, config):  # what the engine asks the calibration for
+        asked.append(config.end_at_floor)
+        return DialMap((0.0, adapter.config.t_max), "test", adapter.digest())
+
+    monkeypatch.setattr(engine, "calibrate_dial", measured)
+    quick = ForgetConfig(steps=1, view_anchors=1, adjacency_samples=1, target=TargetConfig(kind="extrapolated"))
+    for robust in (None, RobustConfig(bank=64)):
+        train_adapter(backend, w, dataclasses.replace(quick, robust=robust))
+    assert asked == [True, False]  # the default dial ends at the floor; a robust one runs to t_end

@@ -35,9 +35,10 @@ def test_the_summary_counts_each_bar_per_way(load_script):
     assert s["straight"]["judge_evenness_le_1_5"] == 1 and s["straight"]["monotone"] == 1
     assert s["straight"]["manifold_ge_36"] == 1 and s["one_by_one"]["manifold_ge_36"] == 2
     assert s["one_by_one"]["judge_evenness_le_2_0"] == 1 and "around_average" not in s
-    assert "| straight (default) | 1.60 | 1/2 | 2/2 |" in m.markdown(m.summarise(people), "cmd")
+    assert "| straight to the nearest substitute, the whole knob (the default to session 27) | 1.60 | 1/2 | 2/2 |" \
+        in m.markdown(m.summarise(people), "cmd")
     both = m.markdown(m.summarise(people), "cmd", every_way=m.summarise(people[:1]))
-    assert "The 1 people drawn every way:" in both and "| straight (default) | 1.40 | 1/1 |" in both
+    assert "The 1 people drawn every way:" in both and "the default to session 27) | 1.40 | 1/1 |" in both
 
 
 def test_the_script_refuses_evaluation_ids_and_unknown_ways():

@@ -211,8 +211,10 @@ class ODEAdapter(nn.Module):
             if dial.adapter_digest != self.digest():
                 raise AdapterMismatchError(f"this dial map was measured on adapter {dial.adapter_digest}, "
                                            f"not on this one ({self.digest()})")
-            if abs(dial.t[-1] - self.config.t_max) > 1e-4 * max(1.0, self.config.t_max):
-                raise ValueError(f"a dial map must end at t_max = {self.config.t_max}, it ends at {dial.t[-1]}")
+            # a dial may end before t_max (calibration.end_at_floor: where the person is first unrelated), the
+            # rest of the knob left to the raw t; never past what the adapter offers
+            if not 0 < dial.t[-1] <= self.config.t_max * (1 + 1e-4):
+                raise ValueError(f"a dial map must end in (0, t_max = {self.config.t_max}], it ends at {dial.t[-1]}")
         self.dial = dial
 
     def t_at(self, u: float) -> float:

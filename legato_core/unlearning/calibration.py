@@ -45,6 +45,11 @@ class CalibrationConfig:
     # identity is measured as 1 - cos**power (sign kept below 0): the loss network holds on to the person longer
     # than a viewer's network does, and a power above 1 spends more of the slider there (docs/engine.md)
     identity_power: float = 1.75
+    # end the dial where the identity fraction first reaches 1 (the loss network's floor, or its lowest point),
+    # not at the knob's end: past it the judge's curve has nothing left to fall and comes back for some people
+    # (docs/dial_paths, docs/ideal_dials: monotone for 40/40 validation people against 34/40); the rest of the
+    # knob stays in raw t
+    end_at_floor: bool = True
 
 
 @dataclass
@@ -136,6 +141,8 @@ def knob_knots(profile: KnobProfile, config: CalibrationConfig | None = None) ->
     """(knob values at the map's knots, which pace was chosen) for a measured profile: of the candidate paces,
     the one whose larger of identity unevenness and pixel unevenness / ``pixel_tolerance`` is smallest."""
     config = config or CalibrationConfig()
+    if config.end_at_floor:
+        profile = up_to_floor(profile)
     best = None
     for name, pace in candidate_paces(profile, config):
         knots = invert(profile.values, pace, config.knots)
@@ -144,6 +151,14 @@ def knob_knots(profile: KnobProfile, config: CalibrationConfig | None = None) ->
         if best is None or worst < best[0] - 1e-9:
             best = (worst, knots, name)
     return best[1], best[2]
+
+
+def up_to_floor(profile: KnobProfile) -> KnobProfile:
+    """The profile cut at the first grid point where its identity fraction reaches 1, the pixel fraction
+    measured again over what is left (at least two points)."""
+    end = max(1, int(np.argmax(profile.identity >= 1 - 1e-9)))
+    return KnobProfile(profile.values[:end + 1], profile.similarity[:end + 1], profile.identity[:end + 1],
+                       _fraction(profile.pixels[:end + 1]))
 
 
 def calibrate_dial(backend, adapter: ODEAdapter, person: torch.Tensor,
@@ -156,4 +171,4 @@ def calibrate_dial(backend, adapter: ODEAdapter, person: torch.Tensor,
 
 
 __all__ = ["CalibrationConfig", "KnobProfile", "calibrate_dial", "identity_fraction", "invert", "knob_knots",
-           "profile_knob"]
+           "profile_knob", "up_to_floor"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 
@@ -253,7 +253,10 @@ def train_adapter(backend, w_u: torch.Tensor, config: ForgetConfig,
         adapter.set_scope(make_scope(backend, w_u, config.scope))
         adapter.description["scope_metric"] = "whitened" if adapter.scope.metric is not None else "latent"
     if config.calibration is not None and renders_fast(backend):
-        adapter.set_dial(calibrate_dial(backend, adapter, w_u[:1], config.calibration))
+        calibration = config.calibration
+        if config.robust is not None:  # the gate's pull completes at t_end: a robust dial runs the whole knob
+            calibration = replace(calibration, end_at_floor=False)
+        adapter.set_dial(calibrate_dial(backend, adapter, w_u[:1], calibration))
     if config.robust is not None:
         gate, info = make_gate(backend, w_u, config.robust)
         adapter.set_gate(gate)

@@ -10,7 +10,7 @@ import torch
 from ..adapters import active
 from ..adapters.scope import measured
 from ..backends.base import renders_fast
-from ..metrics import central_change, manifold_psnr
+from ..metrics import central_change, manifold_psnr, sharpness
 from .paths import PACES, PATHS
 
 TARGETS = ("average", "extrapolated", "proximity", "substitute")
@@ -45,10 +45,16 @@ class TargetConfig:
     pool_seed: int = 7
     margin: float = 0.05  # proximity: stay this far below the arcface threshold
     # substitute: of the qualifying pool faces, the ``path_candidates`` nearest are compared by how well the
-    # straight latent path to them re-renders through the base model at ``path_positions`` (the lowest PSNR), and
-    # the best is taken. 0 or 1: the nearest (off: the faces it picks are judged closer to the person)
-    path_candidates: int = 0
-    path_positions: tuple[float, ...] = (0.5,)  # half way is where two faces blend most; 3.3 s for 6 candidates
+    # straight latent path to them re-renders through the base model at ``path_positions`` (the lowest PSNR).
+    # 0 or 1: the nearest. 4 at 38 dB: the mid-dial stays a face the model draws for 32/40 validation people
+    # against 21/40 (docs/ideal_dials); the positions are where the calibrated dial's u = 1/4 ... 7/8 fall
+    path_candidates: int = 4
+    path_positions: tuple[float, ...] = (0.2, 0.35, 0.5, 0.7)
+    # with path_candidates: take the nearest whose path re-renders at >= this many dB and keeps this share of the
+    # sharpness of the path's two ends (scored in order, so most people cost one candidate), else the best of
+    # them. None: score them all by PSNR and take the best
+    path_min_db: float | None = 38.0
+    path_min_sharpness: float = 0.9
     # the way there, for the reference-path term (weights.reference_path; unlearning/paths.py): "straight", or a
     # staged path that switches the face's categories first, one by one, or last (face-world backends)
     path: str = "straight"
@@ -160,9 +166,9 @@ def substitute_target(backend, w_u: torch.Tensor, cfg: TargetConfig, desc: dict,
                       distinct: bool = False) -> tuple[torch.Tensor, dict]:
     """Per row of w_u, a face the generator draws from its prior: of ``pool_size`` prior latents, the nearest to
     the person among those the loss network calls unrelated (<= ``stop_similarity``) and whose face centre
-    differs by >= ``min_central_change`` (else the least similar); of the ``path_candidates`` nearest, the one
-    whose straight path stays best on the model's manifold. Why a prior latent: it is a plausible other person by
-    construction, where adapters that reach for an extrapolated target land between two faces."""
+    differs by >= ``min_central_change`` (else the least similar); of the ``path_candidates`` nearest, the first
+    whose straight path stays a crisp face the model draws (else the best). Why a prior latent: it is a plausible
+    other person by construction, where adapters that reach for an extrapolated target land between two faces."""
     arcface = backend.loss_identity_model()
     k = cfg.stop_views
     views = backend.canonical_views(k)
@@ -188,9 +194,15 @@ def substitute_target(backend, w_u: torch.Tensor, cfg: TargetConfig, desc: dict,
             near = near[ok[near]]
             i, path_db = int(near[0]), None
             if len(near) > 1:
-                scores = [path_manifold_db(backend, w_u[r], pool[j], cfg.path_positions, views) for j in near.tolist()]
-                best = max(range(len(near)), key=lambda c: scores[c])
-                i, path_db = int(near[best]), round(scores[best], 2)
+                scores = []  # (PSNR, sharpness kept) of each path scored
+                for j in near.tolist():
+                    scores.append(path_quality(backend, w_u[r], pool[j], cfg.path_positions, views))
+                    db, sharp = scores[-1]
+                    if cfg.path_min_db is not None and db >= cfg.path_min_db and sharp >= cfg.path_min_sharpness:
+                        break
+                best = max(range(len(scores)), key=lambda c: (scores[c][1] >= cfg.path_min_sharpness
+                                                              or cfg.path_min_db is None, scores[c][0]))
+                i, path_db = int(near[best]), round(scores[best][0], 2)
         picks.append(i)
         taken[i] = distinct
         sims.append(float(sim[i]))
@@ -213,14 +225,20 @@ def recorded_target(backend, w_u: torch.Tensor, description: dict) -> torch.Tens
     return make_target(backend, w_u, TargetConfig(**{k: v for k, v in rec.items() if k in known}))[0]
 
 
-def path_manifold_db(backend, w_a: torch.Tensor, w_b: torch.Tensor, positions, views: torch.Tensor) -> float:
-    """The lowest, over ``positions``, of the mean on-manifold PSNR (``metrics.manifold_psnr``) of the renders of
-    the straight latent path from w_a to w_b (D,) in ``views``: whether every point on the way is a face the model
-    draws."""
-    lat = torch.stack([w_a + p * (w_b - w_a) for p in positions]).repeat_interleave(len(views), 0)
+def path_quality(backend, w_a: torch.Tensor, w_b: torch.Tensor, positions, views: torch.Tensor
+                 ) -> tuple[float, float]:
+    """How the straight latent path from w_a to w_b (D,) renders at ``positions`` in ``views``: the lowest mean
+    on-manifold PSNR (``metrics.manifold_psnr``: is every point a face the model draws?) and the lowest mean
+    central sharpness over the smaller of the two ends' (a blend of two faces can be a smear)."""
+    lat = torch.stack([w_a + p * (w_b - w_a) for p in [0.0, 1.0, *positions]]).repeat_interleave(len(views), 0)
     with torch.no_grad():
-        images = backend.render(lat, views.repeat(len(positions), 1))
-    return float(manifold_psnr(backend, images).view(len(positions), len(views)).mean(1).min())
+        images = backend.render(lat, views.repeat(len(positions) + 2, 1))
+    images = images.view(len(positions) + 2, len(views), *images.shape[1:])
+    ends = torch.minimum(sharpness(images[0]), sharpness(images[1]))
+    between = images[2:].flatten(0, 1)
+    db = manifold_psnr(backend, between).view(len(positions), len(views)).mean(1).min()
+    sharp = (sharpness(between).view(len(positions), len(views)) / ends).mean(1).min()
+    return float(db), float(sharp)
 
 
 @torch.no_grad()
