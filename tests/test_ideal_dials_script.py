@@ -38,7 +38,8 @@ def test_the_summary_counts_each_bar_per_way(load_script):
     assert "| straight to the nearest substitute, the whole knob (the default to session 27) | 1.60 | 1/2 | 2/2 |" \
         in m.markdown(m.summarise(people), "cmd")
     both = m.markdown(m.summarise(people), "cmd", every_way=m.summarise(people[:1]))
-    assert "The 1 people drawn every way:" in both and "the default to session 27) | 1.40 | 1/1 |" in both
+    assert "The 1 people drawn each of the first four ways:" in both
+    assert "the default to session 27) | 1.40 | 1/1 |" in both
 
 
 def test_the_script_refuses_evaluation_ids_and_unknown_ways():
