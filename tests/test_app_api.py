@@ -80,7 +80,7 @@ def test_upload_forget_and_render_at_several_t(url, tmp_path):
     assert done.startswith("Done"), done
 
     renders = {}
-    for t in (0.0, 0.4, 0.8, 1.6, 0.0):
+    for t in (0.0, 0.4, 0.8, 0.0):  # raw t, within the dial (it may end before T, where arcface calls it unrelated)
         t1 = time.time()
         renders[t] = c.predict(t, "1", api_name="/render")[0]
         print(f"render t={t}: {1000 * (time.time() - t1):.0f} ms via the API")
@@ -88,12 +88,11 @@ def test_upload_forget_and_render_at_several_t(url, tmp_path):
     assert np.abs(top - bottom).max() <= 2, "t = 0 must show exactly the original model"
     assert np.abs(np.asarray(Image.open(renders[0.0]), int) - np.asarray(Image.open(grid0), int)).max() <= 2
     w = N_TARGET * CELL
-    top, bottom = _rows(renders[1.6])
-    assert np.abs(top[:, :w] - bottom[:, :w]).mean() > 1, "at t = T the forgotten face must change"
     at_u0, at_u1 = (c.predict(u, "1", api_name="/render_u")[0] for u in (0.0, 1.0))  # the slider's position
+    top, bottom = _rows(at_u1)
+    assert np.abs(top[:, :w] - bottom[:, :w]).mean() > 1, "at u = 1 the forgotten face must change"
     top, bottom = _rows(at_u0)
     assert np.abs(top - bottom).max() <= 2, "u = 0 is exactly the original model too"
-    assert np.abs(_rows(at_u1)[1] - _rows(renders[1.6])[1]).max() <= 2, "u = 1 is t = T"
     print(f"time to first render {first_render:.2f} s; forget {STEPS} steps as seen by the UI {forget_seconds:.1f} s")
 
 

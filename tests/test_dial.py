@@ -192,6 +192,11 @@ def test_a_dial_that_ends_at_the_floor_stops_where_the_person_is_first_unrelated
     cut = up_to_floor(profile)
     assert len(cut.values) == 41 and cut.pixels[-1] == 1.0 and cut.pixels[20] == pytest.approx(0.5)
     assert list(ending) == sorted(ending)  # still a monotone map, now over [0, 1.0]
+    # a person the loss network never calls unrelated keeps the whole knob (no cut at a noisy lowest point)
+    never = list(np.linspace(1, 0.2, 65))
+    fraction = identity_fraction(never, CalibrationConfig())
+    kept, _ = knob_knots(KnobProfile(values, never, fraction, np.linspace(0, 1, 65)))
+    assert kept[-1] == pytest.approx(1.6)
 
 
 def test_calibrate_dial_measures_the_adapter_and_attaches(varied_backend):
@@ -202,11 +207,12 @@ def test_calibrate_dial_measures_the_adapter_and_attaches(varied_backend):
     adapter.set_dial(whole)
     assert len(whole.t) == 5 and whole.t[0] == 0 and whole.t[-1] == pytest.approx(1.6)
     assert "loss network" in whole.measured_by
-    # by default the dial ends where the loss network's cosine first reaches its floor (or its lowest point)
+    # by default the dial ends where the loss network's cosine first reaches its floor, if it does
     dial = calibrate_dial(tiny_backend, adapter, w, CalibrationConfig(grid=9, knots=5, views=2))
     profile = profile_knob(tiny_backend, AdapterKnob(tiny_backend, [adapter]), w, 1.6,
                            CalibrationConfig(grid=9, views=2))
-    assert dial.t[-1] == pytest.approx(up_to_floor(profile).values[-1]) and 0 < dial.t[-1] <= 1.6
+    end = up_to_floor(profile).values[-1] if min(profile.similarity) <= 0 else 1.6
+    assert dial.t[-1] == pytest.approx(end) and 0 < dial.t[-1] <= 1.6
     adapter.set_dial(dial)
     assert adapter.t_at(1.0) == pytest.approx(dial.t[-1])
 

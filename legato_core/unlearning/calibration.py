@@ -45,8 +45,8 @@ class CalibrationConfig:
     # identity is measured as 1 - cos**power (sign kept below 0): the loss network holds on to the person longer
     # than a viewer's network does, and a power above 1 spends more of the slider there (docs/engine.md)
     identity_power: float = 1.75
-    # end the dial where the identity fraction first reaches 1 (the loss network's floor, or its lowest point),
-    # not at the knob's end: past it the judge's curve has nothing left to fall and comes back for some people
+    # end the dial where the loss network's cosine first reaches identity_floor (if it ever does), not at the
+    # knob's end: past it the judge's curve has nothing left to fall and comes back for some people
     # (docs/dial_paths, docs/ideal_dials: monotone for 40/40 validation people against 34/40); the rest of the
     # knob stays in raw t
     end_at_floor: bool = True
@@ -141,8 +141,9 @@ def knob_knots(profile: KnobProfile, config: CalibrationConfig | None = None) ->
     """(knob values at the map's knots, which pace was chosen) for a measured profile: of the candidate paces,
     the one whose larger of identity unevenness and pixel unevenness / ``pixel_tolerance`` is smallest."""
     config = config or CalibrationConfig()
-    if config.end_at_floor:
-        profile = up_to_floor(profile)
+    if config.end_at_floor and config.identity_floor is not None \
+            and min(profile.similarity, default=1.0) <= config.identity_floor:
+        profile = up_to_floor(profile)  # only where the loss network does call the face unrelated
     best = None
     for name, pace in candidate_paces(profile, config):
         knots = invert(profile.values, pace, config.knots)
