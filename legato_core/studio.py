@@ -91,12 +91,9 @@ class Entry:
 
     @property
     def t_max(self) -> float:
-        """The largest t the page offers: where the adapter's dial ends (a dial may end where the person is first
-        unrelated, before the adapter's own t_max), else the adapter's t_max."""
-        if self.adapter is None:
-            return float(ODEConfig().t_max)
-        dial = self.adapter.dial
-        return float(dial.t[-1] if dial is not None else self.adapter.config.t_max)
+        """The largest t the page offers: the slider's end (a dial may end where the person is first unrelated,
+        before the adapter's own t_max)."""
+        return float(self.adapter.t_at(1.0) if self.adapter is not None else ODEConfig().t_max)
 
     @property
     def t(self) -> float:

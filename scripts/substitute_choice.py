@@ -32,31 +32,20 @@ POWER, FLOOR = 1.5, 0.0  # the best arcface pace of scripts/dial_evenness_bound.
 
 def draw(backend, judge, arcface, person: int) -> dict:
     """The person's candidates, nearest first, each with its three curves and its path's on-manifold PSNR."""
-    import torch
     from dial_path_monotonicity import path_curves
 
     from legato_core import faceworld
     from legato_core.unlearning.engine import ForgetConfig
-    from legato_core.unlearning.targets import _rendered_pool, central_change, path_quality
+    from legato_core.unlearning.targets import path_quality, qualifying_substitutes
 
-    cfg = ForgetConfig().target
-    k = cfg.stop_views
-    views = backend.canonical_views(k)
-    pool, pool_img, e_pool = _rendered_pool(backend, cfg)
     w_u, _ = backend.invert(faceworld.render([person], 0))
-    with torch.no_grad():
-        img = backend.render(w_u.repeat_interleave(k, 0), views)
-        sim = torch.einsum("vd,pvd->p", arcface.embed(img).view(k, -1), e_pool) / k
-        centre = central_change(img.unsqueeze(0).expand(len(pool), -1, -1, -1, -1).flatten(0, 1),
-                                pool_img.flatten(0, 1)).view(len(pool), k).mean(1)
-    ok = (sim <= cfg.stop_similarity) & (centre >= cfg.min_central_change)
+    pool, sim, near = qualifying_substitutes(backend, w_u, ForgetConfig().target)
     dist = (pool - w_u[0]).norm(dim=1)
-    near = torch.where(ok, dist, torch.full_like(dist, float("inf"))).argsort()[:CANDIDATES]
     out = []
-    for j in near[ok[near]].tolist():
+    for j in near[0][:CANDIDATES].tolist():
         jc, ac, per_view, ec = path_curves(backend, judge, arcface, w_u, pool[j:j + 1])
         db, _ = path_quality(backend, w_u[0], pool[j], (0.25, 0.5, 0.75), backend.canonical_views(4))
-        out.append({"pool_index": j, "distance": float(dist[j]), "arc_sim": float(sim[j]), "judge": jc,
+        out.append({"pool_index": j, "distance": float(dist[j]), "arc_sim": float(sim[0, j]), "judge": jc,
                     "arcface": ac, "arc_views_monotone": per_view, "encoder": ec, "manifold_db": db})
     return {"identity": person, "candidates": out}
 

@@ -169,29 +169,17 @@ def substitute_target(backend, w_u: torch.Tensor, cfg: TargetConfig, desc: dict,
     differs by >= ``min_central_change`` (else the least similar); of the ``path_candidates`` nearest, the first
     whose straight path stays a crisp face the model draws (else the best). Why a prior latent: it is a plausible
     other person by construction, where adapters that reach for an extrapolated target land between two faces."""
-    arcface = backend.loss_identity_model()
-    k = cfg.stop_views
-    views = backend.canonical_views(k)
-    pool, pool_img, e_pool = _rendered_pool(backend, cfg)
-    person = backend.render(w_u.repeat_interleave(k, 0), views.repeat(len(w_u), 1))
-    e_u = arcface.embed(person).view(len(w_u), k, -1)
-    person = person.view(len(w_u), k, *person.shape[1:])
-    ceiling = -0.1 if cfg.stop_similarity is None else cfg.stop_similarity
+    views = backend.canonical_views(cfg.stop_views)
+    pool, sim, centre = _pool_reading(backend, w_u, cfg)
     picks, sims, path = [], [], []
     taken = torch.zeros(len(pool), dtype=torch.bool)
     if distinct:  # a pool face that is one of the people being forgotten is nobody's substitute
         taken |= torch.cdist(pool, w_u).min(1).values < 1e-4
     for r in range(len(w_u)):
-        sim = torch.einsum("vd,pvd->p", e_u[r], e_pool) / k  # mean cosine in the same views
-        centre = central_change(person[r].expand(len(pool), -1, -1, -1, -1).flatten(0, 1),
-                                pool_img.flatten(0, 1)).view(len(pool), k).mean(1)
-        ok = (sim <= ceiling) & (centre >= cfg.min_central_change) & ~taken
-        dist = (pool - w_u[r]).norm(dim=1)
-        if not ok.any():
-            i, path_db = int(sim.argmin()), None
+        near = _nearest_qualifying(pool, w_u[r], sim[r], centre[r], cfg, taken)[:max(1, cfg.path_candidates)]
+        if not len(near):
+            i, path_db = int(sim[r].argmin()), None
         else:
-            near = torch.where(ok, dist, torch.full_like(dist, float("inf"))).argsort()[:max(1, cfg.path_candidates)]
-            near = near[ok[near]]
             i, path_db = int(near[0]), None
             if len(near) > 1:
                 scores = []  # (PSNR, sharpness kept) of each path scored
@@ -205,10 +193,46 @@ def substitute_target(backend, w_u: torch.Tensor, cfg: TargetConfig, desc: dict,
                 i, path_db = int(near[best]), round(scores[best][0], 2)
         picks.append(i)
         taken[i] = distinct
-        sims.append(float(sim[i]))
+        sims.append(float(sim[r, i]))
         path.append(path_db)
     desc["pool_index"], desc["pool_similarity"], desc["path_db"] = picks, sims, path
     return pool[picks].clone(), desc
+
+
+@torch.no_grad()
+def qualifying_substitutes(backend, w_u: torch.Tensor, cfg: TargetConfig
+                           ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    """(the pool's latents, the loss network's mean cosine of each row of w_u to each pool face (B, P), per row
+    the pool faces that qualify as its substitute, nearest first): what ``substitute_target`` chooses from."""
+    pool, sim, centre = _pool_reading(backend, w_u, cfg)
+    none = torch.zeros(len(pool), dtype=torch.bool)
+    return pool, sim, [_nearest_qualifying(pool, w_u[r], sim[r], centre[r], cfg, none) for r in range(len(w_u))]
+
+
+def _pool_reading(backend, w_u: torch.Tensor, cfg: TargetConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The pool's latents and, per row of w_u, the loss network's mean cosine to each pool face and how much each
+    changes the person's face centre (B, P each), in ``cfg.stop_views`` canonical views."""
+    k = cfg.stop_views
+    pool, pool_img, e_pool = _rendered_pool(backend, cfg)
+    person = backend.render(w_u.repeat_interleave(k, 0), backend.canonical_views(k).repeat(len(w_u), 1))
+    e_u = backend.loss_identity_model().embed(person).view(len(w_u), k, -1)
+    person = person.view(len(w_u), k, *person.shape[1:])
+    sim, centre = [], []
+    for r in range(len(w_u)):
+        sim.append(torch.einsum("vd,pvd->p", e_u[r], e_pool) / k)  # mean cosine in the same views
+        centre.append(central_change(person[r].expand(len(pool), -1, -1, -1, -1).flatten(0, 1),
+                                     pool_img.flatten(0, 1)).view(len(pool), k).mean(1))
+    return pool, torch.stack(sim), torch.stack(centre)
+
+
+def _nearest_qualifying(pool: torch.Tensor, w: torch.Tensor, sim: torch.Tensor, centre: torch.Tensor,
+                        cfg: TargetConfig, excluded: torch.Tensor) -> torch.Tensor:
+    """Indices of the pool faces the loss network calls unrelated to the person w (D,) and whose face centre
+    changed enough, nearest first (``excluded`` faces left out)."""
+    ceiling = -0.1 if cfg.stop_similarity is None else cfg.stop_similarity
+    ok = (sim <= ceiling) & (centre >= cfg.min_central_change) & ~excluded
+    order = torch.where(ok, (pool - w).norm(dim=1), torch.full((len(pool),), float("inf"))).argsort()
+    return order[ok[order]]
 
 
 @torch.no_grad()
