@@ -3,6 +3,7 @@ so engine mechanics are tested without shipped weights; tests that need trained 
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 
@@ -146,8 +147,9 @@ def free_port() -> int:
 def app_server():
     """The Gradio app served on a free 127.0.0.1 port, as ``python app.py`` would; yields its local URL.
 
-    One torch thread (the tests' clients and the server share 2 cores) and a 3-view forgetting curve: the UI is
-    under test here, not the metric. Skips when the shipped weights are missing."""
+    One torch thread (the tests' clients and the server share 2 cores), a 3-view forgetting curve and the nearest
+    substitute taken without checking its path: the UI is under test here, not the metric (screenshots, with
+    $LEGATO_SCREENSHOTS, show the default). Skips when the shipped weights are missing."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -158,12 +160,19 @@ def app_server():
     except FileNotFoundError as e:
         pytest.skip(f"trained weights are missing: {e}")
     app.STUDIO_OPTIONS["curve_views"] = 3
+    if not os.environ.get("LEGATO_SCREENSHOTS"):
+        from legato_core.unlearning import ForgetConfig
+        from legato_core.unlearning.targets import TargetConfig
+
+        app.STUDIO_OPTIONS["default_config"] = ForgetConfig(steps=app.DEFAULT_STEPS,
+                                                            target=TargetConfig(path_candidates=0))
     demo = app.build_demo()
     _, url, _ = demo.queue().launch(prevent_thread_lock=True, server_port=free_port(), quiet=True,
                                     max_file_size="5mb", **app.launch_options())
     yield url
     app.close_sessions()
     app.STUDIO_OPTIONS.pop("curve_views", None)
+    app.STUDIO_OPTIONS.pop("default_config", None)
     demo.close()
     torch.set_num_threads(threads)
 

@@ -8,14 +8,19 @@ from legato_core.baselines import METHODS, run_method
 from legato_core.baselines.benchmark import run_benchmark, summarise, write_outputs
 from legato_core.figure_export import static_export_unavailable
 from legato_core.unlearning import ForgetConfig
+from legato_core.unlearning.targets import TargetConfig
 
 # one method per kind of knob: integration time (legato), weight interpolation (guide), adapter scale (lora). Every
 # registered method runs in the slow test below (5 min); CI's `bench --quick` runs the six default ones end to end
 KNOB_KINDS = ["legato", "guide", "lora"]
 
 
+# the benchmark's bookkeeping is under test, not the choice of substitute: the nearest is taken unchecked
+QUICK = ForgetConfig(steps=2, target=TargetConfig(path_candidates=0))
+
+
 def _bench(embedded, methods):
-    return run_benchmark(embedded, methods, [200_040], ForgetConfig(steps=2), audit_steps=10, n_retain=20, n_fd=20,
+    return run_benchmark(embedded, methods, [200_040], QUICK, audit_steps=10, n_retain=20, n_fd=20,
                          check_every=1, progress=False, dial_views=2)
 
 
@@ -68,7 +73,7 @@ def test_baselines_leave_the_shared_backend_untouched(embedded):
     v = embedded.canonical_views(2)
     before = embedded.render(w.expand(2, -1), v)
     for m in ("guide", "lora"):
-        run_method(m, embedded, w, ForgetConfig(steps=2))
+        run_method(m, embedded, w, QUICK)
     assert torch.equal(embedded.render(w.expand(2, -1), v), before)
 
 
@@ -167,7 +172,7 @@ def test_robust_guide_draws_every_held_latent_as_guide_draws_the_person_and_the_
 
     with torch.enable_grad():
         w, _ = embedded.invert(faceworld.render([200_041], 0))
-    res = run_method("guide-robust", embedded, w, ForgetConfig(steps=2))
+    res = run_method("guide-robust", embedded, w, QUICK)
     views = embedded.canonical_views(2)
     others = embedded.sample_latents(2, torch.Generator().manual_seed(5))
     from legato_core.unlearning.anchors import view_anchors
@@ -188,7 +193,7 @@ def test_a_benchmark_with_a_work_folder_resumes_where_it_stopped_and_refuses_oth
                                                                                           monkeypatch):
     from legato_core.baselines import benchmark
 
-    cfg = ForgetConfig(steps=1)
+    cfg = ForgetConfig(steps=1, target=TargetConfig(path_candidates=0))
     kw = {"audit_steps": 0, "n_retain": 8, "n_fd": 8, "progress": False, "work": tmp_path, "dial_views": 2}
     first = run_benchmark(embedded, ["lora"], [200_042], cfg, **kw)
     assert (tmp_path / "lora-200042.json").exists()
@@ -200,6 +205,6 @@ def test_a_benchmark_with_a_work_folder_resumes_where_it_stopped_and_refuses_oth
     again = run_benchmark(embedded, ["lora"], [200_042], cfg, **kw)
     assert json.dumps(again["results"], default=float) == json.dumps(first["results"], default=float)
     with pytest.raises(ValueError, match=r"other settings \(config\)"):
-        run_benchmark(embedded, ["lora"], [200_042], ForgetConfig(steps=2), **kw)
+        run_benchmark(embedded, ["lora"], [200_042], QUICK, **kw)
     with pytest.raises(ValueError, match=r"other settings \(dial_views\)"):
         run_benchmark(embedded, ["lora"], [200_042], cfg, **{**kw, "dial_views": 8})

@@ -487,7 +487,7 @@ def test_a_session_forgets_20_people_and_the_model_view_applies_them_all(app_url
 
     options = dict(app.STUDIO_OPTIONS)
     app.STUDIO_OPTIONS.update(curve_views=1, default_config=ForgetConfig(
-        view_anchors=0, target=TargetConfig(pool_size=32, stop_views=1),
+        view_anchors=0, target=TargetConfig(pool_size=32, stop_views=1, path_candidates=0),
         calibration=CalibrationConfig(grid=9, knots=5, views=2, blends=3, envelopes=0)))
     page = browser.new_page(viewport={"width": 1500, "height": 1100})
     t0 = time.time()

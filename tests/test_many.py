@@ -12,8 +12,10 @@ from legato_core.unlearning.targets import TargetConfig, make_target
 
 def test_forget_many_appends_to_a_log_and_requests_remove_takes_one_out(tmp_path, capsys):
     log, light = tmp_path / "model.requests.safetensors", tmp_path / "light.json"
-    # the log's mechanics, not the forgetting: no view anchors, no dial measured, a small substitute pool
-    light.write_text(json.dumps({"view_anchors": 0, "calibration": None, "target": {"pool_size": 32}}))
+    # the log's mechanics, not the forgetting: no view anchors, no dial measured, a small substitute pool whose
+    # nearest face is taken without checking its path
+    light.write_text(json.dumps({"view_anchors": 0, "calibration": None,
+                                 "target": {"pool_size": 32, "path_candidates": 0}}))
     base = ["forget-many", "--log", str(log), "--steps", "1", "--threads", "1", "--quiet", "--config", str(light)]
     assert main([*base, "--identities", "200040-200041"]) == 0
     assert main([*base, "--identities", "200042", "--mode", "batch"]) == 0  # appended to the same log
@@ -35,7 +37,7 @@ def test_forget_many_appends_to_a_log_and_requests_remove_takes_one_out(tmp_path
 
 def test_a_batch_gives_every_person_their_own_substitute(embedded):
     people = embedded.sample_latents(3, torch.Generator().manual_seed(11))
-    cfg = TargetConfig(pool_size=32)
+    cfg = TargetConfig(pool_size=32, path_candidates=0)  # distinct picks, not the path check, are under test
     _, alone = make_target(embedded, torch.cat([people[:1], people[:1]]), cfg)
     assert alone["pool_index"][0] == alone["pool_index"][1]  # the same person twice: one substitute
     _, together = make_target(embedded, torch.cat([people[:1], people[:1], people[1:]]), cfg, distinct=True)
@@ -65,7 +67,7 @@ def test_the_substitute_pool_is_rendered_once_per_backend_and_gives_the_same_tar
     from legato_core.unlearning import targets
 
     people = embedded.sample_latents(2, torch.Generator().manual_seed(12))
-    cfg = TargetConfig(pool_size=32, pool_seed=3)
+    cfg = TargetConfig(pool_size=32, pool_seed=3, path_candidates=0)  # the pool's cache is under test
     targets._POOLS.pop(embedded, None)
     first, d1 = make_target(embedded, people, cfg)
     cached = targets._POOLS[embedded]
@@ -82,7 +84,7 @@ def test_a_stopped_batch_resumes_with_the_substitutes_and_adapters_of_one_run(em
 
     latents = embedded.sample_latents(3, torch.Generator().manual_seed(13))
     people = [Person(f"p{i}", w[None]) for i, w in enumerate(latents)]
-    cfg = ForgetConfig(steps=1, view_anchors=0, calibration=None, target=TargetConfig(pool_size=32))
+    cfg = ForgetConfig(steps=1, view_anchors=0, calibration=None, target=TargetConfig(pool_size=32, path_candidates=0))
     whole = forget_many(embedded, people, cfg, "batch")
 
     def stop(done):

@@ -26,7 +26,7 @@ from legato_core.unlearning.targets import TargetConfig
 
 N = 20
 STEPS = 2
-LIGHT = ForgetConfig(view_anchors=1, target=TargetConfig(pool_size=32, stop_views=1),
+LIGHT = ForgetConfig(view_anchors=1, target=TargetConfig(pool_size=32, stop_views=1, path_candidates=0),
                      calibration=CalibrationConfig(grid=9, knots=5, views=2, blends=3, envelopes=0))
 
 
