@@ -2,9 +2,9 @@
 raw-t view), get an error toast for a bad file.
 
 Screenshots of the main states go to $LEGATO_SCREENSHOTS (docs/screenshots/ is made with
-``LEGATO_SCREENSHOTS=docs/screenshots LEGATO_BROWSER_STEPS=100``; its 12-13, a session of 20 forgotten people, with
-``LEGATO_BROWSER_MANY_STEPS=40``), else to a temporary folder so a test run leaves the tree clean. Skipped when
-Playwright or /usr/bin/chromium is missing.
+``LEGATO_SCREENSHOTS=docs/screenshots LEGATO_BROWSER_STEPS=250``, the default's steps; its 12-13, a session of 20
+forgotten people, with ``LEGATO_BROWSER_MANY_STEPS=40``), else to a temporary folder so a test run leaves the tree
+clean. Skipped when Playwright or /usr/bin/chromium is missing.
 """
 
 from __future__ import annotations
