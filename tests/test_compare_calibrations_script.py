@@ -41,3 +41,13 @@ def test_drawn_ways_are_refused_on_evaluation_ids():
     run = subprocess.run([sys.executable, str(ROOT / "scripts" / "compare_calibrations.py"), "--drawn",
                           "1000000-1000001"], capture_output=True, text=True)
     assert run.returncode != 0 and "validation ids only" in run.stderr
+
+
+def test_the_paces_are_compared_over_the_whole_knob_and_the_dial_ends_up_to_each_floor(load_script):
+    m = load_script("compare_calibrations")
+    assert not any(cfg.end_at_floor for cfg in m.VARIANTS.values()), "the docs table compared paces on the whole knob"
+    ends = m.DIAL_ENDS
+    assert not ends["whole knob"].end_at_floor and ends["ending at cosine 0 (default)"].end_at_floor
+    assert [cfg.identity_floor for name, cfg in ends.items() if name != "whole knob"] == [0.0, 0.1, 0.2]
+    rows = m.table({"a": [(1, 1.4, 1.6, True, 0.05), (2, 2.2, 1.9, False, -0.15)]})
+    assert "| a | 1.40 / 2.20 | 1/2 | 1/2 | 1.90 | 1/2 | -0.050 / +0.050 |" in rows
