@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up and run the test suite (CPU, offline, 9-17 minutes on 2 cores, by the day; `-m slow` adds the thorough checks).
+# Set up and run the test suite (CPU, offline, about 15 minutes on 2 cores; `-m slow` adds the thorough checks).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh requirements-dev.txt
